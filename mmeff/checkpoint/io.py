@@ -1,0 +1,90 @@
+"""Reading checkpoint files safely and unwrapping the containers different tools save.
+
+torch >= 2.6 loads with ``weights_only=True``. Checkpoints written by mmengine's runner also hold
+numpy scalars/arrays in their message hub, which the safe unpickler rejects; ``safe_globals()``
+allow-lists exactly those numpy reconstructors instead of turning the safety off.
+"""
+import contextlib
+import os
+from collections import OrderedDict
+from typing import Any, Dict, Iterator, Mapping
+
+import numpy as np
+import torch
+
+StateDict = Dict[str, torch.Tensor]
+
+_CONTAINER_KEYS = ('state_dict', 'model', 'model_ema', 'module', 'net')
+
+
+def _numpy_safe_globals() -> list:
+    """The numpy objects mmengine checkpoints pickle (message hub scalars and arrays)."""
+    out = [np.ndarray, np.dtype]
+    core = getattr(np, '_core', None) or np.core
+    out.append(core.multiarray._reconstruct)
+    if hasattr(core.multiarray, 'scalar'):
+        out.append(core.multiarray.scalar)
+    for name in ('float64', 'float32', 'float16', 'int64', 'int32', 'int16', 'int8', 'uint8',
+                 'bool_'):
+        out.append(getattr(np, name))
+    out.extend(type(np.dtype(t)) for t in ('float64', 'float32', 'int64', 'int32', 'bool'))
+    return out
+
+
+@contextlib.contextmanager
+def safe_globals() -> Iterator[None]:
+    """Allow-list numpy types for ``torch.load(weights_only=True)`` inside the block."""
+    with torch.serialization.safe_globals(_numpy_safe_globals()):
+        yield
+
+
+def load_file(path: str, map_location: str = 'cpu') -> Any:
+    """``torch.load`` with weights_only=True and numpy allow-listed; clear errors."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'checkpoint not found: {path!r}. mmeff never downloads weights: pass the path of a '
+            'local file (an official release .pth, a timm state dict, or an mmeff/mmengine '
+            'checkpoint), or train one with tools/train.py configs/cls/<variant>.py')
+    with safe_globals():
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # UnpicklingError and friends
+            raise RuntimeError(
+                f'{path!r} could not be loaded with torch.load(weights_only=True): {err}. '
+                'Only tensors, containers and numpy values are accepted. If you trust this '
+                'file, re-save its state dict with torch.save(state_dict, path).') from err
+
+
+def unwrap_state_dict(obj: Any) -> StateDict:
+    """Find the tensor dict in ``{'model': ..}``, ``{'state_dict': ..}`` or a plain dict."""
+    seen = 0
+    while isinstance(obj, Mapping) and seen < 4:
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return OrderedDict(obj)
+        for key in _CONTAINER_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+        else:
+            break
+        seen += 1
+    if isinstance(obj, Mapping):
+        tensors = OrderedDict((k, v) for k, v in obj.items() if isinstance(v, torch.Tensor))
+        if tensors:
+            return tensors
+    raise ValueError('no state dict found in checkpoint: expected a dict of tensors, or one '
+                     f'under one of the keys {_CONTAINER_KEYS}')
+
+
+def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
+    """Remove ``prefix`` from keys that have it (e.g. DDP's 'module.')."""
+    if not any(k.startswith(prefix) for k in state_dict):
+        return state_dict
+    return OrderedDict((k[len(prefix):] if k.startswith(prefix) else k, v)
+                       for k, v in state_dict.items())
+
+
+def read_state_dict(path: str) -> StateDict:
+    """Load a checkpoint file and return its flat state dict ('module.' prefixes removed)."""
+    return strip_prefix(unwrap_state_dict(load_file(path)), 'module.')

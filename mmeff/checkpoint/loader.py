@@ -1,0 +1,167 @@
+"""Loading any supported checkpoint layout into an mmeff backbone or classifier.
+
+Every family provides a :class:`LayoutConverter` that recognises the layouts it knows (official
+release, timm, mmpretrain, mmeff) and renames them to mmeff's *canonical* layout: the state
+dict of mmeff's classification model, i.e. ``backbone.*`` plus head keys. Loading then means:
+read -> detect -> convert -> select the part the target model holds -> check shapes -> load ->
+report. Derived buffers (index tables) are never taken from a file; they are rebuilt.
+"""
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from mmengine.logging import print_log
+from torch import nn
+
+from ..models.layers.attention_bias import AttentionBias2d, table_size_of
+from .io import StateDict, read_state_dict, strip_prefix
+
+RenameRule = Tuple[str, str]
+
+
+def rename_keys(state_dict: StateDict, rules: Sequence[RenameRule]) -> StateDict:
+    """Apply regex (pattern, replacement) rules in order to every key."""
+    out = OrderedDict()
+    for key, value in state_dict.items():
+        for pattern, repl in rules:
+            key = re.sub(pattern, repl, key)
+        out[key] = value
+    return out
+
+
+class LayoutConverter:
+    """Family-specific knowledge of checkpoint layouts. Subclasses fill in the three methods."""
+
+    family: str = ''
+    #: canonical key prefixes that belong to the classification heads, dropped for a backbone
+    head_prefixes: Tuple[str, ...] = ('head.', 'head_dist.', 'dist_head.')
+
+    def detect_layout(self, state_dict: StateDict) -> str:
+        """Return the layout name ('official', 'timm', 'mmpretrain', 'mmeff', ...)."""
+        raise NotImplementedError
+
+    def to_canonical(self, state_dict: StateDict, layout: str) -> StateDict:
+        """Rename keys of ``layout`` to mmeff's classifier layout (``backbone.*`` + heads)."""
+        raise NotImplementedError
+
+    def guess_arch(self, canonical: StateDict) -> Optional[str]:
+        """Name of the arch this canonical state dict belongs to, if it can tell."""
+        return None
+
+    def convert(self, state_dict: StateDict) -> Tuple[StateDict, str]:
+        layout = self.detect_layout(state_dict)
+        return self.to_canonical(state_dict, layout), layout
+
+
+@dataclass
+class LoadReport:
+    """What happened when a checkpoint was loaded; also logged."""
+    layout: str
+    loaded: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    dropped: List[str] = field(default_factory=list)
+    resized: List[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f'loaded {len(self.loaded)} tensors from a {self.layout!r}-layout checkpoint']
+        if self.resized:
+            lines.append(f'resized attention-bias tables: {self.resized}')
+        if self.dropped:
+            heads = sorted({k.split('.')[0] for k in self.dropped})
+            lines.append(f'dropped {len(self.dropped)} tensors not used here ({heads})')
+        if self.missing:
+            lines.append(f'missing in checkpoint (left at init): {self.missing}')
+        if self.unexpected:
+            lines.append(f'unexpected in checkpoint (ignored): {self.unexpected}')
+        return '; '.join(lines)
+
+
+class ArchMismatchError(ValueError):
+    """The checkpoint belongs to another architecture than the model."""
+
+
+def _bias_tables(model: nn.Module) -> Dict[str, AttentionBias2d]:
+    return {f'{name}.table': m for name, m in model.named_modules()
+            if isinstance(m, AttentionBias2d)}
+
+
+def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
+                    converter: LayoutConverter, prefix: str = 'backbone.',
+                    arch_name: Optional[str] = None,
+                    allowed_missing: Iterable[str] = ()) -> LoadReport:
+    """Load a checkpoint of any supported layout into ``model``.
+
+    Args:
+        model: the module to fill.
+        checkpoint: a file path or an already-read state dict.
+        converter: the family's layout converter.
+        prefix: the canonical prefix the model's own keys sit under: ``'backbone.'`` for a
+            backbone (heads and anything else are dropped), ``''`` for a classifier.
+        arch_name: the model's arch name, to name the mismatch when the checkpoint is another.
+        allowed_missing: key prefixes the model is expected to lack in a checkpoint
+            (e.g. dense-only output norms); they are reported as initialised fresh.
+    Raises:
+        ArchMismatchError: when tensor shapes show the checkpoint is another architecture.
+    """
+    if isinstance(checkpoint, str):
+        state_dict = read_state_dict(checkpoint)
+        source = checkpoint
+    else:
+        state_dict = strip_prefix(OrderedDict(checkpoint), 'module.')
+        source = 'state dict'
+    canonical, layout = converter.convert(state_dict)
+    report = LoadReport(layout=layout)
+
+    if prefix:
+        selected = OrderedDict((k[len(prefix):], v) for k, v in canonical.items()
+                               if k.startswith(prefix))
+        report.dropped = [k for k in canonical if not k.startswith(prefix)]
+    else:
+        selected = canonical
+
+    own = model.state_dict()
+    tables = _bias_tables(model)
+    mismatched = []
+    for key, value in list(selected.items()):
+        if key not in own:
+            continue
+        if own[key].shape == value.shape:
+            continue
+        if key in tables and value.dim() == 2 and value.shape[0] == own[key].shape[0] \
+                and table_size_of(value.shape[1]) is not None:
+            report.resized.append(f'{key}: {tuple(value.shape)} -> {tuple(own[key].shape)}')
+            continue  # AttentionBias2d._load_from_state_dict resizes it
+        mismatched.append(f'{key}: checkpoint {tuple(value.shape)} vs model '
+                          f'{tuple(own[key].shape)}')
+
+    guessed = converter.guess_arch(canonical)
+    if mismatched or (guessed and arch_name and guessed != arch_name):
+        family = converter.family
+        looks = f'{family}-{guessed}' if guessed else f'another {family} architecture'
+        wanted = f'{family}-{arch_name}' if arch_name else 'this model'
+        detail = '; '.join(mismatched[:5]) + (' ...' if len(mismatched) > 5 else '')
+        raise ArchMismatchError(
+            f'checkpoint {source!r} looks like {looks}, but the model is {wanted}'
+            + (f' (shape mismatches: {detail})' if detail else '')
+            + '. Use the checkpoint of the same arch, or set arch to match the checkpoint.')
+
+    result = model.load_state_dict(selected, strict=False)
+    allowed = tuple(allowed_missing)
+    report.missing = [k for k in result.missing_keys if not _is_derived(k)]
+    fresh = [k for k in report.missing if allowed and k.startswith(allowed)]
+    report.missing = [k for k in report.missing if k not in fresh]
+    report.unexpected = list(result.unexpected_keys)
+    report.loaded = [k for k in selected if k in own]
+    msg = f'[mmeff] {source}: {report.summary()}'
+    if fresh:
+        msg += f'; initialised fresh (dense-only): {sorted({k.rsplit(".", 2)[0] for k in fresh})}'
+    print_log(msg, logger='current', level=30 if (report.missing or report.unexpected) else 20)
+    return report
+
+
+def _is_derived(key: str) -> bool:
+    """Buffers rebuilt by the model, never expected from a file."""
+    return key.endswith(('num_batches_tracked', 'attention_bias_idxs'))

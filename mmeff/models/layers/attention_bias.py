@@ -1,0 +1,158 @@
+"""Learned relative-position attention bias that works at any resolution.
+
+All three families (EfficientFormer's MHSA, EfficientFormerV2's attention and attention
+downsampling, EfficientViT's window attention) learn one scalar per head for every 2-D
+*absolute offset* (|dy|, |dx|) between a query and a key on the grid seen at pretraining time
+(7x7 at 224x224). The parameter is that offset table, shape (num_heads, Rh * Rw).
+
+For another grid (Hk, Wk) we resize the *offset table* bicubically to (Hk, Wk) and gather the
+N_q x N_k bias from it. We never interpolate the N x N bias matrix itself (the official dense
+code does that: it is slow and memory-hungry at 1333x800 and on non-square inputs it stops being
+a function of the offset). On the pretraining grid no resizing happens, so the bias equals the
+checkpoint's bit for bit.
+
+In eval mode the gathered bias is cached per (grid, stride, device, dtype, parameter version):
+loading weights, an optimizer step or ``.to()`` all change the key, so the cache cannot go stale.
+"""
+import math
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Size2d = Tuple[int, int]
+
+
+def resize_offset_table(table: torch.Tensor, src_hw: Size2d, dst_hw: Size2d) -> torch.Tensor:
+    """Resize a (heads, Rh*Rw) offset table to (heads, Hk*Wk), bicubic, exact when unchanged."""
+    if tuple(src_hw) == tuple(dst_hw):
+        return table
+    heads = table.shape[0]
+    grid = table.reshape(1, heads, src_hw[0], src_hw[1])
+    out = F.interpolate(grid.float(), size=tuple(dst_hw), mode='bicubic', align_corners=False)
+    return out.to(table.dtype).reshape(heads, dst_hw[0] * dst_hw[1])
+
+
+def relative_offset_index(query_hw: Size2d, key_hw: Size2d, query_stride: int = 1,
+                          device: Optional[torch.device] = None) -> torch.Tensor:
+    """(Nq, Nk) index into a (Hk x Wk) table of absolute offsets, in key-grid units.
+
+    Query i sits at key-grid position ``i * query_stride`` (stride 2 for V2's attention
+    downsampling, whose queries live on the subsampled grid).
+    """
+    qy = torch.arange(query_hw[0], device=device) * query_stride
+    qx = torch.arange(query_hw[1], device=device) * query_stride
+    ky = torch.arange(key_hw[0], device=device)
+    kx = torch.arange(key_hw[1], device=device)
+    dy = (qy[:, None, None, None] - ky[None, None, :, None]).abs()
+    dx = (qx[None, :, None, None] - kx[None, None, None, :]).abs()
+    index = dy * key_hw[1] + dx
+    return index.reshape(query_hw[0] * query_hw[1], key_hw[0] * key_hw[1])
+
+
+class AttentionBias2d(nn.Module):
+    """Per-head learned bias over 2-D absolute offsets, resizable to any query/key grid.
+
+    Args:
+        num_heads: number of attention heads.
+        table_size: (Rh, Rw) offset range learned at pretraining resolution, e.g. (7, 7).
+    """
+
+    def __init__(self, num_heads: int, table_size: Sequence[int]):
+        super().__init__()
+        if isinstance(table_size, int):
+            table_size = (table_size, table_size)
+        self.num_heads = num_heads
+        self.table_size: Size2d = (int(table_size[0]), int(table_size[1]))
+        self.table = nn.Parameter(torch.zeros(num_heads, self.table_size[0] * self.table_size[1]))
+        self._cache: Dict[tuple, torch.Tensor] = {}
+        self._index_cache: Dict[tuple, torch.Tensor] = {}
+        self.frozen: Optional[torch.Tensor] = None  # set by freeze() for deployment
+
+    def extra_repr(self) -> str:
+        return f'num_heads={self.num_heads}, table_size={self.table_size}'
+
+    def forward(self, query_hw: Size2d, key_hw: Optional[Size2d] = None,
+                query_stride: int = 1) -> torch.Tensor:
+        """Return the (num_heads, Nq, Nk) bias for the given grids."""
+        key_hw = tuple(query_hw) if key_hw is None else tuple(key_hw)
+        query_hw = tuple(query_hw)
+        frozen = self.frozen
+        if frozen is not None and frozen.shape[-2:] == (query_hw[0] * query_hw[1],
+                                                        key_hw[0] * key_hw[1]):
+            return frozen
+        table = self.table
+        use_cache = not (self.training or torch.jit.is_tracing() or torch.jit.is_scripting()
+                         or torch.compiler.is_compiling())
+        if use_cache:
+            key = (query_hw, key_hw, query_stride, table.device, table.dtype, table._version,
+                   table.data_ptr())
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
+        index = self._index(query_hw, key_hw, query_stride, table.device)
+        bias = resize_offset_table(table, self.table_size, key_hw)[:, index]
+        if use_cache:
+            if len(self._cache) > 8:  # bounded: multi-scale testing sees a handful of sizes
+                self._cache.clear()
+            bias = bias.detach()
+            self._cache[key] = bias
+        return bias
+
+    def _index(self, query_hw: Size2d, key_hw: Size2d, stride: int,
+               device: torch.device) -> torch.Tensor:
+        key = (query_hw, key_hw, stride, device)
+        index = self._index_cache.get(key)
+        if index is None:
+            index = relative_offset_index(query_hw, key_hw, stride, device)
+            if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+                self._index_cache[key] = index
+        return index
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+        self._index_cache.clear()
+
+    @torch.no_grad()
+    def freeze(self, query_hw: Size2d, key_hw: Optional[Size2d] = None,
+               query_stride: int = 1) -> None:
+        """Precompute the bias for one grid as a constant buffer (deploy/export)."""
+        was_training = self.training
+        self.train(False)
+        self.frozen = None
+        self.frozen = self(query_hw, key_hw, query_stride).clone()
+        self.train(was_training)
+
+    def train(self, mode: bool = True):
+        self._cache.clear()
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.clear_cache()
+        out = super()._apply(fn, *args, **kwargs)
+        if self.frozen is not None:
+            self.frozen = fn(self.frozen)
+        return out
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        """Accept tables learned at another resolution: resize them (square tables only)."""
+        self.clear_cache()
+        self.frozen = None
+        key = prefix + 'table'
+        if key in state_dict:
+            incoming = state_dict[key]
+            if incoming.dim() == 2 and incoming.shape[0] == self.num_heads and \
+                    incoming.shape[1] != self.table.shape[1]:
+                src = table_size_of(incoming.shape[1])
+                if src is not None:
+                    state_dict[key] = resize_offset_table(incoming, src, self.table_size)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+def table_size_of(numel: int) -> Optional[Size2d]:
+    """Square offset-table size for a flat table length, or None if it is not square."""
+    side = int(round(math.sqrt(numel)))
+    return (side, side) if side * side == numel else None

@@ -1,0 +1,117 @@
+"""Conv/Linear + BatchNorm pairs that know how to fold themselves for deployment.
+
+Folding BN into the neighbouring linear op is the main deploy-time saving the papers rely on
+(EfficientFormer Observation 3: CONV-BN beats LN-Linear because BN disappears at inference).
+"""
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+
+def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm):
+    """Per-channel (scale, shift) such that ``bn(x) == x * scale + shift`` in eval mode."""
+    std = (bn.running_var + bn.eps).sqrt()
+    weight = bn.weight if bn.affine else torch.ones_like(std)
+    bias = bn.bias if bn.affine else torch.zeros_like(std)
+    scale = weight / std
+    return scale, bias - bn.running_mean * scale
+
+
+@torch.no_grad()
+def fuse_conv_bn(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Conv2d:
+    """Return a new conv equal to ``bn(conv(x))`` (BN in eval mode)."""
+    scale, shift = _bn_scale_shift(bn)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                      conv.padding, conv.dilation, conv.groups, bias=True,
+                      padding_mode=conv.padding_mode).to(conv.weight.device, conv.weight.dtype)
+    fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+    conv_bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
+    fused.bias.copy_(conv_bias * scale + shift)
+    return fused
+
+
+@torch.no_grad()
+def fuse_linear_bn(linear: nn.Linear, bn: nn.modules.batchnorm._BatchNorm) -> nn.Linear:
+    """Return a linear equal to ``bn(linear(x))`` (BN over the output features)."""
+    scale, shift = _bn_scale_shift(bn)
+    fused = nn.Linear(linear.in_features, linear.out_features, bias=True).to(
+        linear.weight.device, linear.weight.dtype)
+    fused.weight.copy_(linear.weight * scale[:, None])
+    lin_bias = linear.bias if linear.bias is not None else torch.zeros_like(shift)
+    fused.bias.copy_(lin_bias * scale + shift)
+    return fused
+
+
+@torch.no_grad()
+def fuse_bn_linear(bn: nn.modules.batchnorm._BatchNorm, linear: nn.Linear) -> nn.Linear:
+    """Return a linear equal to ``linear(bn(x))`` (BN over the input features)."""
+    scale, shift = _bn_scale_shift(bn)
+    fused = nn.Linear(linear.in_features, linear.out_features, bias=True).to(
+        linear.weight.device, linear.weight.dtype)
+    fused.weight.copy_(linear.weight * scale[None, :])
+    lin_bias = linear.bias if linear.bias is not None else torch.zeros(
+        linear.out_features, device=shift.device, dtype=shift.dtype)
+    fused.bias.copy_(lin_bias + linear.weight @ shift)
+    return fused
+
+
+class ConvBN(nn.Sequential):
+    """``Conv2d`` followed by ``BatchNorm2d``; ``fuse()`` returns the equivalent single conv.
+
+    Submodules are named ``conv`` and ``bn`` (timm's naming), which keeps checkpoint
+    conversion a matter of renaming prefixes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
+                 stride: int = 1, padding: Optional[int] = None, groups: int = 1,
+                 bias: bool = False, bn_weight_init: float = 1.0):
+        super().__init__()
+        if padding is None:
+            padding = kernel_size // 2
+        self.add_module('conv', nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                                          padding, groups=groups, bias=bias))
+        self.add_module('bn', nn.BatchNorm2d(out_channels))
+        nn.init.constant_(self.bn.weight, bn_weight_init)
+        nn.init.zeros_(self.bn.bias)
+
+    def fuse(self) -> nn.Conv2d:
+        return fuse_conv_bn(self.conv, self.bn)
+
+
+class LinearBN(nn.Sequential):
+    """``Linear`` followed by ``BatchNorm1d`` over features, for (B, N, C) token tensors."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False,
+                 bn_weight_init: float = 1.0):
+        super().__init__()
+        self.add_module('linear', nn.Linear(in_features, out_features, bias=bias))
+        self.add_module('bn', nn.BatchNorm1d(out_features))
+        nn.init.constant_(self.bn.weight, bn_weight_init)
+        nn.init.zeros_(self.bn.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.linear(x)
+        return self.bn(x.flatten(0, -2)).reshape_as(x) if x.dim() > 2 else self.bn(x)
+
+    def fuse(self) -> nn.Linear:
+        return fuse_linear_bn(self.linear, self.bn)
+
+
+class BNLinear(nn.Sequential):
+    """``BatchNorm1d`` followed by ``Linear`` (classification heads); fuses into one Linear."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 std: float = 0.02):
+        super().__init__()
+        self.add_module('bn', nn.BatchNorm1d(in_features))
+        self.add_module('linear', nn.Linear(in_features, out_features, bias=bias))
+        nn.init.trunc_normal_(self.linear.weight, std=std)
+        if bias:
+            nn.init.zeros_(self.linear.bias)
+
+    def fuse(self) -> nn.Linear:
+        return fuse_bn_linear(self.bn, self.linear)
+
+
+Fusable = Union[ConvBN, LinearBN, BNLinear]
