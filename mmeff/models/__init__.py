@@ -1,2 +1,2 @@
-"""Models: shared layers, the three backbone families, necks and classifiers."""
-from . import backbones, layers  # noqa: F401  (importing registers the modules)
+"""Models: shared layers, the three backbone families, necks, heads and classifiers."""
+from . import backbones, classifiers, heads, layers  # noqa: F401  (importing registers them)

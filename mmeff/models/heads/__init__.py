@@ -1,0 +1,1 @@
+"""Classification heads, one per family (norm + pooling + head + distillation head)."""
