@@ -39,7 +39,9 @@ class LayoutConverter:
     head_prefixes: Tuple[str, ...] = ('head.', 'head_dist.', 'dist_head.')
 
     def detect_layout(self, state_dict: StateDict) -> str:
-        """Return the layout name ('official', 'timm', 'mmpretrain', 'mmeff', ...)."""
+        """Return the layout name ('official', 'timm', 'mmpretrain', 'mmeff', ...).
+
+        Must raise ValueError for a state dict that is not of this family."""
         raise NotImplementedError
 
     def to_canonical(self, state_dict: StateDict, layout: str) -> StateDict:
@@ -53,6 +55,32 @@ class LayoutConverter:
     def convert(self, state_dict: StateDict) -> Tuple[StateDict, str]:
         layout = self.detect_layout(state_dict)
         return self.to_canonical(state_dict, layout), layout
+
+
+#: family name -> converter instance; filled by ``register_converter``
+CONVERTERS: Dict[str, LayoutConverter] = {}
+
+
+def register_converter(cls):
+    """Class decorator: make a family's converter available to auto-detection and tools."""
+    CONVERTERS[cls.family] = cls()
+    return cls
+
+
+def detect_family(state_dict: StateDict) -> Tuple[str, str]:
+    """(family, layout) of a state dict, trying every registered converter."""
+    import mmeff.models  # noqa: F401  (registers the converters of all families)
+    found = []
+    for family, conv in CONVERTERS.items():
+        try:
+            found.append((family, conv.detect_layout(state_dict)))
+        except ValueError:
+            continue
+    if len(found) != 1:
+        what = 'no known layout' if not found else f'ambiguous layouts {found}'
+        raise ValueError(f'cannot tell which model this checkpoint belongs to ({what}); '
+                         f'known families: {sorted(CONVERTERS)}. Pass the family explicitly.')
+    return found[0]
 
 
 @dataclass
