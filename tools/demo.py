@@ -108,7 +108,7 @@ def build_config(args: argparse.Namespace, data_root: Path, work_dir: Path):
                                                    args.iters))
     cfg.randomness = dict(seed=args.seed)
     cfg.work_dir = str(work_dir)
-    cfg.log_level = 'WARNING'  # the demo prints its own progress lines
+    cfg.log_level = 'ERROR'  # the demo prints its own progress lines
     return cfg
 
 
@@ -145,10 +145,12 @@ class ProgressHook(Hook):
 def evaluate(runner, label: str, log_file: Path) -> Dict[str, float]:
     """Run the val loop (CocoMetric bbox + segm); the COCO tables go to ``log_file``."""
     t = time.time()
-    say(f'evaluating {label} on {len(runner.val_dataloader.dataset)} val images ...')
+    with chatter_to(log_file):  # building the loop loads the annotations (and says so)
+        loop = runner.val_loop
+    say(f'evaluating {label} on {len(loop.dataloader.dataset)} val images ...')
     with chatter_to(log_file):
         print(f'===== COCO evaluation {label}')
-        metrics = runner.val_loop.run()
+        metrics = loop.run()
     metrics = {k.split('/')[-1]: float(v) for k, v in metrics.items()}
     say(f'{label}: bbox mAP {metrics["bbox_mAP"]:.3f}  AP50 {metrics["bbox_mAP_50"]:.3f}  '
         f'segm mAP {metrics["segm_mAP"]:.3f}  AP50 {metrics["segm_mAP_50"]:.3f}  '
@@ -193,8 +195,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     prepare_data(data_root, args)
 
     cfg = build_config(args, data_root, work_dir)
-    with chatter_to(log_file):
-        runner = Runner.from_cfg(cfg)
+    runner = Runner.from_cfg(cfg)  # not redirected: mmengine's logger keeps this stdout
     model = runner.model
     n_params = sum(p.numel() for p in model.parameters())
     n_backbone = sum(p.numel() for p in model.backbone.parameters())

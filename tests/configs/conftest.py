@@ -89,7 +89,9 @@ def _detector_overrides(model: dict, num: int) -> str:
     Sets every head's num_classes to the toy set's (CocoMetric maps labels to the dataset's
     category ids) and samples fewer proposals / RoIs and keeps fewer detections: a random model
     at 128 px otherwise sends hundreds of RoIs through a 256-channel mask head, which is most of
-    the time of a smoke run. The architecture itself is untouched.
+    the time of a smoke run. ``score_thr=0``: an untrained RetinaNet scores everything near its
+    focal-loss prior (0.01), below the usual 0.05, and an empty result has no mAP to check.
+    The architecture itself is untouched.
     """
     if 'roi_head' in model:  # two-stage (Mask R-CNN)
         heads = [f'bbox_head=dict(num_classes={num})']
@@ -99,10 +101,10 @@ def _detector_overrides(model: dict, num: int) -> str:
                 '    train_cfg=dict(rpn_proposal=dict(nms_pre=200, max_per_img=64),\n'
                 '                   rcnn=dict(sampler=dict(num=16))),\n'
                 '    test_cfg=dict(rpn=dict(nms_pre=200, max_per_img=32),\n'
-                '                  rcnn=dict(max_per_img=5)))\n')
+                '                  rcnn=dict(score_thr=0.0, max_per_img=5)))\n')
     if 'bbox_head' in model:  # one-stage (RetinaNet)
         return (f'model = dict(bbox_head=dict(num_classes={num}),\n'
-                '    test_cfg=dict(nms_pre=100, max_per_img=5))\n')
+                '    test_cfg=dict(nms_pre=100, score_thr=0.0, max_per_img=5))\n')
     raise ValueError(f'unknown detector layout: {sorted(model)}')
 
 

@@ -42,6 +42,10 @@ EXPECTED = {
                            [32, 64, 144, 288]),
     'semfpn_v2l_ade20k': ('mmseg', 'EncoderDecoder', 'mmeff.EfficientFormerV2', 'l',
                           [40, 80, 192, 384]),
+    'maskrcnn_m4_coco': ('mmdet', 'MaskRCNN', 'mmeff.EfficientViT', 'm4', [128, 256, 384]),
+    'retinanet_m4_coco': ('mmdet', 'RetinaNet', 'mmeff.EfficientViT', 'm4', [128, 256, 384]),
+    'semfpn_m4_ade20k': ('mmseg', 'EncoderDecoder', 'mmeff.EfficientViT', 'm4',
+                         [128, 256, 384]),
 }
 
 
