@@ -225,7 +225,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     steady = progress.step_times[1:] or progress.step_times
     per_step = sum(steady) / len(steady)
     ap50_before, ap50_after = before['bbox_mAP_50'], after['bbox_mAP_50']
-    ratio = ap50_after / ap50_before if ap50_before > 0 else math.inf
+    if ap50_before > 0:
+        ratio = ap50_after / ap50_before
+    else:
+        ratio = math.inf if ap50_after > 0 else math.nan
     learned = last < first and ap50_after >= 5 * ap50_before and ap50_after > 0
     ckpt = work_dir / f'iter_{args.iters}.pth'
     summary = dict(
@@ -236,7 +239,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                          for k in losses[-1]},
         before={k: before[k] for k in sorted(before) if 'mAP' in k},
         after={k: after[k] for k in sorted(after) if 'mAP' in k},
-        bbox_ap50_ratio=None if math.isinf(ratio) else round(ratio, 2),
+        bbox_ap50_ratio=round(ratio, 2) if math.isfinite(ratio) else None,
         seconds_per_step=round(per_step, 3), train_seconds=round(train_time, 1),
         total_seconds=round(time.time() - start, 1), learned=learned,
         files=dict(work_dir=str(work_dir), data=str(data_root),
@@ -244,7 +247,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    log=str(log_file), summary=str(work_dir / 'summary.json')))
     (work_dir / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
 
-    ratio_txt = 'inf (was 0)' if math.isinf(ratio) else f'{ratio:.1f}x'
+    ratio_txt = f'{ratio:.1f}x' if math.isfinite(ratio) else \
+        ('from 0' if math.isinf(ratio) else 'both 0')
     lines = [
         '',
         '=' * 78,

@@ -19,6 +19,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -118,6 +119,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    # MMSeg's loss builders warn about their own deprecations on every build
+    warnings.filterwarnings('ignore', message='.*(build_loss|avg_non_ignore).*')
     names = [REFERENCE] + list(args.variants)
     calls, params = {}, {}
     for name in names:
