@@ -15,7 +15,7 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from .io import StateDict, read_state_dict, strip_prefix
+from .io import StateDict, read_state_dict, strip_prefix, unwrap_state_dict
 
 RenameRule = Tuple[str, Union[str, Callable, None]]
 
@@ -148,7 +148,8 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
 
     Args:
         model: the module to fill.
-        checkpoint: a file path or an already-read state dict.
+        checkpoint: a file path, or an already-read state dict or checkpoint container
+            (``{'state_dict': ..}``, ``{'model': ..}``).
         converter: the family's layout converter.
         prefix: the canonical prefix the model's own keys sit under: ``'backbone.'`` for a
             backbone (heads and anything else are dropped), ``''`` for a classifier.
@@ -162,7 +163,7 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
         state_dict = read_state_dict(checkpoint)
         source = checkpoint
     else:
-        state_dict = strip_prefix(OrderedDict(checkpoint), 'module.')
+        state_dict = strip_prefix(unwrap_state_dict(checkpoint), 'module.')
         source = 'state dict'
     canonical, layout = converter.convert(state_dict)
     report = LoadReport(layout=layout)
