@@ -78,17 +78,21 @@ def _without_backbone_prefix(state_dict: StateDict) -> Tuple[StateDict, bool]:
 
 
 # -------------------------------------------------------------- stage / block index bookkeeping
+def _block_indices(canonical: StateDict) -> Dict[int, List[int]]:
+    """stage -> sorted block indices present in the (canonically prefixed) state dict."""
+    found: Dict[int, set] = {}
+    for key in canonical:
+        m = _BLOCK_KEY.match(key)
+        if m:
+            found.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    return {s: sorted(v) for s, v in found.items()}
+
+
 def _close_flat_gap(state_dict: StateDict) -> StateDict:
     """Renumber the blocks of each stage 0..n-1 (the official Sequential has a ``Flat`` module
     without parameters before the first MB3D block, so the indices skip one there)."""
-    seen: Dict[int, List[int]] = {}
-    for key in state_dict:
-        m = _BLOCK_KEY.match(key)
-        if m:
-            seen.setdefault(int(m.group(1)), [])
-            if int(m.group(2)) not in seen[int(m.group(1))]:
-                seen[int(m.group(1))].append(int(m.group(2)))
-    dense = {s: {old: new for new, old in enumerate(sorted(idx))} for s, idx in seen.items()}
+    dense = {s: {old: new for new, old in enumerate(idx)}
+             for s, idx in _block_indices(state_dict).items()}
     out = OrderedDict()
     for key, value in state_dict.items():
         m = _BLOCK_KEY.match(key)
@@ -107,15 +111,6 @@ def _mb3d_blocks(canonical: StateDict) -> Dict[int, List[int]]:
         if m and m.group(3) == 'token_mixer.qkv.weight':
             out.setdefault(int(m.group(1)), []).append(int(m.group(2)))
     return {s: sorted(v) for s, v in out.items()}
-
-
-def _block_counts(canonical: StateDict) -> Dict[int, int]:
-    counts: Dict[int, set] = {}
-    for key in canonical:
-        m = _BLOCK_KEY.match(key)
-        if m:
-            counts.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
-    return {s: len(v) for s, v in counts.items()}
 
 
 def _conv_mlp_to_convbn(state_dict: StateDict) -> StateDict:
@@ -286,8 +281,8 @@ class EfficientFormerConverter(LayoutConverter):
                 for i in (1, 2, 3)]
         except KeyError:
             return None
-        counts = _block_counts(canonical)
-        depths = [counts.get(i, 0) for i in range(4)]
+        blocks = _block_indices(canonical)
+        depths = [len(blocks.get(i, ())) for i in range(4)]
         num_vit = sum(len(v) for v in _mb3d_blocks(canonical).values())
         for name, arch in ARCH_SETTINGS.items():
             if arch['widths'] == widths and arch['depths'] == depths and \

@@ -172,7 +172,10 @@ class EfficientFormer(MobileBackbone):
         return EfficientFormerConverter()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """(N, C, H, W) -> one (N, C_i, ceil(H / 2^(i+2)), ceil(W / 2^(i+2))) map per output."""
+        """(N, C, H, W) -> one (N, C_i, ceil(H / 2^(i+2)), ceil(W / 2^(i+2))) map per output.
+
+        Stages after the last requested output are not run (their parameters get no gradient:
+        with DDP, freeze them or set ``find_unused_parameters``)."""
         self.check_input(x)
         x = self.stem(x)
         outs = []

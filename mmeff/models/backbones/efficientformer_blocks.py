@@ -72,12 +72,13 @@ class ConvStemDeploy(nn.Module):
     channels-last memory (NHWC strides, same NCHW shape): every later op keeps that layout, and
     on CPU it is what makes the pool mixer (count_include_pad=False average pooling is ~9x
     faster in NHWC), the 3x3 oneDNN convs and the NHWC linears of :class:`MB4DDeploy` fast.
-    Skipped while tracing/scripting, so exported graphs get no layout op."""
+    Skipped while tracing/scripting, so exported graphs get no layout op. The conv weights are
+    stored channels-last too (else oneDNN reorders them on every call)."""
 
     def __init__(self, conv1: nn.Conv2d, conv2: nn.Conv2d):
         super().__init__()
-        self.conv1 = conv1
-        self.conv2 = conv2
+        self.conv1 = conv1.to(memory_format=torch.channels_last)
+        self.conv2 = conv2.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
@@ -269,8 +270,8 @@ class MB3DDeploy(nn.Module):
         y = F.layer_norm(x, self.normalized_shape, eps=self.eps[0])
         qkv = self.qkv(y).reshape(B, N, self.num_heads, -1).transpose(1, 2)
         q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=-1)
-        bias = self.attention_bias(hw).to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.attention_bias(hw),
+                                             scale=1.0)
         x = x + self.proj(out.transpose(1, 2).flatten(2))
         y = F.layer_norm(x, self.normalized_shape, eps=self.eps[1])
         return x + self.fc2(self.act(self.fc1(y)))
@@ -325,6 +326,14 @@ class EfficientFormerStage(nn.Module):
                     x = x.flatten(2).transpose(1, 2)
                 x = run_block(block, x, hw)
         return tokens_to_map(x, hw) if x.dim() == 3 else x
+
+    def fuse(self) -> 'EfficientFormerStage':
+        """Deploy: the blocks are replaced by their deploy forms by :func:`mmeff.deploy.fuse`;
+        here the embedding conv is folded and stored channels-last, the layout
+        :class:`ConvStemDeploy` switches the network to."""
+        if not isinstance(self.downsample, nn.Identity):
+            self.downsample = _fused(self.downsample).to(memory_format=torch.channels_last)
+        return self
 
 
 def count_from_end(depths: Sequence[int], num_last: int) -> Tuple[int, ...]:
