@@ -44,8 +44,10 @@ def timm_to_official(sd):
         (r'^stem\.conv1\.', 'patch_embed.0.'), (r'^stem\.norm1\.', 'patch_embed.1.'),
         (r'^stem\.conv2\.', 'patch_embed.3.'), (r'^stem\.norm2\.', 'patch_embed.4.'),
         (r'^stages\.(\d+)\.blocks\.', lambda m: f'network.{2 * int(m.group(1))}.'),
-        (r'^stages\.(\d+)\.downsample\.conv\.', lambda m: f'network.{2 * int(m.group(1)) - 1}.proj.'),
-        (r'^stages\.(\d+)\.downsample\.norm\.', lambda m: f'network.{2 * int(m.group(1)) - 1}.norm.'),
+        (r'^stages\.(\d+)\.downsample\.conv\.',
+         lambda m: f'network.{2 * int(m.group(1)) - 1}.proj.'),
+        (r'^stages\.(\d+)\.downsample\.norm\.',
+         lambda m: f'network.{2 * int(m.group(1)) - 1}.norm.'),
         (r'ls([12])\.gamma$', r'layer_scale_\1'),
         (r'^head_dist\.', 'dist_head.'),
     ])

@@ -197,6 +197,22 @@ def test_bias_cache_invalidated_by_load_state_dict_in_eval(perturb):
         torch.testing.assert_close(a, e, rtol=0, atol=0)
 
 
+def test_bias_cache_follows_in_place_updates_of_the_table(perturb):
+    """E.g. an EMA/SWA update applied to a model kept in eval mode: the parameter's version
+    changes, so the cached bias must not be reused."""
+    x = torch.randn(1, 3, 96, 160)
+    model = perturb(EfficientFormer(TINY)).eval()
+    with torch.no_grad():
+        before = model(x)
+        model.stages[3].blocks[1].token_mixer.attention_bias.table.mul_(-3.0)
+        after = model(x)
+        fresh = copy.deepcopy(model)
+        fresh.stages[3].blocks[1].token_mixer.attention_bias.clear_cache()
+        expected = fresh(x)
+    assert not torch.allclose(after[-1], before[-1])
+    assert torch.equal(after[-1], expected[-1])
+
+
 def test_bias_cache_invalidated_by_to(perturb):
     x = torch.randn(1, 3, 96, 160)
     model = perturb(EfficientFormer(TINY)).eval()

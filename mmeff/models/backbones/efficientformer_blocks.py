@@ -348,6 +348,6 @@ def count_from_end(depths: Sequence[int], num_last: int) -> Tuple[int, ...]:
 
 
 __all__ = [
-    'ConvStem', 'ConvStemDeploy', 'PoolMixer', 'ConvMlp', 'MB4D', 'MB4DDeploy', 'Attention', 'LinearMlp', 'MB3D',
-    'MB3DDeploy', 'EfficientFormerStage', 'tokens_to_map', 'count_from_end'
+    'ConvStem', 'ConvStemDeploy', 'PoolMixer', 'ConvMlp', 'MB4D', 'MB4DDeploy', 'Attention',
+    'LinearMlp', 'MB3D', 'MB3DDeploy', 'EfficientFormerStage', 'tokens_to_map', 'count_from_end'
 ]
