@@ -206,6 +206,9 @@ def test_official_dense_checkpoint_maps_out_norms_and_seg_bias(perturb):
                                resize_offset_table(seg, (25, 25), (7, 7)))
     assert torch.equal(model.stages[3].blocks[0].mlp.fc1.bn.running_var,
                        body['network.6.0.mlp.norm1.running_var'])
+    at_800 = EfficientFormer('l1', img_size=800)  # a 25x25 table: no resizing
+    assert not at_800.load_checkpoint(detector).resized
+    assert torch.equal(at_800.stages[3].blocks[3].token_mixer.attention_bias.table, seg)
 
 
 # ----------------------------------------------------------------------- detection and arch

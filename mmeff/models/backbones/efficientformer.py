@@ -93,7 +93,9 @@ class EfficientFormer(MobileBackbone):
             official detection/segmentation backbone (``norm0/2/4/6`` there). Off for the
             classifier, whose head has its own LayerNorm.
         img_size: pretraining resolution (int or (H, W)); sets the attention-bias table to
-            ``ceil(img_size / 32)`` (7x7 for 224). Other resolutions resize the table.
+            ``ceil(img_size / 32)`` (7x7 for 224). Other resolutions resize the table. The
+            official detection (segmentation) checkpoints learned 25x25 (16x16) tables:
+            ``img_size=800`` (512) loads them without resizing.
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=PATH)`` loads an
             official, timm, mmpretrain or mmeff checkpoint (classifier or detector).
     """
