@@ -1,1 +1,4 @@
 """Classification heads, one per family (norm + pooling + head + distillation head)."""
+from .efficientformer_head import EfficientFormerClsHead
+
+__all__ = ['EfficientFormerClsHead']
