@@ -137,18 +137,15 @@ def write_overlay():
 
 @pytest.fixture(scope='session')
 def train_api():
-    """Train in process the way ``tools/train.py CONFIG --work-dir W --cfg-options ...`` does;
-    returns the finished Runner."""
-    def run(config: Path, work_dir: Path, cfg_options: Optional[dict] = None):
-        from mmengine.config import Config
-        from mmengine.runner import Runner
-        cfg = Config.fromfile(str(config))
+    """``tools/train.py CONFIG --work-dir W --cfg-options k=v ...`` in process (through
+    ``mmeff.engine.launch.train``, the function the script calls); returns the finished Runner."""
+    from mmeff.engine import launch
+
+    def run(config: Path, work_dir: Path, cfg_options: Optional[dict] = None, *extra: str):
+        argv = [str(config), '--work-dir', str(work_dir), *extra]
         if cfg_options:
-            cfg.merge_from_dict(cfg_options)
-        cfg.work_dir = str(work_dir)
-        runner = Runner.from_cfg(cfg)
-        runner.train()
-        return runner
+            argv += ['--cfg-options'] + [f'{k}={v}' for k, v in cfg_options.items()]
+        return launch.train(argv)
     return run
 
 

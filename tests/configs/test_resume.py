@@ -113,3 +113,49 @@ def test_killed_and_resumed_training_matches_uninterrupted(tmp_path, toy_ade, wr
     # and training did change the weights (the comparison is not between two initialisations)
     first = torch.load(work / 'iter_2.pth', map_location='cpu', weights_only=False)['state_dict']
     assert any(not torch.equal(first[k], got[k]) for k in got if got[k].is_floating_point())
+
+
+def test_interrupted_checkpoint_write_keeps_latest_valid(tmp_path, toy_ade, write_overlay,
+                                                         train_api, monkeypatch):
+    """A save that dies half-way (here: the second one, after writing half its bytes) leaves
+    ``last_checkpoint`` on the previous, complete checkpoint, and ``--resume`` continues from it.
+    Runs ``semfpn_l1_ade20k.py`` through tools/train.py's in-process entry, whose checkpoint hook
+    is the atomic one."""
+    import io
+
+    import mmengine.runner.runner as runner_module
+
+    overlay = write_overlay(CONFIG, tmp_path, toy_ade, size=128, batch=1, num_train=2)
+    config = tmp_path / 'atomic_cfg.py'
+    config.write_text(DETERMINISTIC.format(overlay=str(overlay))
+                      .replace('max_iters=6', 'max_iters=4'))
+    work = tmp_path / 'work'
+    real_save = runner_module.save_checkpoint
+    calls = []
+
+    def dying_save(checkpoint, filename, *args, **kwargs):
+        calls.append(filename)
+        if len(calls) == 2:  # write a truncated file under the name mmengine asked for, then die
+            buf = io.BytesIO()
+            torch.save(checkpoint, buf)
+            with open(filename, 'wb') as f:
+                f.write(buf.getvalue()[:buf.tell() // 2])
+            raise KeyboardInterrupt('simulated kill during a checkpoint write')
+        return real_save(checkpoint, filename, *args, **kwargs)
+
+    monkeypatch.setattr(runner_module, 'save_checkpoint', dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_api(config, work)
+    assert len(calls) == 2
+    latest = (work / 'last_checkpoint').read_text().strip()
+    assert latest.endswith('iter_2.pth')
+    assert not (work / 'iter_4.pth').exists()  # no truncated file under the final name
+    from mmeff.checkpoint.io import safe_globals
+    with safe_globals():  # a complete mmengine checkpoint, loadable with weights_only=True
+        ckpt = torch.load(latest, map_location='cpu', weights_only=True)
+    assert ckpt['meta']['iter'] == 2
+
+    monkeypatch.setattr(runner_module, 'save_checkpoint', real_save)
+    runner = train_api(config, work, None, '--resume')
+    assert runner.iter == 4
+    assert (work / 'last_checkpoint').read_text().strip().endswith('iter_4.pth')
