@@ -1,4 +1,5 @@
 """Backbones: one module per family, each registered in mmeff's MODELS."""
 from .base import MobileBackbone
+from .efficientvit import EfficientViT
 
-__all__ = ['MobileBackbone']
+__all__ = ['MobileBackbone', 'EfficientViT']
