@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ...checkpoint.efficientvit import EfficientViTConverter
+from ...checkpoint.loader import ArchMismatchError, LoadReport
 from ...registry import MODELS
 from ..layers import drop_path_rates
 from .base import MobileBackbone
@@ -191,3 +192,17 @@ class EfficientViT(MobileBackbone):
 
     def checkpoint_converter(self) -> EfficientViTConverter:
         return EfficientViTConverter()
+
+    def load_checkpoint(self, checkpoint: str) -> LoadReport:
+        """Load a checkpoint; q-kernel mismatches fail with a hint instead of being skipped."""
+        try:
+            return super().load_checkpoint(checkpoint)
+        except ArchMismatchError as err:
+            if '.attn.dws.' not in str(err):
+                raise
+            raise ArchMismatchError(
+                f'{err} The q depth-wise kernels differ: the official downstream EfficientViT '
+                "code built M0 with kernels (7, 5, 3, 3) but its classification checkpoint "
+                'uses (5, 5, 5, 5). Build the backbone with the kernels of the checkpoint, e.g. '
+                "arch=dict(embed_dims=..., depths=..., num_heads=..., kernels=(7, 5, 3, 3)).") \
+                from err
