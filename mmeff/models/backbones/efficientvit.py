@@ -188,7 +188,8 @@ class EfficientViT(MobileBackbone):
                 x = self.run_block(block, x)
             if i in self.out_indices:
                 outs.append(x)
-        return tuple(outs)
+        # standard NCHW maps whatever layout the (deployed) layers used; no-op otherwise
+        return tuple(o.contiguous() for o in outs)
 
     def checkpoint_converter(self) -> EfficientViTConverter:
         return EfficientViTConverter()

@@ -13,7 +13,7 @@ Layout facts (paper §3, checked against timm 1.0.31 ``efficientvit_msra`` and m
 The modules keep only what a forward needs; the zero-initialised BNs of residual branches
 follow the official code (``bn_weight_init=0``).
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +122,103 @@ class CascadedGroupAttention(nn.Module):
             outs.append(feat)
         return self.proj(self.act(torch.cat(outs, dim=1)))
 
+    @torch.no_grad()
+    def fuse(self) -> 'CascadedGroupAttentionDeploy':
+        return CascadedGroupAttentionDeploy(self)
+
+
+def _folded_conv(module: nn.Module) -> nn.Conv2d:
+    """The BN-folded conv of a ``ConvBN`` (``mmeff.deploy.fuse`` may have folded it already)."""
+    return module if isinstance(module, nn.Conv2d) else module.fuse()
+
+
+def _pointwise_linear(conv: nn.Conv2d) -> nn.Linear:
+    linear = nn.Linear(conv.in_channels, conv.out_channels).to(conv.weight)
+    linear.weight.copy_(conv.weight.flatten(1))
+    linear.bias.copy_(conv.bias)
+    return linear
+
+
+def dw_conv_matrix_index(hw: Size2d, kernel: int, device=None) -> torch.Tensor:
+    """(N, N) index into a flat k*k kernel (+1 zero slot) such that a depth-wise conv with
+    zero padding on an (h, w) map equals ``out[c] = M[c] @ in[c] + b[c]`` with
+    ``M[c] = cat(w[c].flatten(), 0)[index]``."""
+    h, w = hw
+    r = kernel // 2
+    ys = torch.arange(h, device=device).repeat_interleave(w)
+    xs = torch.arange(w, device=device).repeat(h)
+    dy = ys[None, :] - ys[:, None]
+    dx = xs[None, :] - xs[:, None]
+    inside = (dy.abs() <= r) & (dx.abs() <= r)
+    return torch.where(inside, (dy + r) * kernel + (dx + r), kernel * kernel)
+
+
+class CascadedGroupAttentionDeploy(nn.Module):
+    """Inference form of :class:`CascadedGroupAttention`, numerically the same function.
+
+    BNs are folded, 1x1 convs become ``nn.Linear`` on a ``(B, N, C)`` token view (free for
+    channels-last input), the ``key_dim^-0.5`` scale is folded into the q depth-wise conv, and
+    that conv is applied as one small matrix per channel (``bmm`` with the conv's (N, N)
+    Toeplitz form for the window, cached like the attention bias): on CPU a oneDNN
+    depth-wise conv on a 7x7 window costs ~50 us of call overhead, the matrix form ~10 us.
+    """
+
+    def __init__(self, src: CascadedGroupAttention):
+        super().__init__()
+        self.num_heads, self.key_dim, self.val_dim = src.num_heads, src.key_dim, src.val_dim
+        self.qkvs = nn.ModuleList(_pointwise_linear(_folded_conv(m)) for m in src.qkvs)
+        self.dws = nn.ModuleList()
+        for m in src.dws:
+            conv = _folded_conv(m)
+            conv.weight.mul_(src.scale)
+            conv.bias.mul_(src.scale)
+            self.dws.append(conv)
+        self.proj = _pointwise_linear(_folded_conv(src.proj))
+        self.bias = src.bias
+        self._cache: Dict[tuple, List[torch.Tensor]] = {}
+
+    def _dw_matrices(self, hw: Size2d) -> List[torch.Tensor]:
+        weights = [conv.weight for conv in self.dws]
+        use_cache = not (torch.jit.is_tracing() or torch.jit.is_scripting()
+                         or torch.compiler.is_compiling())
+        key = (hw, weights[0].device, weights[0].dtype,
+               tuple((w._version, w.data_ptr()) for w in weights))
+        if use_cache and key in self._cache:
+            return self._cache[key]
+        mats = []
+        for w in weights:
+            k = w.shape[-1]
+            flat = F.pad(w.flatten(1), (0, 1))  # (kd, k*k + 1), last slot = 0
+            mats.append(flat[:, dw_conv_matrix_index(hw, k, w.device)])
+        if use_cache:
+            self._cache.clear()  # one window shape per layer and input size
+            self._cache[key] = mats
+        return mats
+
+    def _apply(self, fn, *args, **kwargs):
+        self._cache.clear()
+        return super()._apply(fn, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        tokens = x.permute(0, 2, 3, 1).reshape(B, H * W, C)
+        bias = self.bias((H, W))
+        mats = self._dw_matrices((H, W))
+        kd, vd = self.key_dim, self.val_dim
+        splits = tokens.split(vd, dim=-1)
+        outs: List[torch.Tensor] = []
+        feat = splits[0]
+        for i, (qkv, dw) in enumerate(zip(self.qkvs, self.dws)):
+            if i > 0:
+                feat = feat + splits[i]
+            q, k, v = qkv(feat).split((kd, kd, vd), dim=-1)
+            q = torch.baddbmm(dw.bias[:, None, None], mats[i], q.permute(2, 1, 0))
+            attn = torch.baddbmm(bias[i], q.permute(2, 1, 0), k.transpose(1, 2)).softmax(-1)
+            feat = torch.bmm(attn, v)
+            outs.append(feat)
+        out = self.proj(torch.relu(torch.cat(outs, dim=-1)))
+        return out.view(B, H, W, C).permute(0, 3, 1, 2)
+
 
 class LocalWindowAttention(nn.Module):
     """Cascaded group attention in non-overlapping windows of ``window_size`` (zero padding).
@@ -143,16 +240,18 @@ class LocalWindowAttention(nn.Module):
         wh, ww = min(self.window_size, H), min(self.window_size, W)
         if (wh, ww) == (H, W):
             return self.attn(x)
+        # partition through an NHWC view: free for channels-last maps (the deploy path)
+        x = x.permute(0, 2, 3, 1)
         pad_b, pad_r = (-H) % wh, (-W) % ww
         if pad_b or pad_r:
-            x = F.pad(x, (0, pad_r, 0, pad_b))
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         nh, nw = (H + pad_b) // wh, (W + pad_r) // ww
-        x = x.view(B, C, nh, wh, nw, ww).permute(0, 2, 4, 1, 3, 5).reshape(B * nh * nw, C, wh, ww)
-        x = self.attn(x)
-        x = x.view(B, nh, nw, C, wh, ww).permute(0, 3, 1, 4, 2, 5).reshape(B, C, nh * wh, nw * ww)
+        x = x.reshape(B, nh, wh, nw, ww, C).transpose(2, 3).reshape(B * nh * nw, wh, ww, C)
+        x = self.attn(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        x = x.reshape(B, nh, nw, wh, ww, C).transpose(2, 3).reshape(B, nh * wh, nw * ww, C)
         if pad_b or pad_r:
-            x = x[:, :, :H, :W].contiguous()
-        return x
+            x = x[:, :H, :W].contiguous()
+        return x.permute(0, 3, 1, 2)
 
 
 class SandwichBlock(nn.Module):
@@ -237,10 +336,20 @@ class PatchEmbed16(nn.Module):
             self.add_module(f'conv{i + 1}', ConvBN(chans[i], chans[i + 1], 3, stride=2))
         self.act = nn.ReLU(inplace=True)
         self.channels = dict(zip(self.strides, widths))
+        self.channels_last = False
+
+    def fuse(self) -> 'PatchEmbed16':
+        """Deploy form: the same (BN-folded) convs, but CPU activations switched to
+        channels-last memory, the fast layout of every deployed layer (depth-wise convs skip
+        oneDNN's reorders, attention reads (B, N, C) token views without copies)."""
+        self.channels_last = True
+        return self
 
     def forward(self, x: torch.Tensor,
                 keep: Sequence[int] = ()) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Return the stride-16 map and the stride-``keep`` activations (ascending stride)."""
+        if self.channels_last and x.device.type == 'cpu':
+            x = x.contiguous(memory_format=torch.channels_last)
         kept = []
         x = self.act(self.conv1(x))
         if 2 in keep:
