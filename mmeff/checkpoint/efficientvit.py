@@ -18,8 +18,6 @@ import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
-import torch
-
 from .io import StateDict
 from .loader import LayoutConverter, register_converter, rename_keys
 

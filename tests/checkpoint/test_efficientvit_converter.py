@@ -1,17 +1,16 @@
 """EfficientViT checkpoint layouts: detection, conversion, backbone loading through init_cfg,
 arch guessing, and refusing a q-kernel mismatch (the official downstream M0 bug)."""
-import re
 
 import pytest
 import timm
 import torch
-from torch import nn
 
 from mmeff.checkpoint import ArchMismatchError, detect_family, load_pretrained
 from mmeff.checkpoint.efficientvit import EfficientViTConverter
 from mmeff.models.backbones import EfficientViT
 from mmeff.models.classifiers import efficientvit_classifier
 from mmeff.models.necks import EfficientViTFPN
+from mmeff.testing import efficientvit_official_layout, randomize_
 
 CONVERTER = EfficientViTConverter()
 
@@ -20,28 +19,8 @@ def official_state(arch: str, seed: int = 0, kernels=None) -> dict:
     """A state dict in the microsoft/Cream release layout, made from timm's model."""
     torch.manual_seed(seed)
     kw = {} if kernels is None else dict(kernels=kernels)
-    model = timm.create_model(f'efficientvit_{arch}', pretrained=False, **kw)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.weight.uniform_(0.5, 1.5)
-                m.running_var.uniform_(0.5, 1.5)
-        for name, p in model.named_parameters():
-            if name.endswith('attention_biases'):
-                p.normal_()
-    out = {}
-    for key, value in model.state_dict().items():
-        key = re.sub(r'^patch_embed\.conv(\d)\.',
-                     lambda m: f'patch_embed.{2 * (int(m.group(1)) - 1)}.', key)
-        key = re.sub(r'^stages\.0\.blocks\.(\d+)\.', r'blocks1.\1.', key)
-        key = re.sub(r'^stages\.(\d)\.downsample\.(res1|patchmerge|res2)\.',
-                     lambda m: f'blocks{int(m.group(1)) + 1}.'
-                     f'{("res1", "patchmerge", "res2").index(m.group(2))}.', key)
-        key = re.sub(r'^stages\.(\d)\.blocks\.(\d+)\.',
-                     lambda m: f'blocks{int(m.group(1)) + 1}.{int(m.group(2)) + 3}.', key)
-        key = re.sub(r'\.conv\.(weight)$', r'.c.\1', key)
-        out[key.replace('head.linear.', 'head.l.')] = value
-    return out
+    model = randomize_(timm.create_model(f'efficientvit_{arch}', pretrained=False, **kw), seed)
+    return efficientvit_official_layout(model.state_dict())
 
 
 # --------------------------------------------------------------------------- detection

@@ -13,21 +13,7 @@ from mmeff.models.backbones.efficientvit_blocks import (CascadedGroupAttentionDe
                                                         ResidualDWConv, dw_conv_matrix_index)
 from mmeff.models.classifiers import efficientvit_classifier
 from mmeff.models.layers import AttentionBias2d, BNLinear, ConvBN
-
-
-def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics/affines and bias tables (fresh ones would hide errors)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-            elif isinstance(m, AttentionBias2d):
-                m.table.copy_(torch.randn(m.table.shape, generator=g))
-    return model
+from mmeff.testing import randomize_
 
 
 def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:

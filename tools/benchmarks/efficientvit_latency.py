@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import torch
-from torch import nn
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mmeff.checkpoint import load_pretrained  # noqa: E402
 from mmeff.checkpoint.efficientvit import EfficientViTConverter  # noqa: E402
 from mmeff.deploy import fuse  # noqa: E402
 from mmeff.models.classifiers import efficientvit_classifier  # noqa: E402
+from mmeff.testing import randomize_  # noqa: E402
 
 SHAPE = (1, 3, 224, 224)
 
@@ -67,18 +66,6 @@ def median(values: List[float]) -> float:
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
-def randomize_bn_(model: nn.Module) -> None:
-    """Fresh BNs are identities (some zero-initialised): give them real statistics."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--runs', type=int, default=30, help='timed rounds (>= 10)')
@@ -91,9 +78,7 @@ def main() -> int:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    timm_model = timm.create_model('efficientvit_m4', pretrained=False)
-    randomize_bn_(timm_model)
-    timm_model.eval()
+    timm_model = randomize_(timm.create_model('efficientvit_m4', pretrained=False)).eval()
     ours = efficientvit_classifier('m4').eval()
     load_pretrained(ours, timm_model.state_dict(), EfficientViTConverter(), prefix='',
                     arch_name='m4')

@@ -7,30 +7,15 @@ from torch import nn
 
 from mmeff.models.backbones import EfficientViT
 from mmeff.models.backbones.efficientvit_blocks import LocalWindowAttention
-from mmeff.models.layers import AttentionBias2d, resize_offset_table
+from mmeff.models.layers import resize_offset_table
 from mmeff.registry import MODELS
+from mmeff.testing import randomize_
 
 
 def conv_out(n: int, times: int) -> int:
     for _ in range(times):
         n = (n - 1) // 2 + 1
     return n
-
-
-def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics/affines and bias tables (fresh BNs are identities and several
-    are zero-initialised, which would hide errors)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-            elif isinstance(m, AttentionBias2d):
-                m.table.copy_(torch.randn(m.table.shape, generator=g))
-    return model
 
 
 # ----------------------------------------------------------------------------- arch handling

@@ -12,6 +12,7 @@ from mmeff.checkpoint.efficientvit import EfficientViTConverter
 from mmeff.deploy import fuse
 from mmeff.models.classifiers import efficientvit_classifier
 from mmeff.models.heads import EfficientViTClsHead
+from mmeff.testing import efficientvit_official_layout, randomize_
 
 ARCHS = ['m0', 'm1', 'm2', 'm3', 'm4', 'm5']
 OFFICIAL_PARAMS = dict(m0=2_349_436, m1=2_980_560, m2=4_187_554, m3=6_900_722, m4=8_804_228,
@@ -19,41 +20,8 @@ OFFICIAL_PARAMS = dict(m0=2_349_436, m1=2_980_560, m2=4_187_554, m3=6_900_722, m
 
 
 def randomized_timm(arch: str, seed: int = 0) -> nn.Module:
-    """timm's model with non-trivial BN statistics/affines and attention biases."""
     torch.manual_seed(seed)
-    model = timm.create_model(f'efficientvit_{arch}', pretrained=False)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-        for name, p in model.named_parameters():
-            if name.endswith('attention_biases'):
-                p.normal_(0, 1)
-    return model.eval()
-
-
-def timm_to_official(sd: dict) -> dict:
-    """The release layout of microsoft/Cream, written independently of mmeff's converter."""
-    out = {}
-    for key, value in sd.items():
-        key = re.sub(r'^patch_embed\.conv(\d)\.',
-                     lambda m: f'patch_embed.{2 * (int(m.group(1)) - 1)}.', key)
-        key = re.sub(r'^stages\.0\.blocks\.(\d+)\.', r'blocks1.\1.', key)
-        key = re.sub(r'^stages\.(\d)\.downsample\.(res1|patchmerge|res2)\.',
-                     lambda m: f'blocks{int(m.group(1)) + 1}.'
-                     f'{("res1", "patchmerge", "res2").index(m.group(2))}.', key)
-        key = re.sub(r'^stages\.(\d)\.blocks\.(\d+)\.',
-                     lambda m: f'blocks{int(m.group(1)) + 1}.{int(m.group(2)) + 3}.', key)
-        key = re.sub(r'\.conv\.(weight)$', r'.c.\1', key)
-        key = key.replace('head.linear.', 'head.l.')
-        out[key] = value
-        if key.endswith('attention_biases'):  # the release also stores the derived index
-            out[key.replace('attention_biases', 'attention_bias_idxs')] = torch.zeros(
-                1, dtype=torch.long)
-    return out
+    return randomize_(timm.create_model(f'efficientvit_{arch}', pretrained=False), seed).eval()
 
 
 @pytest.mark.parametrize('arch', ARCHS)
@@ -78,7 +46,7 @@ def test_logits_match_timm_from_timm_and_official_layouts(arch, tmp_path):
     scale = expected.abs().max()
     assert (got - expected).abs().max() / scale < 1e-5
 
-    official = timm_to_official(ref.state_dict())
+    official = efficientvit_official_layout(ref.state_dict())
     # the official loader reshapes matrices to 1x1 convs: some release weights are 2-D
     for key in [k for k in official if re.search(r'(pw1|qkvs\.0)\.c\.weight$', k)][:4]:
         official[key] = official[key].flatten(1)
