@@ -20,7 +20,14 @@ attention keeps its offset table at the pretraining size, i.e. the window it saw
 ``img_size`` (7x7, except the 224 model's stage 3 whose 4x4 map clips the window to 4x4), and
 :class:`~mmeff.models.layers.AttentionBias2d` resizes that table in offset space to the window
 that occurs at run time (``min(window_size, H) x min(window_size, W)``). At 224x224 nothing is
-resized and the model equals timm's to float rounding.
+resized and the model equals timm's to float rounding. (The official detection code instead
+built 7x7 tables everywhere and resized the stage-3 checkpoint table once at load time; its
+checkpoints load here, their 7x7 tables resized back to 4x4.)
+
+Fine-tuning: the official recipes exclude the bias tables from weight decay; in mmengine,
+``paramwise_cfg=dict(custom_keys={'attn.bias.table': dict(decay_mult=0.)})``.
+Deployment: ``mmeff.deploy.fuse(model)`` folds every BN, turns each attention into its
+token-layout deploy form and runs the stem channels-last on CPU; outputs stay NCHW.
 """
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 

@@ -245,3 +245,15 @@ def test_drop_path_is_active_in_training_only():
     assert not torch.allclose(a, b)
     model.eval()
     torch.testing.assert_close(model(x)[-1], model(x)[-1])
+
+
+def test_documented_no_decay_key_selects_exactly_the_bias_tables():
+    from mmengine.optim import build_optim_wrapper
+    model = EfficientViT('m0')
+    wrapper = build_optim_wrapper(model, dict(
+        optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05),
+        paramwise_cfg=dict(custom_keys={'attn.bias.table': dict(decay_mult=0.)})))
+    no_decay = {id(p) for g in wrapper.optimizer.param_groups if g['weight_decay'] == 0
+                for p in g['params']}
+    tables = {id(m.table) for m in model.modules() if type(m).__name__ == 'AttentionBias2d'}
+    assert no_decay == tables and len(tables) == 6
