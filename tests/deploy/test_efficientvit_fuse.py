@@ -111,3 +111,25 @@ def test_deploy_caches_follow_weight_updates_and_dtype_moves(m4_pair):
         reference = copy.deepcopy(model).double()
         # a stale float32 cache would fail here; the folded weights carry float32 rounding
         assert max_rel(double(x)[-1], reference(x)[-1]) < 1e-6
+
+
+def test_deploy_forms_never_modify_their_source():
+    """``fuse()`` may meet children that mmeff.deploy.fuse already folded; it must copy them."""
+    from mmeff.models.backbones.efficientvit_blocks import CascadedGroupAttention
+    from mmeff.models.heads import EfficientViTClsHead
+    torch.manual_seed(0)
+    attn = randomize_(CascadedGroupAttention(64, 16, 4, (7, 7), (7, 5, 3, 3))).eval()
+    head = randomize_(EfficientViTClsHead(64, 5, distillation=True)).eval()
+    x = torch.randn(2, 64, 7, 7)
+    with torch.no_grad():
+        for module in (attn, head):
+            expected = module(x)
+            for name, child in list(module.named_children()):  # as mmeff.deploy.fuse does
+                if isinstance(child, nn.ModuleList):
+                    for i, c in enumerate(child):
+                        child[i] = c.fuse()
+                elif hasattr(child, 'fuse') and not isinstance(child, AttentionBias2d):
+                    setattr(module, name, child.fuse())
+            first, second = module.fuse(), module.fuse()
+            torch.testing.assert_close(first(x), expected, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(second(x), first(x))

@@ -25,7 +25,9 @@ built 7x7 tables everywhere and resized the stage-3 checkpoint table once at loa
 checkpoints load here, their 7x7 tables resized back to 4x4.)
 
 Fine-tuning: the official recipes exclude the bias tables from weight decay; in mmengine,
-``paramwise_cfg=dict(custom_keys={'attn.bias.table': dict(decay_mult=0.)})``.
+``paramwise_cfg=dict(custom_keys={'attn.bias.table': dict(decay_mult=0.)})``. The official
+detection code always kept every BN in eval mode and froze the patch embedding: here that is
+``norm_eval=True, frozen_stages=0``.
 Deployment: ``mmeff.deploy.fuse(model)`` folds every BN, turns each attention into its
 token-layout deploy form and runs the stem channels-last on CPU; outputs stay NCHW.
 """
@@ -115,6 +117,8 @@ class EfficientViT(MobileBackbone):
         self.arch_name, settings = self.resolve_arch(arch)
         dims, depths, heads, kernels = self._validate(settings)
         key_dim = int(settings.get('key_dim', 16))
+        if key_dim != 16:
+            self.arch_name = None  # same table entries, but not a released model
         num_stages = len(dims)
         self.arch_settings = settings
         self.in_channels = in_channels

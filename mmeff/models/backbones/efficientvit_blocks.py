@@ -13,6 +13,7 @@ Layout facts (paper §3, checked against timm 1.0.31 ``efficientvit_msra`` and m
 The modules keep only what a forward needs; the zero-initialised BNs of residual branches
 follow the official code (``bn_weight_init=0``).
 """
+import copy
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from ..layers import AttentionBias2d, ConvBN, fuse_conv_bn
+from ..layers import AttentionBias2d, ConvBN, folded, fuse_conv_bn
 
 Size2d = Tuple[int, int]
 
@@ -127,11 +128,6 @@ class CascadedGroupAttention(nn.Module):
         return CascadedGroupAttentionDeploy(self)
 
 
-def _folded_conv(module: nn.Module) -> nn.Conv2d:
-    """The BN-folded conv of a ``ConvBN`` (``mmeff.deploy.fuse`` may have folded it already)."""
-    return module if isinstance(module, nn.Conv2d) else module.fuse()
-
-
 def _pointwise_linear(conv: nn.Conv2d) -> nn.Linear:
     linear = nn.Linear(conv.in_channels, conv.out_channels).to(conv.weight)
     linear.weight.copy_(conv.weight.flatten(1))
@@ -166,15 +162,15 @@ class CascadedGroupAttentionDeploy(nn.Module):
     def __init__(self, src: CascadedGroupAttention):
         super().__init__()
         self.num_heads, self.key_dim, self.val_dim = src.num_heads, src.key_dim, src.val_dim
-        self.qkvs = nn.ModuleList(_pointwise_linear(_folded_conv(m)) for m in src.qkvs)
+        self.qkvs = nn.ModuleList(_pointwise_linear(folded(m)) for m in src.qkvs)
         self.dws = nn.ModuleList()
         for m in src.dws:
-            conv = _folded_conv(m)
+            conv = folded(m)
             conv.weight.mul_(src.scale)
             conv.bias.mul_(src.scale)
             self.dws.append(conv)
-        self.proj = _pointwise_linear(_folded_conv(src.proj))
-        self.bias = src.bias
+        self.proj = _pointwise_linear(folded(src.proj))
+        self.bias = copy.deepcopy(src.bias)
         self._cache: Dict[tuple, List[torch.Tensor]] = {}
 
     def _dw_matrices(self, hw: Size2d) -> List[torch.Tensor]:

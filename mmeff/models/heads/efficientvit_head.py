@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ...registry import MODELS
-from ..layers import BNLinear
+from ..layers import BNLinear, folded
 
 
 @MODELS.register_module()
@@ -43,17 +43,12 @@ class EfficientViTClsHead(nn.Module):
     def fuse(self) -> 'EfficientViTClsHeadDeploy':
         """Inference form: both BNs folded and the two heads averaged into one Linear (exact:
         everything after the pooling is affine)."""
-        linear = _folded(self.head)
+        linear = folded(self.head)
         if self.head_dist is not None:
-            dist = _folded(self.head_dist)
+            dist = folded(self.head_dist)
             linear.weight.copy_((linear.weight + dist.weight) / 2)
             linear.bias.copy_((linear.bias + dist.bias) / 2)
         return EfficientViTClsHeadDeploy(linear)
-
-
-def _folded(head: nn.Module) -> nn.Linear:
-    """The BN-folded Linear of a ``BNLinear`` (``mmeff.deploy.fuse`` may have folded it)."""
-    return head if isinstance(head, nn.Linear) else head.fuse()
 
 
 class EfficientViTClsHeadDeploy(nn.Module):

@@ -51,6 +51,8 @@ def test_custom_arch_dict_and_known_dict_is_recognised():
     same_as_m0 = EfficientViT(dict(embed_dims=[64, 128, 192], depths=[1, 2, 3],
                                    num_heads=[4, 4, 4], kernels=[5, 5, 5, 5]))
     assert same_as_m0.arch_name == 'm0'
+    wider_keys = EfficientViT(dict(EfficientViT.arch_zoo['m0'], key_dim=32))
+    assert wider_keys.arch_name is None
 
 
 @pytest.mark.parametrize('kwargs, match', [
