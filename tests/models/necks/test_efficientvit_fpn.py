@@ -128,15 +128,22 @@ model = dict(
 
 @pytest.mark.slow
 def test_mmdet_retinanet_from_mmdet_config_trains_a_step_and_predicts(tmp_path):
+    from mmengine.registry import DefaultScope
+    from mmdet.utils import register_all_modules
+
+    register_all_modules(init_default_scope=False)
+    before = DefaultScope.get_current_instance()
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        _retinanet_train_step_and_predict(tmp_path)
+    assert DefaultScope.get_current_instance() is before  # no global scope left behind
+
+
+def _retinanet_train_step_and_predict(tmp_path):
     from mmengine.config import Config
-    from mmengine.registry import init_default_scope
     from mmengine.structures import InstanceData
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
-    from mmdet.utils import register_all_modules
 
-    register_all_modules()
-    init_default_scope('mmdet')
     path = tmp_path / 'retinanet_efficientvit_m0.py'
     path.write_text(textwrap.dedent(RETINANET_CFG))
     cfg = Config.fromfile(str(path))
