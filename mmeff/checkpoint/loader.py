@@ -15,7 +15,6 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from ..models.layers.attention_bias import AttentionBias2d, table_size_of
 from .io import StateDict, read_state_dict, strip_prefix
 
 RenameRule = Tuple[str, str]
@@ -111,7 +110,10 @@ class ArchMismatchError(ValueError):
     """The checkpoint belongs to another architecture than the model."""
 
 
-def _bias_tables(model: nn.Module) -> Dict[str, AttentionBias2d]:
+def _bias_tables(model: nn.Module) -> Dict[str, nn.Module]:
+    # imported here: importing mmeff.models at module level would make
+    # ``import mmeff.checkpoint`` circular (models -> backbones.base -> checkpoint.loader)
+    from ..models.layers.attention_bias import AttentionBias2d
     return {f'{name}.table': m for name, m in model.named_modules()
             if isinstance(m, AttentionBias2d)}
 
@@ -150,6 +152,7 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
     else:
         selected = canonical
 
+    from ..models.layers.attention_bias import table_size_of
     own = model.state_dict()
     tables = _bias_tables(model)
     mismatched = []
