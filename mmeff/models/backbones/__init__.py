@@ -1,4 +1,5 @@
 """Backbones: one module per family, each registered in mmeff's MODELS."""
 from .base import MobileBackbone
+from .efficientformer_v2 import EfficientFormerV2
 
-__all__ = ['MobileBackbone']
+__all__ = ['MobileBackbone', 'EfficientFormerV2']
