@@ -79,6 +79,20 @@ def _mix_heads(attn: torch.Tensor, weight: torch.Tensor,
     return out.reshape(b, heads, nq, nk)
 
 
+class GELU2d(nn.GELU):
+    """Exact (erf) GELU that is as fast on channels_last maps as on NCHW ones.
+
+    PyTorch's CPU kernel is markedly slower (1.4x and more) on a channels_last NCHW view than
+    on the same memory seen as a contiguous NHWC tensor, so channels_last input is run as NHWC.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and not x.is_contiguous() and \
+                x.is_contiguous(memory_format=torch.channels_last):
+            return F.gelu(x.permute(0, 2, 3, 1), approximate=self.approximate).permute(0, 3, 1, 2)
+        return F.gelu(x, approximate=self.approximate)
+
+
 # ------------------------------------------------------------------------------------- stem
 class Stem(nn.Module):
     """Two 3x3 stride-2 conv-BN-GELU layers: stride 4, widths ``out_channels // 2`` then full."""
@@ -87,7 +101,7 @@ class Stem(nn.Module):
         super().__init__()
         self.conv1 = ConvBN(in_channels, out_channels // 2, 3, stride=2, bias=True)
         self.conv2 = ConvBN(out_channels // 2, out_channels, 3, stride=2, bias=True)
-        self.act = nn.GELU()
+        self.act = GELU2d()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv2(self.act(self.conv1(x))))
@@ -105,7 +119,7 @@ class UnifiedFFN(nn.Module):
         self.fc1 = ConvBN(dim, hidden, 1, bias=True)
         self.mid = ConvBN(hidden, hidden, 3, groups=hidden, bias=True)
         self.fc2 = ConvBN(hidden, dim, 1, bias=True)
-        self.act = nn.GELU()
+        self.act = GELU2d()
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +169,7 @@ class Attention2d(nn.Module):
         self.v_local = ConvBN(v_dim, v_dim, 3, groups=v_dim, bias=True)
         self.talking_head1 = nn.Conv2d(num_heads, num_heads, 1)
         self.talking_head2 = nn.Conv2d(num_heads, num_heads, 1)
-        self.act = nn.GELU()
+        self.act = GELU2d()
         self.proj = ConvBN(v_dim, dim, 1, bias=True)
         self.attn_bias = AttentionBias2d(num_heads, table_size)
 
@@ -266,7 +280,7 @@ class AttentionDownsample(nn.Module):
         self.k = ConvBN(dim, qk_dim, 1, bias=True)
         self.v = ConvBN(dim, v_dim, 1, bias=True)
         self.v_local = ConvBN(v_dim, v_dim, 3, stride=2, groups=v_dim, bias=True)
-        self.act = nn.GELU()
+        self.act = GELU2d()
         self.proj = ConvBN(v_dim, out_dim, 1, bias=True)
         self.attn_bias = AttentionBias2d(num_heads, table_size)
 
