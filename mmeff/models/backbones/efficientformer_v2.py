@@ -97,6 +97,9 @@ class EfficientFormerV2(MobileBackbone):
     for the grid that occurs the offset table is resized bicubically and gathered (exact at 224,
     cached per size in eval mode, see :class:`AttentionBias2d`).
 
+    All four stages are always built, so every checkpoint loads completely; stages after the
+    last ``out_indices`` entry are not run (freeze them, or use DDP's find_unused_parameters).
+
     In eval mode the forward runs in channels_last memory format (depth-wise convolutions are
     many times faster so on CPU; set ``eval_channels_last = False`` to disable) and returns
     ordinary contiguous NCHW tensors.

@@ -312,7 +312,7 @@ class AttentionDownsampleDeploy(AttentionDownsample):
 
     @torch.no_grad()
     def __init__(self, attn: AttentionDownsample):
-        nn.Module.__init__(self)
+        nn.Module.__init__(self)  # built from fused parts; only ``_attend`` is inherited
         self.num_heads, self.key_dim = attn.num_heads, attn.key_dim
         local = copy.deepcopy(attn.q.local)
         local.weight[:, 0, 1, 1] += 1.0
