@@ -40,6 +40,17 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -81,8 +92,8 @@ def main() -> None:
     med = {name: statistics.median(ts) for name, ts in times.items()}
     base = med[f'timm efficientformerv2_{args.arch}']
 
-    print(f'EfficientFormerV2-{args.arch.upper()} latency: {platform.processor() or platform.machine()}'
-          f', {os.cpu_count()} cores visible, torch {torch.__version__}, timm {timm.__version__}')
+    print(f'EfficientFormerV2-{args.arch.upper()} CPU latency on {cpu_name()} '
+          f'({os.cpu_count()} cores visible), torch {torch.__version__}, timm {timm.__version__}')
     print(f'threads={torch.get_num_threads()} batch={args.batch} input=3x{args.size}x{args.size} '
           f'fp32, warm-up {args.warmup} rounds, median of {args.runs} interleaved rounds')
     print(f'max relative logit difference mmeff fused vs timm: {rel:.2e}')
