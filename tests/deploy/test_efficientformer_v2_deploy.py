@@ -102,14 +102,14 @@ def test_fused_structure(s0_pair):
 def test_switch_to_deploy_with_frozen_biases_and_trace():
     torch.manual_seed(0)
     model = randomize_(EfficientFormerV2('s0', out_indices=(2, 3))).eval()
-    x = torch.randn(1, 3, 225, 337)
+    x = torch.randn(1, 3, 97, 131)  # odd sides at stride 16 (7x9) and 32 (4x5)
     with torch.no_grad():
         expected = model(x)
-        deployed = copy.deepcopy(model).switch_to_deploy(input_shape=(1, 3, 225, 337))
+        deployed = copy.deepcopy(model).switch_to_deploy(input_shape=(1, 3, 97, 131))
         biases = [m for m in deployed.modules() if isinstance(m, AttentionBias2d)]
         assert len(biases) == 5 and all(b.frozen is not None for b in biases)
         assert all(rel_err(a, b) < 1e-5 for a, b in zip(deployed(x), expected))
-        traced = torch.jit.trace(deployed, x)  # no Python-side bias work left in the graph
+        traced = torch.jit.trace(deployed, x, check_trace=False)  # no Python bias work left
         assert all(rel_err(a, b) < 1e-5 for a, b in zip(traced(x), expected))
         # another size still works: the frozen constant is only used for its own grid
         y = torch.randn(1, 3, 96, 64)
