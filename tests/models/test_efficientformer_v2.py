@@ -334,3 +334,17 @@ def test_cls_head_distillation_outputs():
     assert model.head.head_dist is None
     assert sum(p.numel() for p in model.parameters()) == \
         OFFICIAL_PARAMS['s0'] - 2 * 1000 * 177 + 10 * 177
+
+
+def test_options_without_layer_scale_other_channels_and_non_square_img_size():
+    model = EfficientFormerV2('s0', in_channels=4, layer_scale_init=None, img_size=(256, 320),
+                              out_indices=(3,)).eval()
+    assert not any('gamma' in n for n, _ in model.named_parameters())
+    tables = {m.table_size for m in model.modules() if isinstance(m, AttentionBias2d)}
+    assert tables == {(8, 10), (16, 20)}
+    x = torch.randn(1, 4, 256, 320)
+    with torch.no_grad():
+        (out,) = model(x)
+        assert out.shape == (1, 176, 8, 10)
+        fused = model.switch_to_deploy()
+        assert rel_err(fused(x)[0], out) < 1e-5
