@@ -1,5 +1,6 @@
 """Backbones: one module per family, each registered in mmeff's MODELS."""
 from .base import MobileBackbone
+from .efficientformer import EfficientFormer
 from .efficientformer_v2 import EfficientFormerV2
 
-__all__ = ['MobileBackbone', 'EfficientFormerV2']
+__all__ = ['MobileBackbone', 'EfficientFormer', 'EfficientFormerV2']
