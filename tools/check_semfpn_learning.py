@@ -11,7 +11,6 @@ Usage: python tools/check_semfpn_learning.py [--iters 400] [--minutes 12] [--val
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from mmengine.hooks import Hook  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demo import auto_threads  # noqa: E402  (tools/demo.py: 1 thread on a busy machine)
 
 CONFIG = REPO / 'configs' / 'demo' / 'semfpn_l1_toyade.py'
 _CONSOLE = sys.stdout
@@ -91,7 +93,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--num-train', type=int, default=128)
     p.add_argument('--num-val', type=int, default=32)
     p.add_argument('--target', type=float, default=50.0, help='mIoU (percent) to reach')
-    p.add_argument('--threads', type=int, default=os.cpu_count() or 1)
+    p.add_argument('--threads', type=int, default=None,
+                   help='torch CPU threads (default: all cores, 1 on a busy machine)')
     p.add_argument('--seed', type=int, default=0)
     return p.parse_args(argv)
 
@@ -116,6 +119,9 @@ def plot(curve: List[dict], out: Path, target: float) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     import torch
+    if args.threads is None:
+        args.threads, note = auto_threads()
+        say(f'CPU threads: {note}')
     torch.set_num_threads(args.threads)
     from mmengine.config import Config
     from mmengine.runner import Runner

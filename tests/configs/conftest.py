@@ -129,6 +129,17 @@ def write_toy_overlay(config: Path, out_dir: Path, data_root: Path, size: int = 
     return out
 
 
+@pytest.fixture(scope='module', autouse=True)
+def one_torch_thread():
+    """Run these small models on one thread: at 128 px there is little to parallelise, and on a
+    shared machine multi-threaded OpenMP steps stall whenever another process holds a core."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope='session')
 def write_overlay():
     """The :func:`write_toy_overlay` function (fixtures are how conftest helpers are shared)."""

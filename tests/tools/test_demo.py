@@ -20,7 +20,7 @@ def test_demo_smoke(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
         [sys.executable, str(REPO / 'tools' / 'demo.py'), '--work-dir', str(work), '--iters', '2',
-         '--num-train', '4', '--num-val', '1', '--size', '128'],
+         '--num-train', '4', '--num-val', '1', '--size', '128', '--threads', '1'],
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=900)
     out = proc.stdout
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
