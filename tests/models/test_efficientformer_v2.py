@@ -204,7 +204,7 @@ def test_output_shapes_any_size_train_and_eval(size):
 
 def test_out_indices_and_out_norms():
     model = EfficientFormerV2('s0', out_indices=(1, -1))
-    assert model.out_indices == (1, 3)
+    assert model.out_indices == (1, 3) and model.out_channels == (48, 176)
     assert {n for n, _ in model.named_children() if n.startswith('out_norm')} == \
         {'out_norm1', 'out_norm3'}
     outs = model(torch.randn(1, 3, 64, 96))
@@ -238,7 +238,10 @@ def _frozen_stage_ids(model, stem, stages):
 
 @pytest.mark.parametrize('frozen_stages', [-1, 0, 1, 2, 4])
 def test_frozen_stages_like_mmdet_resnet(frozen_stages):
-    ours = EfficientFormerV2('s0', frozen_stages=frozen_stages).train()
+    ours = EfficientFormerV2('s0', frozen_stages=frozen_stages)
+    # frozen from construction on (an optimizer built before .train() skips them too)
+    assert all(p.requires_grad == (frozen_stages < 0) for p in ours.stem.parameters())
+    ours.train()
     resnet = ResNet(depth=18, frozen_stages=frozen_stages, norm_eval=False)
     resnet.train()  # (MMDet's ResNet.train returns None)
     resnet_stem = nn.ModuleList([resnet.conv1, resnet.norm1])
