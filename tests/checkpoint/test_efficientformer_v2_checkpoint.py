@@ -212,3 +212,28 @@ def test_official_round_trip_is_lossless(perturb):
     back = {k: v for k, v in back.items() if not k.endswith('num_batches_tracked')}
     assert back.keys() == canonical.keys()
     assert all(torch.equal(back[k], v) for k, v in canonical.items())
+
+
+def test_generic_convert_tool_handles_v2(tmp_path, capsys):
+    """tools/convert_checkpoint.py has no family-specific code: timm -> official -> mmeff."""
+    import importlib.util
+    from pathlib import Path
+    tool_path = Path(__file__).resolve().parents[2] / 'tools' / 'convert_checkpoint.py'
+    spec = importlib.util.spec_from_file_location('convert_checkpoint', tool_path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    src, official, mmeff = (tmp_path / n for n in ('timm.pth', 'official.pth', 'mmeff.pth'))
+    timm_sd = timm.create_model('efficientformerv2_s1', pretrained=False).state_dict()
+    torch.save(timm_sd, src)
+    assert tool.main([str(src), str(official), '--to', 'official']) == 0
+    assert tool.main([str(official), str(mmeff)]) == 0
+    out = capsys.readouterr().out
+    assert out.count('family: EfficientFormerV2') == 2 and out.count('arch: s1') == 2
+    assert 'layout: timm' in out and 'layout: official' in out
+    written = torch.load(official, weights_only=True)
+    assert 'network.5.attn.attention_bias_idxs' in written and 'dist_head.weight' in written
+    canonical = torch.load(mmeff, weights_only=True)['state_dict']
+    model = efficientformer_v2_classifier('s1')
+    model.load_state_dict(canonical, strict=True)  # every key, nothing extra
+    assert torch.equal(model.backbone.stages[3].downsample.attn.attn_bias.table,
+                       timm_sd['stages.3.downsample.attn.attention_biases'])
