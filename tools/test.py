@@ -10,7 +10,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 import mmeff  # noqa: E402,F401  (first, so every config can name mmeff types)
-from mmeff.engine.launch import test  # noqa: E402
+from mmeff.engine.launch import main  # noqa: E402
 
 if __name__ == '__main__':
-    test()
+    main('test')

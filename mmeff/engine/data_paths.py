@@ -9,9 +9,10 @@ and every ``data_prefix`` entry are joined to ``data_root`` unless absolute) and
 or generate the toy one.
 """
 import os
+import shlex
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from ..datasets.toy_data import TOY_SUBDIRS
+from ..datasets.toy_data import COCO_CLASSES, TOY_SUBDIRS
 
 # kind -> (name, where to download, expected layout under the default data_root)
 _REAL_DATA = {
@@ -89,7 +90,7 @@ def _dataset_paths(ds: Mapping, key: str) -> List[Tuple[str, str]]:
 def _sections(cfg: Mapping, mode: str) -> List[str]:
     if mode == 'train':
         names = ['train_dataloader']
-        if cfg.get('val_cfg') and cfg.get('val_dataloader'):
+        if cfg.get('val_cfg') is not None and cfg.get('val_dataloader'):
             names += ['val_dataloader', 'val_evaluator']
         return names
     if mode == 'val':
@@ -139,6 +140,9 @@ def _toy_overrides(missing: Sequence[Tuple[str, str, Optional[str]]]) -> List[st
         if key.endswith('.data_root') and kind:
             roots[path] = f'data/toy/{TOY_SUBDIRS[kind]}/'
             out.append(f'{key}={roots[path]}')
+            if kind == 'coco':  # the toy categories are shapes, not COCO's 80 classes
+                prefix = key[:-len('.data_root')]
+                out.append(f'{prefix}.metainfo.classes=({",".join(COCO_CLASSES)})')
     for key, path, kind in missing:
         if key.endswith('.ann_file') and '_evaluator' in key.split('.')[0]:
             for root, toy in roots.items():
@@ -164,7 +168,7 @@ def _advice(missing: Sequence[Tuple[str, str, Optional[str]]]) -> str:
             f'    which writes {toy_root}',
         ]
     if overrides:
-        lines.append('    and run with\n        --cfg-options ' + ' '.join(overrides))
+        lines.append('    and run with\n        --cfg-options ' + ' '.join(map(shlex.quote, overrides)))
     if not lines:
         lines.append('Fix the paths in the config (or with --cfg-options), or generate toy data '
                      'with `python tools/make_toy_data.py --out data/toy`.')

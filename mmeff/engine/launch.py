@@ -24,14 +24,13 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from ..checkpoint.io import safe_globals
-from .data_paths import check_data_paths
+from .data_paths import MissingDataError, check_data_paths
 
 #: default_scope -> module whose ``register_all_modules`` registers that package
 SCOPE_REGISTRARS = {'mmdet': 'mmdet.utils', 'mmseg': 'mmseg.utils', 'mmeff': None,
                     'mmengine': None}
 _MMEFF_MODULES = ('mmeff.models', 'mmeff.datasets', 'mmeff.engine', 'mmeff.evaluation')
 _LAUNCHERS = ['none', 'pytorch', 'slurm', 'mpi']
-_CHECKPOINT_HOOK_TYPES = ('CheckpointHook', 'mmengine.CheckpointHook')
 ATOMIC_CHECKPOINT_HOOK = 'mmeff.AtomicCheckpointHook'
 
 
@@ -112,10 +111,13 @@ def load_config(path: str, cfg_options: Optional[dict], work_dir: Optional[str],
 
 
 def use_atomic_checkpoint_hook(cfg: Config) -> None:
-    """Swap a plain ``CheckpointHook`` for ``AtomicCheckpointHook`` (same arguments)."""
+    """Swap ``type='CheckpointHook'`` for ``AtomicCheckpointHook`` (same arguments).
+
+    A config that names ``'mmengine.CheckpointHook'`` explicitly keeps mmengine's hook.
+    """
     hooks = [cfg.get('default_hooks', {}).get('checkpoint')] + list(cfg.get('custom_hooks') or [])
     for hook in hooks:
-        if isinstance(hook, dict) and hook.get('type') in _CHECKPOINT_HOOK_TYPES:
+        if isinstance(hook, dict) and hook.get('type') == 'CheckpointHook':
             hook['type'] = ATOMIC_CHECKPOINT_HOOK
 
 
@@ -223,3 +225,11 @@ def test(argv: Optional[List[str]] = None) -> dict:
     runner = build_runner(build_test_config(argv))
     with safe_globals():
         return runner.test()
+
+
+def main(mode: str, argv: Optional[List[str]] = None) -> None:
+    """Console entry: a missing dataset is reported as a message, not a traceback."""
+    try:
+        train(argv) if mode == 'train' else test(argv)
+    except MissingDataError as err:
+        raise SystemExit(f'MissingDataError: {err}') from None

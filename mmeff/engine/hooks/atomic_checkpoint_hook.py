@@ -13,7 +13,8 @@ fails. This hook keeps every step safe to interrupt:
 
 Best checkpoints (``save_best``) are written the same way. Remote ``out_dir`` backends (``s3://``
 etc.) keep mmengine's behaviour: an object store's ``put`` is already all-or-nothing.
-``tools/train.py`` substitutes this hook for a config's plain ``CheckpointHook`` automatically.
+``tools/train.py`` substitutes this hook for a config's ``type='CheckpointHook'`` automatically
+(name ``'mmengine.CheckpointHook'`` to opt out).
 """
 import contextlib
 import os.path as osp
