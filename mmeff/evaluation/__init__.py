@@ -1,0 +1,1 @@
+"""Metrics registered in mmeff.registry.METRICS (the classification branch adds them)."""
