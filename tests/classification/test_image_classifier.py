@@ -110,3 +110,23 @@ def test_teacher_and_head_must_agree(stand_ins, teacher_file):
 def test_loss_without_labels_is_a_clear_error(stand_ins):
     with pytest.raises(ValueError, match=r"gt_label"):
         _model(stand_ins)(torch.randn(2, 3, 32, 32), None, mode='loss')
+
+
+def test_teacher_from_safetensors_and_from_another_layout(tmp_path):
+    """Plain .safetensors files load; a torchvision RegNet file goes through timm's own
+    regnet filter function (the fallback for layouts timm converts itself)."""
+    import torchvision
+    from safetensors.torch import save_file
+    from mmeff.models.classifiers import FrozenTeacher
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    source = timm.create_model('test_resnet', num_classes=4).eval()
+    save_file(source.state_dict(), str(tmp_path / 'teacher.safetensors'))
+    teacher = FrozenTeacher('test_resnet', str(tmp_path / 'teacher.safetensors'), num_classes=4)
+    torch.testing.assert_close(teacher(x), source(x))
+
+    tv = torchvision.models.regnet_y_400mf(num_classes=4).eval()
+    assert any(k.startswith('trunk_output.') for k in tv.state_dict())
+    torch.save({'model': tv.state_dict()}, tmp_path / 'tv_regnet.pth')
+    teacher = FrozenTeacher('regnety_004', str(tmp_path / 'tv_regnet.pth'), num_classes=4)
+    torch.testing.assert_close(teacher(x), tv(x))

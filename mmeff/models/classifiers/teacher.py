@@ -8,6 +8,7 @@ shared, not copied, by ``copy.deepcopy`` (EMA copies of the student would otherw
 """
 import difflib
 import inspect
+import os
 import sys
 from typing import Callable, Optional
 
@@ -43,8 +44,19 @@ def _module_filter_fn(model: nn.Module) -> Optional[Callable]:
     return None
 
 
+def _read(checkpoint: str) -> dict:
+    """A ``.pth`` (plain or ``{'model': ...}``, as DeiT saves) or a ``.safetensors`` file."""
+    if str(checkpoint).endswith('.safetensors'):
+        if not os.path.isfile(checkpoint):
+            raise FileNotFoundError(f'teacher checkpoint not found: {checkpoint!r}; mmeff never '
+                                    'downloads weights, pass the path of a local file')
+        from safetensors.torch import load_file
+        return load_file(checkpoint)
+    return read_state_dict(checkpoint)
+
+
 def _load_teacher_weights(model: nn.Module, checkpoint: str, name: str) -> None:
-    state_dict = read_state_dict(checkpoint)
+    state_dict = _read(checkpoint)
     result = model.load_state_dict(state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
         fn = _module_filter_fn(model)
@@ -68,8 +80,10 @@ class FrozenTeacher:
 
     Args:
         name: a timm model name (``timm.list_models()``), e.g. ``'regnety_160'``.
-        checkpoint: path of a local file with its weights; nothing is downloaded. DeiT's
-            RegNetY-16GF is at :data:`DEIT_REGNETY_160_URL`.
+        checkpoint: path of a local ``.pth`` or ``.safetensors`` file with its weights; nothing
+            is downloaded. DeiT's RegNetY-16GF is at :data:`DEIT_REGNETY_160_URL` (timm's
+            ``regnety_160.deit_in1k``); keys of older timm layouts go through the timm model
+            module's own filter function.
         num_classes: classes of the teacher's head; must equal the student's.
         **kwargs: further ``timm.create_model`` arguments.
     """
