@@ -55,8 +55,7 @@ def _read(checkpoint: str) -> dict:
     return read_state_dict(checkpoint)
 
 
-def _load_teacher_weights(model: nn.Module, checkpoint: str, name: str) -> None:
-    state_dict = _read(checkpoint)
+def _load_teacher_weights(model: nn.Module, state_dict: dict, checkpoint: str, name: str) -> None:
     result = model.load_state_dict(state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
         fn = _module_filter_fn(model)
@@ -99,8 +98,9 @@ class FrozenTeacher:
                 'teacher would distil noise, and mmeff never downloads weights. For the papers\' '
                 f'RegNetY-16GF, download {DEIT_REGNETY_160_URL} and pass its path.')
         self.name = name
+        state_dict = _read(checkpoint)  # before building: a missing file fails fast
         self.model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-        _load_teacher_weights(self.model, checkpoint, name)
+        _load_teacher_weights(self.model, state_dict, checkpoint, name)
         self.model.eval()
         self.model.requires_grad_(False)
 
