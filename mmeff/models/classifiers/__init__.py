@@ -1,7 +1,12 @@
 """Classification models (pretraining and reference comparisons)."""
 from .classifier_net import MobileClassifierNet
 from .data_preprocessor import ClsDataPreprocessor
+from .efficientformer import efficientformer_classifier
+from .efficientvit import efficientvit_classifier
 from .image_classifier import ImageClassifier
 from .teacher import FrozenTeacher
 
-__all__ = ['MobileClassifierNet', 'ClsDataPreprocessor', 'ImageClassifier', 'FrozenTeacher']
+__all__ = [
+    'MobileClassifierNet', 'ClsDataPreprocessor', 'ImageClassifier', 'FrozenTeacher',
+    'efficientformer_classifier', 'efficientvit_classifier'
+]
