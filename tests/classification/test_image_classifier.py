@@ -130,3 +130,13 @@ def test_teacher_from_safetensors_and_from_another_layout(tmp_path):
     torch.save({'model': tv.state_dict()}, tmp_path / 'tv_regnet.pth')
     teacher = FrozenTeacher('regnety_004', str(tmp_path / 'tv_regnet.pth'), num_classes=4)
     torch.testing.assert_close(teacher(x), tv(x))
+
+
+def test_teacher_classes_follow_the_head_config(stand_ins, teacher_file):
+    """Family heads need not expose num_classes: the head config says it (default 1000)."""
+    backbone, _ = stand_ins()
+    model = ImageClassifier(
+        backbone, dict(type='mmeff.EfficientFormerClsHead', in_channels=16, num_classes=4),
+        teacher=dict(name='test_resnet', checkpoint=teacher_file))
+    assert model.num_classes == model.teacher.num_classes == 4
+    assert model.head.head_dist is not None

@@ -59,11 +59,30 @@ class ImageClassifier(BaseModel):
 
     # ------------------------------------------------------------------------------ building
     @staticmethod
-    def _build_head(head: Union[dict, nn.Module], distill: bool) -> nn.Module:
+    def _has_dist_head(head: nn.Module) -> bool:
+        if hasattr(head, 'distillation'):
+            return bool(head.distillation)
+        return getattr(head, 'head_dist', None) is not None
+
+    @staticmethod
+    def _count_classes(head: Union[dict, nn.Module]) -> int:
+        """Classes of a head config (the interface default is 1000) or module."""
+        if isinstance(head, dict):
+            return int(head.get('num_classes', 1000))
+        if hasattr(head, 'num_classes'):
+            return int(head.num_classes)
+        linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError(f'cannot tell how many classes {type(head).__name__} predicts; '
+                             'give it a num_classes attribute')
+        return linears[-1].out_features
+
+    def _build_head(self, head: Union[dict, nn.Module], distill: bool) -> nn.Module:
+        self._num_classes = self._count_classes(head)
         if not isinstance(head, dict):
-            if getattr(head, 'distillation', distill) != distill:
-                raise ValueError(f'head.distillation={head.distillation} but the model has '
-                                 f'{"a" if distill else "no"} teacher')
+            if self._has_dist_head(head) != distill:
+                raise ValueError(f'head.distillation={self._has_dist_head(head)} but the model '
+                                 f'has {"a" if distill else "no"} teacher')
             return head
         head = dict(head)
         given = head.setdefault('distillation', distill)
@@ -86,14 +105,14 @@ class ImageClassifier(BaseModel):
             teacher = FrozenTeacher(**cfg)
         else:
             raise TypeError(f'teacher must be dict(name=..., checkpoint=...), got {cfg!r}')
-        if self.num_classes is not None and teacher.num_classes != self.num_classes:
+        if teacher.num_classes != self.num_classes:
             raise ValueError(f'teacher {teacher.name!r} predicts {teacher.num_classes} classes '
                              f'but the head has {self.num_classes}')
         return teacher
 
     @property
-    def num_classes(self) -> Optional[int]:
-        return getattr(self.head, 'num_classes', None)
+    def num_classes(self) -> int:
+        return self._num_classes
 
     @property
     def with_teacher(self) -> bool:
