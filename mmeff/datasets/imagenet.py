@@ -32,8 +32,8 @@ DEIT_EVAL_TRANSFORM = dict(interpolation='bicubic', crop_pct=0.875)
 _LAYOUT = ('expected the ImageNet class-folder layout <data_root>/{train,val}/<class>/<image> '
            '(e.g. train/n01440764/n01440764_10026.JPEG; the original val archive is flat: sort '
            'it into class folders first). For a small test tree run '
-           "python tools/make_toy_data.py imagenet data/imagenet, or call "
-           'mmeff.datasets.toy_data.make_imagenet(root)')
+           "python tools/make_toy_data.py --kinds imagenet (writes data/toy/imagenet; set "
+           "data_root to it), or call mmeff.datasets.toy_data.make_imagenet(root)")
 
 
 def _is_image(name: str) -> bool:
