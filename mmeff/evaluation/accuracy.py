@@ -36,14 +36,16 @@ class Accuracy(BaseMetric):
         for sample in data_samples:
             score, label = _field(sample, 'pred_score'), _field(sample, 'gt_label')
             if score is None or label is None:
+                fields = list(sample) if isinstance(sample, dict) else sample
                 raise ValueError('Accuracy needs pred_score and gt_label in every prediction; '
-                                 f'got fields {list(sample) if isinstance(sample, dict) else sample}')
+                                 f'got {fields}')
             score = torch.as_tensor(score).flatten()
             num_classes = score.numel()
             if max(self.topk) > num_classes:
                 raise ValueError(
                     f'top-{max(self.topk)} accuracy is meaningless with {num_classes} classes '
-                    f'(always 100%): set the metric topk to values <= {num_classes}, e.g. topk=(1,)')
+                    f'(always 100%): set the metric topk to values <= {num_classes}, '
+                    'e.g. topk=(1,)')
             label = int(torch.as_tensor(label).flatten()[0])
             # rank of the true class = number of classes scored strictly higher
             rank = int((score > score[label]).sum())

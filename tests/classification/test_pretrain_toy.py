@@ -18,7 +18,8 @@ def pretrained(toy_imagenet, toy_pretraining, tmp_path_factory, one_thread) -> d
 def test_pretraining_reaches_well_above_chance(pretrained, toy_imagenet, toy_pretraining):
     chance = 100.0 / toy_imagenet['num_classes']
     toy_pretraining['report'](toy_imagenet, 'no teacher', dict(
-        top1=round(pretrained['top1'], 1), chance=chance, train_seconds=round(pretrained['seconds'], 1)))
+        top1=round(pretrained['top1'], 1), chance=chance,
+        train_seconds=round(pretrained['seconds'], 1)))
     assert pretrained['top1'] >= 2 * chance
     state = read_state_dict(pretrained['checkpoint'])
     assert state and all(k.startswith(('backbone.', 'head.')) for k in state)
