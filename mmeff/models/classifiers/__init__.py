@@ -1,4 +1,5 @@
 """Classification models (pretraining and reference comparisons)."""
+from ..heads.efficientformer_v2_head import efficientformer_v2_classifier
 from .classifier_net import MobileClassifierNet
 from .data_preprocessor import ClsDataPreprocessor
 from .efficientformer import efficientformer_classifier
@@ -8,5 +9,5 @@ from .teacher import FrozenTeacher
 
 __all__ = [
     'MobileClassifierNet', 'ClsDataPreprocessor', 'ImageClassifier', 'FrozenTeacher',
-    'efficientformer_classifier', 'efficientvit_classifier'
+    'efficientformer_classifier', 'efficientvit_classifier', 'efficientformer_v2_classifier'
 ]
