@@ -111,15 +111,20 @@ def toy_config(toy: dict, work_dir: str, teacher=None):
 
 
 def toy_train(cfg) -> dict:
-    """Train with mmengine's runner; top-1 on the val split, seconds, the last checkpoint."""
+    """Run it as tools/train.py and tools/test.py do (``mmeff.engine.launch``): top-1 of the
+    saved checkpoint on the val split, training seconds, the runner and the checkpoint."""
     import time
-    from mmengine.runner import Runner
+    from mmeff.engine.launch import test, train
+    config = Path(cfg.work_dir) / 'toy_config.py'
+    config.parent.mkdir(parents=True, exist_ok=True)
+    cfg.dump(str(config))
     start = time.perf_counter()
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    runner = train([str(config)])
     seconds = time.perf_counter() - start
-    return dict(top1=runner.val()['accuracy/top1'], seconds=seconds, runner=runner,
-                checkpoint=str(Path(cfg.work_dir) / f'epoch_{TOY_EPOCHS}.pth'))
+    checkpoint = str(Path(cfg.work_dir) / f'epoch_{TOY_EPOCHS}.pth')
+    metrics = test([str(config), checkpoint])
+    return dict(top1=metrics['accuracy/top1'], seconds=seconds, runner=runner,
+                checkpoint=checkpoint)
 
 
 def toy_report(toy: dict, name: str, figures: dict) -> None:
