@@ -1,1 +1,4 @@
-"""Metrics registered in mmeff.registry.METRICS (the classification branch adds them)."""
+"""Evaluation metrics registered in mmeff's METRICS."""
+from .accuracy import Accuracy
+
+__all__ = ['Accuracy']
