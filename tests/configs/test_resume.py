@@ -66,7 +66,7 @@ randomness = dict(seed=0, deterministic=True)
 
 
 def train(config: Path, work_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join(
         [str(REPO), str(config.parent), os.environ.get('PYTHONPATH', '')]))
     return subprocess.run(
         [sys.executable, str(REPO / 'tools' / 'train.py'), str(config), '--work-dir',
