@@ -3,7 +3,7 @@
 Recipe in ``_base_/maskrcnn_1x_coco_adamw.py``: AdamW lr 2e-4, weight decay 1e-4, 12 epochs,
 LR steps at 8 and 11, 1333x800, 16 images per step (lr scaled for other totals).
 Put the ImageNet checkpoint at ``checkpoints/efficientformer_l3.pth`` (pretrain it with
-``tools/train.py configs/cls/...`` or convert the official release with
+``tools/train.py configs/cls/efficientformer_l3_in1k.py`` or convert the official release with
 ``tools/convert_checkpoint.py``).
 """
 _base_ = './_base_/maskrcnn_1x_coco_adamw.py'

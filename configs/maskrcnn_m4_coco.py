@@ -6,7 +6,7 @@ transposed-conv levels for strides 4 and 8, giving MMDet's P2-P6. AdamW lr 1e-4,
 0.05 (none on the attention-bias tables), 500-step warm-up, 12 epochs with LR steps at 8 and 11,
 1333x800, 16 images per step; BatchNorm statistics frozen as in the official backbone.
 Put the ImageNet checkpoint at ``checkpoints/efficientvit_m4.pth`` (pretrain it with
-``tools/train.py configs/cls/...`` or convert the official release with
+``tools/train.py configs/cls/efficientvit_m4_in1k.py`` or convert the official release with
 ``tools/convert_checkpoint.py``).
 """
 _base_ = './_base_/maskrcnn_1x_coco_adamw.py'

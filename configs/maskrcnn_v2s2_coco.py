@@ -4,7 +4,7 @@ Recipe in ``_base_/maskrcnn_1x_coco_adamw.py`` (AdamW lr 2e-4, 12 epochs, steps 
 1333x800, 16 images per step) with V2's weight decay 0.05. As in the official V2 detection code,
 BatchNorm statistics stay frozen (``norm_eval=True``) and stochastic depth is 0.02.
 Put the ImageNet checkpoint at ``checkpoints/efficientformerv2_s2.pth`` (pretrain it with
-``tools/train.py configs/cls/...`` or convert the official release with
+``tools/train.py configs/cls/efficientformer_v2_s2_in1k.py`` or convert the official release with
 ``tools/convert_checkpoint.py``).
 """
 _base_ = './_base_/maskrcnn_1x_coco_adamw.py'

@@ -6,7 +6,7 @@ stride 128, i.e. MMDet's P3-P7. AdamW lr 1e-4, weight decay 0.05 (none on the at
 tables), 500-step warm-up, 12 epochs with LR steps at 8 and 11, 1333x800, 16 images per step
 (lr scaled for other totals); BatchNorm statistics frozen as in the official backbone.
 Put the ImageNet checkpoint at ``checkpoints/efficientvit_m4.pth`` (pretrain it with
-``tools/train.py configs/cls/...`` or convert the official release with
+``tools/train.py configs/cls/efficientvit_m4_in1k.py`` or convert the official release with
 ``tools/convert_checkpoint.py``).
 """
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'

@@ -3,7 +3,7 @@
 Recipe in ``_base_/semfpn_40k_ade20k_adamw.py``: AdamW lr 2e-4, weight decay 1e-4, poly power 0.9,
 32 images per step (lr scaled for other totals), test sizes rounded to multiples of 32.
 Put the ImageNet checkpoint at ``checkpoints/efficientformer_l7.pth`` (pretrain it with
-``tools/train.py configs/cls/...`` or convert the official release with
+``tools/train.py configs/cls/efficientformer_l7_in1k.py`` or convert the official release with
 ``tools/convert_checkpoint.py``).
 """
 _base_ = './_base_/semfpn_40k_ade20k_adamw.py'

@@ -7,7 +7,7 @@ and 8 (as the official detection code did), and the FPN head fuses all five leve
 (4/8/16/32/64), so every parameter gets a gradient (no unused /64 branch under DDP).
 No weight decay on the attention-bias tables; BatchNorm statistics frozen as in the official
 backbone. Put the ImageNet checkpoint at ``checkpoints/efficientvit_m4.pth`` (pretrain it with
-``tools/train.py configs/cls/...`` or convert the official release with
+``tools/train.py configs/cls/efficientvit_m4_in1k.py`` or convert the official release with
 ``tools/convert_checkpoint.py``).
 """
 _base_ = './_base_/semfpn_40k_ade20k_adamw.py'

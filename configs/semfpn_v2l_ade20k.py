@@ -5,7 +5,7 @@ V2 segmentation configs keep V1's value), poly power 0.9, 32 images per step, te
 to multiples of 32. As in the official V2 code, BatchNorm statistics stay frozen
 (``norm_eval=True``) and stochastic depth is 0.1.
 Put the ImageNet checkpoint at ``checkpoints/efficientformerv2_l.pth`` (pretrain it with
-``tools/train.py configs/cls/...`` or convert the official release with
+``tools/train.py configs/cls/efficientformer_v2_l_in1k.py`` or convert the official release with
 ``tools/convert_checkpoint.py``).
 """
 _base_ = './_base_/semfpn_40k_ade20k_adamw.py'

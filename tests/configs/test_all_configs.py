@@ -126,3 +126,18 @@ def test_config_trains_one_step_and_infers(path: Path, tmp_path, toy_coco, toy_a
     metric = 'val/coco/bbox_mAP' if scope == 'mmdet' else 'val/mIoU'
     value = hub.get_scalar(metric).current()  # the inference ran and was scored
     assert 0.0 <= value <= 100.0
+
+
+def test_missing_pretrained_checkpoint_says_how_to_obtain_it(tmp_path, toy_ade, write_overlay,
+                                                              train_api):
+    """The configs' ``init_cfg`` names a local file; training without it stops at the start with
+    the two ways of getting one."""
+    overlay = write_overlay(CONFIG_DIR / 'semfpn_v2s0_ade20k.py', tmp_path, toy_ade)
+    missing = tmp_path / 'checkpoints' / 'efficientformerv2_s0.pth'
+    with pytest.raises(FileNotFoundError) as err:
+        train_api(overlay, tmp_path / 'work',
+                  {'model.backbone.init_cfg.checkpoint': str(missing),
+                   'train_cfg.max_iters': 1})
+    message = str(err.value)
+    assert str(missing) in message
+    assert 'configs/cls/' in message and 'tools/convert_checkpoint.py' in message
