@@ -176,10 +176,13 @@ def evaluate(runner, label: str, log_file: Path) -> Dict[str, float]:
     return metrics
 
 
-def draw_prediction(runner, out_file: Path, score_thr: float = 0.3) -> Dict[str, int]:
-    """Predict on the first val image and save ground truth (left) | prediction (right)."""
+def draw_prediction(runner, out_file: Path, score_thr: float = 0.3,
+                    scale: int = 2) -> Dict[str, int]:
+    """Predict on the first val image; save ground truth (left) | prediction (right), enlarged
+    ``scale`` times so that the labels stay legible on a 224x224 image."""
     import mmcv
     import torch
+    import torch.nn.functional as F
     from mmengine.dataset import pseudo_collate
     from mmdet.registry import VISUALIZERS
 
@@ -188,13 +191,19 @@ def draw_prediction(runner, out_file: Path, score_thr: float = 0.3) -> Dict[str,
     model = runner.model.eval()
     with torch.no_grad():
         result = model.test_step(pseudo_collate([data]))[0]
+    image = mmcv.imconvert(mmcv.imread(data['data_samples'].img_path), 'bgr', 'rgb')
+    image = mmcv.imrescale(image, scale, interpolation='nearest')
+    pred, gt = result.pred_instances, result.gt_instances
+    pred.bboxes = pred.bboxes * scale
+    pred.masks = F.interpolate(pred.masks[None].float(), scale_factor=scale)[0] > 0.5
+    gt.bboxes = getattr(gt.bboxes, 'tensor', gt.bboxes) * scale  # Tensor or HorizontalBoxes
+    gt.masks = gt.masks.rescale(scale)
     visualizer = VISUALIZERS.build(dict(type='DetLocalVisualizer', name='mmeff_demo'))
     visualizer.dataset_meta = dataset.metainfo
-    image = mmcv.imconvert(mmcv.imread(data['data_samples'].img_path), 'bgr', 'rgb')
     visualizer.add_datasample('demo', image, result, draw_gt=True, draw_pred=True,
                               pred_score_thr=score_thr, out_file=str(out_file))
-    kept = int((result.pred_instances.scores >= score_thr).sum())
-    return dict(num_gt=len(result.gt_instances), num_pred=kept)
+    kept = int((pred.scores >= score_thr).sum())
+    return dict(num_gt=len(gt), num_pred=kept)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

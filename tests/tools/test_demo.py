@@ -39,9 +39,9 @@ def test_demo_smoke(tmp_path):
     for line in ('loss ', 'bbox mAP ', 'segm mAP ', 's per step', 'picture ', 'verdict '):
         assert line in out, f'missing {line!r} in the summary:\n{out[-2000:]}'
 
-    # the picture: ground truth and prediction side by side on a 128x128 val image
+    # the picture: ground truth and prediction side by side, a 128x128 val image enlarged 2x
     png = Path(summary['files']['picture'])
     with Image.open(png) as img:
-        assert img.format == 'PNG' and img.size == (256, 128)
+        assert img.format == 'PNG' and img.size == (512, 256)
     assert Path(summary['files']['checkpoint']).is_file()
     assert (work / 'data' / 'coco' / 'annotations' / 'instances_val2017.json').is_file()
