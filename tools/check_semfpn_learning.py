@@ -45,6 +45,7 @@ class CurveHook(Hook):
         self.curve: List[dict] = []
         self.train_time = 0.0
         self._t0 = 0.0
+        self._step_override: Optional[int] = None
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         self._t0 = time.perf_counter()
@@ -63,15 +64,18 @@ class CurveHook(Hook):
         if self.train_time > self.budget_s and step < runner.max_iters:
             say(f'time budget of {self.budget_s / 60:.1f} min spent at step {step}: '
                 'evaluating once more and stopping')
+            self._step_override = step  # runner.iter is not advanced yet inside this hook
             with contextlib.redirect_stdout(sys.stderr):
                 runner.val_loop.run()
+            self._step_override = None
             runner.train_loop.stop_training = True
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         if not metrics or 'mIoU' not in metrics:
             return
         window = self.losses[-10:] or [float('nan')]
-        point = dict(step=runner.iter, train_minutes=round(self.train_time / 60, 2),
+        step = runner.iter if self._step_override is None else self._step_override
+        point = dict(step=step, train_minutes=round(self.train_time / 60, 2),
                      loss=round(sum(window) / len(window), 4),
                      mIoU=float(metrics['mIoU']), mAcc=float(metrics.get('mAcc', 'nan')),
                      aAcc=float(metrics.get('aAcc', 'nan')))
@@ -160,6 +164,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         f'{args.threads} thread(s)')
     start = time.time()
     with open(log_file, 'a') as f, contextlib.redirect_stdout(f):
+        runner.model.init_weights()  # evaluate the very weights training starts from
+        runner.val_loop.run()  # step 0 of the curve
         runner.train()
     wall = time.time() - start
 
@@ -185,7 +191,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'best mIoU {best["mIoU"]:.2f} % at step {best["step"]} '
           f'({best["train_minutes"]:.1f} min); target {args.target:g} % '
           f'{"reached" if reached else "NOT reached"}; {per_step:.2f} s/step '
-          f'({cfg.train_dataloader.batch_size} images of 256x256, {args.threads} threads)')
+          f'({cfg.train_dataloader.batch_size} images of 256x256, {args.threads} thread(s))')
     print(f'files: {work_dir / "curve.json"}, {work_dir / "curve.png"}, {log_file}')
     return 0 if reached else 1
 

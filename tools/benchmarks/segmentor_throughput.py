@@ -130,7 +130,12 @@ def main(argv=None) -> int:
         print(f'[throughput] built {name} ({params[name]:.1f} M parameters)', flush=True)
     times = interleaved(calls, args.runs, args.warmup)
 
-    meta = dict(cpu=cpu_name(), threads=args.threads, batch=args.batch,
+    try:
+        load = round(os.getloadavg()[0], 1)
+    except OSError:
+        load = None
+    meta = dict(cpu=cpu_name(), cores=os.cpu_count(), load_average_1min=load,
+                threads=args.threads, batch=args.batch,
                 input=f'{args.batch}x3x{args.size[0]}x{args.size[1]}', runs=args.runs,
                 warmup=args.warmup, deploy=args.deploy, torch=torch.__version__,
                 measured='encode_decode (backbone + FPN + FPNHead + upsampling to input size)',
@@ -144,8 +149,8 @@ def main(argv=None) -> int:
                          median_ms=round(med * 1e3, 1),
                          images_per_s=round(args.batch / med, 3),
                          speed_vs_resnet50=round(ref / med, 2)))
-    print(f'\nSemantic FPN throughput, {meta["input"]}, {meta["cpu"]}, {args.threads} threads, '
-          f'median of {args.runs} interleaved runs'
+    print(f'\nSemantic FPN throughput, {meta["input"]}, {meta["cpu"]} ({meta["cores"]} cores, '
+          f'load average {load}), {args.threads} threads, median of {args.runs} interleaved runs'
           + (', our backbones fused' if args.deploy else ''))
     print(f'{"segmentor":<18} {"params M":>9} {"ms/batch":>9} {"images/s":>9} {"vs R50":>7}')
     for r in rows:
