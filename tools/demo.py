@@ -7,13 +7,13 @@
 2. builds the model of ``configs/demo/maskrcnn_l1_toycoco.py`` (EfficientFormer-L1 with random
    initialisation: nothing is downloaded and no pretrained file is used);
 3. evaluates COCO bbox/segm mAP with MMDet's CocoMetric on the toy val set *before* training,
-   trains ~200 steps with mmengine's Runner, evaluates again;
+   trains 300 steps (2 images each) with mmengine's Runner, evaluates again;
 4. draws the predicted boxes and masks on a validation image (PNG, ground truth on the left);
 5. prints a summary (steps, losses, mAP before/after, time per step, files) and writes it as
    JSON. The exit status is 1 when the model did not learn (losses did not fall, or bbox AP50
    did not reach 5x its value before training).
 
-Usage: python tools/demo.py [--iters 200] [--work-dir work_dirs/demo] [--threads N]
+Usage: python tools/demo.py [--iters 300] [--work-dir work_dirs/demo] [--threads N]
 """
 import argparse
 import contextlib
@@ -40,7 +40,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--config', default=str(DEMO_CONFIG), help='demo config')
     p.add_argument('--work-dir', default='work_dirs/demo',
                    help='where data, checkpoint, picture, logs and summary go')
-    p.add_argument('--iters', type=int, default=200, help='training steps (2 images each)')
+    p.add_argument('--iters', type=int, default=None,
+                   help="training steps of 2 images (default: the config's, 300)")
     p.add_argument('--num-train', type=int, default=128, help='toy training images')
     p.add_argument('--num-val', type=int, default=32, help='toy validation images')
     p.add_argument('--size', type=int, default=224, help='toy image side in pixels')
@@ -49,7 +50,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'already keep the cores busy)')
     p.add_argument('--seed', type=int, default=0)
     args = p.parse_args(argv)
-    if args.iters < 1:
+    if args.iters is not None and args.iters < 1:
         p.error('--iters must be >= 1')
     if args.size < 64:
         p.error('--size must be >= 64 (EfficientFormer has a total stride of 32)')
@@ -110,6 +111,8 @@ def prepare_data(root: Path, args: argparse.Namespace) -> None:
 def build_config(args: argparse.Namespace, data_root: Path, work_dir: Path):
     from mmengine.config import Config
     cfg = Config.fromfile(args.config)
+    if args.iters is None:
+        args.iters = cfg.train_cfg.max_iters
     root = str(data_root) + '/'
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = root

@@ -1,9 +1,10 @@
 """Toy data and "toy overlay" configs for running the real configs of ``configs/`` quickly.
 
-A toy overlay is a two-line-idea config file: ``_base_`` is the real config, and it replaces only
-the data (toy COCO / ADE sets, tiny images, one image per split) and the schedule length. The
-model, optimizer, scheduler and hooks all come from the real config, so what runs is what a user
-runs, just smaller. ``init_cfg`` is set to None through cfg-options, as a user would.
+A toy overlay is a small config file whose ``_base_`` is the real config. It replaces only the
+data (toy COCO / ADE sets, tiny images, one image per split) and, for detectors, the number of
+classes and how many proposals / RoIs are sampled. The architecture, optimizer, scheduler and
+hooks all come from the real config, so what runs is what a user runs, just smaller. Schedule
+length and ``init_cfg=None`` come from each test as cfg-options, as a user would pass them.
 """
 from pathlib import Path
 from typing import Optional
@@ -16,7 +17,7 @@ CONFIG_DIR = REPO / 'configs'
 DET_OVERLAY = '''
 _base_ = {base!r}
 data_root = {root!r}
-_classes = ('rectangle', 'ellipse', 'triangle')
+_classes = {classes!r}
 _size = ({size}, {size})
 _train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -113,6 +114,8 @@ def write_toy_overlay(config: Path, out_dir: Path, data_root: Path, size: int = 
                       shuffle: bool = False) -> Path:
     """Write ``out_dir/toy_<name>.py`` that inherits ``config`` and swaps in toy data."""
     from mmengine.config import Config
+
+    from mmeff.datasets import COCO_CLASSES
     cfg = Config.fromfile(str(config))
     scope = cfg.get('default_scope')
     if scope not in ('mmdet', 'mmseg'):
@@ -120,9 +123,9 @@ def write_toy_overlay(config: Path, out_dir: Path, data_root: Path, size: int = 
     template = DET_OVERLAY if scope == 'mmdet' else SEG_OVERLAY
     text = template.format(base=str(Path(config).resolve()), root=str(data_root) + '/',
                            size=size, batch=batch, num_train=num_train, num_val=num_val,
-                           shuffle=shuffle)
+                           shuffle=shuffle, classes=tuple(COCO_CLASSES))
     if scope == 'mmdet':
-        text += _detector_overrides(cfg.model, num=3)
+        text += _detector_overrides(cfg.model, num=len(COCO_CLASSES))
     out = Path(out_dir) / f'toy_{Path(config).stem}.py'
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

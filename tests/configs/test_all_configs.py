@@ -67,7 +67,10 @@ def test_config_recipe(path: Path):
     assert cfg.custom_imports == dict(imports=['mmeff'], allow_failed_imports=False)
     assert cfg.model.backbone.type.startswith('mmeff.')
     if path.parent.name == 'demo':
+        from mmeff.datasets import ADE_CLASSES, COCO_CLASSES
         assert cfg.model.backbone.init_cfg is None  # the demos download / need nothing
+        toy = COCO_CLASSES if cfg.default_scope == 'mmdet' else ADE_CLASSES
+        assert tuple(cfg.train_dataloader.dataset.metainfo['classes']) == tuple(toy)
         return
     init = cfg.model.backbone.init_cfg
     assert init['type'] == 'Pretrained' and init['checkpoint'].startswith('checkpoints/')
