@@ -29,7 +29,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .deploy_path import attention_biases, deploy, deploy_violations, traced_op_kinds
+from .deploy_path import (all_finite, attention_biases, deploy, deploy_violations,
+                          nan_bias_tables, traced_op_kinds)
 from .parity import TOLERANCE, Parity, compare, example_input, output_list
 from .parts import ExportPart
 
@@ -191,13 +192,13 @@ def export(part: ExportPart, path: str, options: ExportOptions,
 
     deployed = deploy(part, options.input_shape)
     frozen = sum(b.frozen is not None for b in attention_biases(deployed))
-    with torch.no_grad():
+    with torch.no_grad(), nan_bias_tables(deployed):  # finite only if every bias is constant
         fused_out = output_list(deployed(x))
     names = deployed.output_names(len(fused_out))
     fused_parity = compare(ref_out, fused_out, names)
 
     traced = _trace(deployed, x)
-    violations = deploy_violations(deployed, traced, x)
+    violations = deploy_violations(deployed, traced, all_finite(fused_out))
     report = ExportReport(
         path=path, fmt=options.fmt, part=deployed.part, input_shape=options.input_shape,
         precision=options.precision, output_names=names,
@@ -214,7 +215,9 @@ def export(part: ExportPart, path: str, options: ExportOptions,
         x_run = x
     writer = {'onnx': _export_onnx, 'coreml': _export_coreml,
               'torchscript': _export_torchscript}[options.fmt]
-    writer(deployed, x_run, ref_out, names, path, options, report, verbose)
+    if options.fp16 and options.fmt != 'coreml':
+        traced = _trace(deployed, x_run)
+    writer(deployed, traced, x_run, ref_out, names, path, options, report, verbose)
     report.seconds = time.time() - start
     return report
 
@@ -241,7 +244,7 @@ def _quiet_tracer():
 
 
 # ------------------------------------------------------------------------------------- ONNX
-def _export_onnx(module, x, ref_out, names, path, options, report, verbose):
+def _export_onnx(module, traced, x, ref_out, names, path, options, report, verbose):
     import onnx
 
     from .onnx_check import graph_violations, op_histogram, ort_session, run_ort
@@ -257,7 +260,8 @@ def _export_onnx(module, x, ref_out, names, path, options, report, verbose):
                 dynamic_axes[name].update({2: f'{name}_h', 3: f'{name}_w'})
     sink = io.StringIO()
     with torch.no_grad(), _quiet_tracer(), contextlib.redirect_stdout(sink):
-        torch.onnx.export(module, (x,), path, opset_version=options.opset, dynamo=False,
+        # the traced graph that passed the deploy checks is what gets exported
+        torch.onnx.export(traced, (x,), path, opset_version=options.opset, dynamo=False,
                           input_names=['input'], output_names=list(names),
                           dynamic_axes=dynamic_axes, do_constant_folding=True)
     model = onnx.load(path)
@@ -287,8 +291,7 @@ def _check_second_shape(module, session, x, names, options, report):
 
 
 # ------------------------------------------------------------------------------ TorchScript
-def _export_torchscript(module, x, ref_out, names, path, options, report, verbose):
-    traced = _trace(module, x)
+def _export_torchscript(module, traced, x, ref_out, names, path, options, report, verbose):
     traced.save(path)
     loaded = torch.jit.load(path, map_location=x.device)
     report.graph_ops = {k.replace('aten::', ''): v for k, v in traced_op_kinds(loaded).items()
@@ -300,42 +303,76 @@ def _export_torchscript(module, x, ref_out, names, path, options, report, verbos
 
 
 # ----------------------------------------------------------------------------------- CoreML
-def _coreml_source(module, x, report):
-    """What coremltools converts: a static ``torch.export`` program (every size a constant).
+#: ATen ops coremltools' torch.export frontend lacks; decomposed before conversion
+COREML_DECOMPOSE = ('lerp',)
+
+
+def _capture(module, x, report):
+    """A static ``torch.export`` program of the deployed module (every size a constant).
 
     ``torch.jit.trace`` keeps shape arithmetic (``aten::size``/``aten::Int`` chains) that
     coremltools 9 cannot always fold (``h * w`` in a reshape fails); torch.export specialises
-    all shapes for the static input, which is what a CoreML model is anyway. Falls back to
-    tracing if torch.export cannot capture the model.
+    all shapes for the static input, which is what a CoreML model is anyway. Returns None when
+    the module cannot be captured (the traced graph is converted instead).
     """
     try:
         with _quiet_tracer():
-            program = torch.export.export(module, (x,), strict=False)
-            return program.run_decompositions({}), 'torch.export'
+            return torch.export.export(module, (x,), strict=False)
     except Exception as err:  # noqa: BLE001  (any capture failure: use the traced graph)
         report.notes.append(f'torch.export failed ({type(err).__name__}: {err}); converted '
                             'the torch.jit.trace graph instead')
-        return _trace(module, x), 'torch.jit.trace'
+        return None
 
 
-def _export_coreml(module, x, ref_out, names, path, options, report, verbose):
+def _decompose(program, op_names):
+    """Decompose only the named ATen ops (the default table would also split linear/softmax
+    into primitives that the Neural Engine runs worse)."""
+    from torch._decomp import get_decompositions
+    ops = [getattr(torch.ops.aten, n) for n in op_names if hasattr(torch.ops.aten, n)]
+    return program.run_decompositions(get_decompositions(ops))
+
+
+def _convert_coreml(module, x, names, options, report, verbose):
+    """Convert with coremltools; an ATen op its frontend lacks is decomposed and retried."""
+    import re
+
     import coremltools as ct
 
-    from .coreml_check import inspect_mlprogram
-
-    source, route = _coreml_source(module, x, report)
-    with torch.no_grad():
-        got = output_list(source.module()(x) if route == 'torch.export' else source(x))
-    report.extra_parity[f'{route} graph given to coremltools vs eager PyTorch'] = \
-        compare(ref_out, got, names)
     target = getattr(ct.target, options.coreml_target)
     precision = ct.precision.FLOAT16 if options.fp16 else ct.precision.FLOAT32
-    progress = contextlib.nullcontext() if verbose else contextlib.redirect_stderr(io.StringIO())
-    with _quiet_tracer(), progress:
-        mlmodel = ct.convert(source, inputs=[ct.TensorType(name='input', shape=tuple(x.shape))],
-                             outputs=[ct.TensorType(name=n) for n in names],
-                             convert_to='mlprogram', minimum_deployment_target=target,
-                             compute_precision=precision)
+    program = _capture(module, x, report)
+    to_decompose = list(COREML_DECOMPOSE)
+    for _ in range(8):
+        source = _decompose(program, to_decompose) if program is not None else _trace(module, x)
+        progress = contextlib.nullcontext() if verbose else \
+            contextlib.redirect_stderr(io.StringIO())
+        try:
+            with _quiet_tracer(), progress:
+                mlmodel = ct.convert(
+                    source, inputs=[ct.TensorType(name='input', shape=tuple(x.shape))],
+                    outputs=[ct.TensorType(name=n) for n in names], convert_to='mlprogram',
+                    minimum_deployment_target=target, compute_precision=precision)
+        except NotImplementedError as err:
+            found = re.search(r'Unsupported fx node (\w+)', str(err))
+            if program is None or not found or found.group(1) in to_decompose:
+                raise
+            to_decompose.append(found.group(1))
+            continue
+        route = 'torch.export' if program is not None else 'torch.jit.trace'
+        run = source.module() if program is not None else source
+        return mlmodel, route, run, target, to_decompose
+    raise RuntimeError('coremltools kept failing on unsupported ops: ' + str(to_decompose))
+
+
+def _export_coreml(module, traced, x, ref_out, names, path, options, report, verbose):
+    from .coreml_check import inspect_mlprogram
+
+    mlmodel, route, run, target, _ = _convert_coreml(module, x, names, options, report,
+                                                     verbose)
+    with torch.no_grad():
+        got = output_list(run(x))
+    report.extra_parity[f'{route} graph given to coremltools vs eager PyTorch'] = \
+        compare(ref_out, got, names)
     if os.path.isdir(path):
         import shutil
         shutil.rmtree(path)

@@ -54,7 +54,16 @@ def _from_config(path: str, checkpoint: Optional[str]) -> nn.Module:
     if 'model' not in cfg:
         raise ValueError(f'config {path!r} has no `model` entry')
     init_default_scope(cfg.get('default_scope', 'mmeff'))
-    model = MODELS.build(cfg.model)
+    model_cfg = cfg.model
+    if model_cfg.get('teacher') and 'backbone' in model_cfg and 'head' in model_cfg:
+        # A distillation teacher only matters in training (and needs its own weights file):
+        # build the student alone, with the distillation head its checkpoints contain.
+        from ..models.classifiers.classifier_net import MobileClassifierNet
+        head = dict(model_cfg.head)
+        head.setdefault('distillation', True)
+        model = MobileClassifierNet(MODELS.build(model_cfg.backbone), MODELS.build(head))
+    else:
+        model = MODELS.build(model_cfg)
     if checkpoint:
         from ..checkpoint import read_state_dict
         state = read_state_dict(checkpoint)

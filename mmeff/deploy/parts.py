@@ -129,10 +129,19 @@ def find_mmeff_backbone(model: nn.Module) -> Optional[MobileBackbone]:
 
 
 def _find_classifier(model: nn.Module) -> Optional[nn.Module]:
+    """The classification network in ``model``: itself, the one MobileClassifierNet inside, or
+    a view of a training wrapper with an mmeff ``backbone`` and a ``head`` (e.g. mmeff's
+    ImageClassifier of configs/cls, whose tensor mode is ``head(backbone(x)[-1])``)."""
     if isinstance(model, MobileClassifierNet):
         return model
     found = [m for m in model.modules() if isinstance(m, MobileClassifierNet)]
-    return found[0] if len(found) == 1 else None
+    if len(found) == 1:
+        return found[0]
+    dense = any(hasattr(model, a) for a in ('neck', 'decode_head', 'bbox_head', 'rpn_head'))
+    if isinstance(getattr(model, 'backbone', None), MobileBackbone) and \
+            isinstance(getattr(model, 'head', None), nn.Module) and not dense:
+        return MobileClassifierNet(model.backbone, model.head)
+    return None
 
 
 def _kind(model: nn.Module) -> str:
