@@ -1,4 +1,5 @@
-"""A tiny model built only from mmeff's shared layers, to test the export machinery alone.
+"""Fixtures: a tiny model built only from mmeff's shared layers, to test the export machinery
+without depending on any family.
 
 It has everything the deploy path must deal with: ConvBN / LinearBN / BNLinear pairs to fold,
 DropPath and Dropout to remove, layer scales, and an attention bias learned on a 4x4 grid
@@ -6,6 +7,7 @@ DropPath and Dropout to remove, layer scales, and an attention bias learned on a
 """
 from typing import Tuple
 
+import pytest
 import torch
 from timm.layers import DropPath
 from torch import nn
@@ -53,7 +55,7 @@ class ToyBackbone(MobileBackbone):
     arch_zoo = {'t': {'widths': (8, 16, 24, 32)}}
     arch_keys = ('widths',)
 
-    def __init__(self, arch='t', out_indices=(0, 1, 2, 3), **kwargs):
+    def __init__(self, arch='t', out_indices=(0, 1, 2, 3), attention: bool = True, **kwargs):
         super().__init__(out_indices, **kwargs)
         self.arch_name, settings = self.resolve_arch(arch)
         widths = settings['widths']
@@ -63,7 +65,8 @@ class ToyBackbone(MobileBackbone):
         stages, prev = [], widths[0]
         for i, w in enumerate(widths):
             down = nn.Identity() if i == 0 else ConvBN(prev, w, 3, 2)
-            stages.append(nn.Sequential(down, ToyBlock(w, attention=i == len(widths) - 1)))
+            last = i == len(widths) - 1
+            stages.append(nn.Sequential(down, ToyBlock(w, attention=attention and last)))
             prev = w
         self.stages = nn.ModuleList(stages)
 
@@ -89,3 +92,39 @@ class ToyHead(nn.Module):
 
 def toy_classifier() -> MobileClassifierNet:
     return MobileClassifierNet(ToyBackbone(out_indices=(3,)), ToyHead()).eval()
+
+
+class FunctionalBN(nn.Module):
+    """A batch norm called functionally: no module for the deploy path to fold."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer('mean', torch.zeros(dim))
+        self.register_buffer('var', torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.batch_norm(x, self.mean, self.var, training=False)
+
+
+def toy_classifier_with_functional_bn() -> MobileClassifierNet:
+    model = toy_classifier()
+    model.backbone.stages[0].append(FunctionalBN(8))
+    return model
+
+
+class Toys:
+    """Factories handed to tests by the ``toys`` fixture."""
+    Backbone = ToyBackbone
+
+    @staticmethod
+    def classifier() -> MobileClassifierNet:
+        return toy_classifier()
+
+    @staticmethod
+    def classifier_with_functional_bn() -> MobileClassifierNet:
+        return toy_classifier_with_functional_bn()
+
+
+@pytest.fixture
+def toys() -> Toys:
+    return Toys()
