@@ -59,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--coreml-target', choices=COREML_TARGETS, default='iOS16')
     parser.add_argument('--tolerance', type=float, default=None,
                         help='relative-error bound (default 1e-4 fp32, 1e-2 fp16)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='PyTorch intra-op threads (default 1: export is not timed, and '
+                             'spinning threads on a busy machine slow it down many times)')
     parser.add_argument('--verbose', action='store_true', help='show converter progress')
     return parser.parse_args(argv)
 
@@ -77,6 +80,9 @@ def main(argv=None) -> int:
                             dynamic_batch=args.dynamic_batch, opset=args.opset,
                             coreml_target=args.coreml_target, tolerance=args.tolerance)
     out = args.out or default_out(args.model, args.part, args.shape, args.format)
+    if args.threads > 0:
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         model = load_model(args.model, args.checkpoint, args.part)
         part = make_part(model, args.part)

@@ -29,8 +29,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .deploy_path import (all_finite, attention_biases, deploy, deploy_violations,
-                          nan_bias_tables, traced_op_kinds)
+from .deploy_path import (ChannelAffine, all_finite, attention_biases, deploy,
+                          deploy_violations, nan_bias_tables, traced_op_kinds)
 from .parity import TOLERANCE, Parity, compare, example_input, output_list
 from .parts import ExportPart
 
@@ -270,7 +270,7 @@ def _export_onnx(module, traced, x, ref_out, names, path, options, report, verbo
     report.violations = graph_violations(model)
 
     providers = ['CUDAExecutionProvider'] if options.fp16 else ['CPUExecutionProvider']
-    session = ort_session(path, providers)
+    session = ort_session(path, providers, threads=1)  # a check, not a benchmark
     array = x.detach().cpu().numpy()
     report.runtime = f'ONNX Runtime ({providers[0]})'
     report.runtime_parity = compare(ref_out, run_ort(session, array), names)
@@ -377,7 +377,8 @@ def _export_coreml(module, traced, x, ref_out, names, path, options, report, ver
         import shutil
         shutil.rmtree(path)
     mlmodel.save(path)
-    structure = inspect_mlprogram(mlmodel, target)
+    affines = sum(isinstance(m, ChannelAffine) for m in module.modules())
+    structure = inspect_mlprogram(mlmodel, target, affine_layers=affines)
     report.coreml = structure
     report.graph_ops = {}
     report.notes.append('CoreML predictions need macOS: checked structurally; numerics are '

@@ -128,3 +128,13 @@ class Toys:
 @pytest.fixture
 def toys() -> Toys:
     return Toys()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a small shared machine, two spinning threads per process make
+    tiny convs ~100x slower when other jobs load the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
