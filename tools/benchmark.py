@@ -22,12 +22,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mmeff.deploy.bench_registry import select  # noqa: E402
+from mmeff.deploy.bench_report import (format_meta, load_results,  # noqa: E402
+                                       machine_info, ratio_table, results_table, save_outputs)
 from mmeff.deploy.benchmark import (BACKENDS, DEFAULT_BACKENDS, BenchConfig,  # noqa: E402
-                                    format_meta, machine_info, ratio_table, results_table,
-                                    run_benchmark, save_outputs)
+                                    run_benchmark)
 
-SHARED_CPU_NOTE = ('note: the CPU may be shared with other jobs; absolute times are noisy, '
-                   'the ratios compare models measured side by side in this run')
+SHARED_CPU_NOTE = ('note: the CPU may be shared with other jobs; absolute times are noisy. '
+                   'Compared models (ours, timm\'s same variant, ResNet-50) are timed round-robin '
+                   'in one session, so their ratios are the robust figures')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--stem', default='benchmark', help='file name stem of JSON/CSV')
     parser.add_argument('--plot', default=None, help='PNG path of latency vs parameters')
+    parser.add_argument('--merge', nargs='+', default=None, metavar='JSON',
+                        help='combine earlier result files (e.g. one run per family) into one '
+                             'table, JSON/CSV and plot instead of measuring')
     parser.add_argument('--no-progress', action='store_true')
     return parser.parse_args(argv)
 
@@ -56,6 +61,8 @@ def main(argv=None) -> int:
         print('[benchmark] error: --batch, --threads and --runs must be positive, '
               '--warmup non-negative', file=sys.stderr)
         return 2
+    if args.merge:
+        return merge(args)
     try:
         models = select(args.models)
     except ValueError as err:
@@ -70,19 +77,33 @@ def main(argv=None) -> int:
     print(f'[benchmark] {SHARED_CPU_NOTE}')
     rows = run_benchmark(models, config, progress=not args.no_progress)
     backends = [] if args.macs_only else list(args.backends)
+    report(rows, meta, backends, args)
+    return 0
+
+
+def merge(args) -> int:
+    rows, metas = load_results(args.merge)
+    meta = dict(metas[0], merged_from=list(args.merge), runs_merged=metas)
+    present = {r.backend for r in rows}
+    backends = [b for b in BACKENDS if b in present]
+    print(f'[benchmark] merged {len(args.merge)} result files: {format_meta(metas[0])}')
+    report(rows, meta, backends, args)
+    return 0
+
+
+def report(rows, meta, backends, args) -> None:
     print()
     print(results_table(rows, backends))
     skipped = {(r.backend, r.note) for r in rows if r.status == 'skipped'}
     for backend, reason in sorted(skipped):
         print(f'[benchmark] skipped {backend}: {reason}')
-    if not args.macs_only:
+    if backends:
         print()
-        print('speed ratios (lower = faster; median latencies from this run):')
+        print('speed ratios (lower = faster; medians of one session, timed round-robin):')
         print(ratio_table(rows))
     outputs = save_outputs(rows, meta, args.out_dir, args.stem, args.plot)
     print(f'\n[benchmark] wrote {outputs.json}, {outputs.csv}'
           + (f', {outputs.png}' if outputs.png else ''))
-    return 0
 
 
 if __name__ == '__main__':

@@ -11,18 +11,16 @@ reporting the median and the 90th percentile. Backends:
     cuda-fp16    fused model in half precision on the GPU
 
 A backend that cannot run here (no GPU, no compiler, not an mmeff model) is skipped with the
-reason recorded in its row. All rows of one run share machine, threads, batch and input size,
-so the ratios printed by :func:`ratio_table` compare like with like.
+reason recorded in its row. Models that are compared (an mmeff model, timm's implementation of
+it, the ResNet-50 anchor) are timed in one *session*, round-robin, so the ratios in
+:mod:`mmeff.deploy.bench_report` survive the load drifts of a shared machine.
 """
-import csv
-import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -138,10 +136,12 @@ class BenchConfig:
     warmup: int = 2
     runs: int = 10
     macs_only: bool = False
+    anchor: str = 'timm/resnet50'
 
 
 @dataclass
 class Row:
+    """One (model, backend) measured in one session; ``samples_ms`` are the timed runs."""
     model: str
     group: str
     backend: str
@@ -153,11 +153,13 @@ class Row:
     input: str
     batch: int
     threads: int
+    session: int = 0
     median_ms: Optional[float] = None
     p90_ms: Optional[float] = None
     images_per_s: Optional[float] = None
     runs: int = 0
     note: str = ''
+    samples_ms: List[float] = field(default_factory=list)
 
     @property
     def macs_vs_paper_pct(self) -> Optional[float]:
@@ -176,226 +178,113 @@ def complexity_of(model: nn.Module, input_shape: Sequence[int]) -> Tuple[float, 
     return params / 1e6, count_macs(counted, input_shape).gmacs
 
 
+def plan_sessions(models: Sequence[BenchModel], anchor: str) -> List[List[BenchModel]]:
+    """Groups of models timed together, interleaved: an mmeff model with its reference
+    implementation (when selected) and the anchor CNN (when selected).
+
+    On a shared machine the load drifts over minutes; timing the models of a comparison
+    round-robin within one session makes their ratios robust to that drift.
+    """
+    names = {m.name for m in models}
+    anchor_model = next((m for m in models if m.name == anchor), None)
+    counterpart_of = {m.counterpart: m for m in models if m.counterpart in names}
+    sessions, used = [], set()
+    for m in models:
+        if m.name in used or m is anchor_model or (m.counterpart in names):
+            continue
+        members = [m] + ([counterpart_of[m.name]] if m.name in counterpart_of else [])
+        if anchor_model is not None:
+            members.append(anchor_model)
+        sessions.append(members)
+        used.update(x.name for x in members)
+    if anchor_model is not None and anchor_model.name not in used:
+        sessions.append([anchor_model])
+    return sessions
+
+
 def run_benchmark(models: Sequence[BenchModel], config: BenchConfig,
                   progress: bool = True, log: Callable[[str], None] = print) -> List[Row]:
-    """Measure every model on every backend; returns one row per (model, backend)."""
+    """Measure every model on every backend; one row per (session, model, backend)."""
     from tqdm import tqdm
 
     torch.set_num_threads(config.threads)
     backends = [] if config.macs_only else list(config.backends)
+    sessions = plan_sessions(models, config.anchor)
+    total = sum(len(s) * (1 + len(backends)) for s in sessions) + \
+        (len(sessions) * config.runs if backends else 0)
+    bar = tqdm(total=total, disable=not progress, unit='step', dynamic_ncols=True)
+    complexity: Dict[str, Tuple[float, float]] = {}
     rows: List[Row] = []
-    steps = len(models) * (1 + len(backends))
-    bar = tqdm(total=steps, disable=not progress, unit='step', dynamic_ncols=True)
     with tempfile.TemporaryDirectory() as workdir:
-        for bm in models:
-            hw = tuple(config.input_hw or bm.input_hw)
-            shape = (config.batch, 3, hw[0], hw[1])
-            bar.set_description(f'{bm.name} complexity')
-            torch.manual_seed(0)
-            try:
-                model = bm.build().eval()
-            except ValueError as err:  # e.g. a family that has not been merged
-                log(f'[benchmark] skipping {bm.name}: {err}')
-                bar.update(1 + len(backends))
-                continue
-            params_m, gmacs = complexity_of(model, shape)
-            bar.update(1)
-            common = dict(model=bm.name, group=bm.group, params_m=params_m, gmacs=gmacs,
-                          paper_params_m=bm.paper_params_m, paper_gmacs=bm.paper_gmacs,
-                          input=f'{hw[0]}x{hw[1]}', batch=config.batch, threads=config.threads)
-            if not backends:
-                rows.append(Row(backend='-', status='complexity', **common))
-            x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-            for backend in backends:
-                bar.set_description(f'{bm.name} {backend}')
-                fresh = bm.build().eval() if backend != 'eager' else model
-                try:
-                    fn, sync, note = _prepare(backend, fresh, x, workdir, config.threads)
-                    timing = measure(fn, config.warmup, config.runs, sync)
-                    rows.append(Row(backend=backend, status='ok', median_ms=timing.median_ms,
-                                    p90_ms=timing.p90_ms, runs=timing.runs,
-                                    images_per_s=1e3 * config.batch / timing.median_ms,
-                                    note=note, **common))
-                except Skip as reason:
-                    rows.append(Row(backend=backend, status='skipped', note=str(reason),
-                                    **common))
-                bar.update(1)
-                del fresh
+        for sid, members in enumerate(sessions):
+            rows.extend(_run_session(sid, members, backends, config, workdir, complexity, bar,
+                                     log))
     bar.close()
     return rows
 
 
-# --------------------------------------------------------------------------------- outputs
-def machine_info(config: BenchConfig) -> Dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
-    except (OSError, StopIteration):
-        pass
-    return {'cpu': cpu, 'logical_cores': os.cpu_count(), 'threads': config.threads,
-            'batch': config.batch, 'warmup': config.warmup, 'runs': config.runs,
-            'gpu': torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            'torch': torch.__version__, 'python': platform.python_version(),
-            'date': time.strftime('%Y-%m-%d %H:%M:%S')}
-
-
-def row_dict(row: Row) -> Dict[str, object]:
-    out = asdict(row)
-    out['macs_vs_paper_pct'] = row.macs_vs_paper_pct
-    return out
-
-
-def write_json(rows: List[Row], meta: Dict[str, object], path: str) -> None:
-    with open(path, 'w') as f:
-        json.dump({'meta': meta, 'rows': [row_dict(r) for r in rows]}, f, indent=1)
-
-
-def write_csv(rows: List[Row], path: str) -> None:
-    if not rows:
-        return
-    fields = list(row_dict(rows[0]))
-    with open(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(row_dict(row))
-
-
-def _latency(rows: List[Row], model: str, backend: str) -> Optional[float]:
-    for r in rows:
-        if r.model == model and r.backend == backend and r.status == 'ok':
-            return r.median_ms
-    return None
-
-
-def results_table(rows: List[Row], backends: Sequence[str]) -> str:
-    """Per model: params, MACs vs paper, median (p90) latency per backend."""
-    models = list(dict.fromkeys(r.model for r in rows))
-    head = f'{"model":30s} {"params M":>8s} {"GMACs":>7s} {"paper":>6s} {"diff":>6s}'
-    head += ''.join(f' {b + " ms":>17s}' for b in backends)
-    lines = [head, '-' * len(head)]
-    for name in models:
-        mine = [r for r in rows if r.model == name]
-        r0 = mine[0]
-        diff = r0.macs_vs_paper_pct
-        line = (f'{name:30s} {r0.params_m:8.2f} {r0.gmacs:7.3f} '
-                f'{(r0.paper_gmacs or float("nan")):6.3f} '
-                f'{("%+5.1f%%" % diff) if diff is not None else "    -":>6s}')
-        for b in backends:
-            r = next((x for x in mine if x.backend == b), None)
-            if r is None or r.status != 'ok':
-                line += f' {"-":>17s}'
-            else:
-                line += f' {r.median_ms:8.2f} ({r.p90_ms:6.2f})'
-        lines.append(line)
-    return '\n'.join(lines)
-
-
-def ratio_rows(rows: List[Row], reference_cnn: str = 'timm/resnet50') -> List[Dict[str, object]]:
-    """Speed ratios per mmeff model: fused / timm eager, fused / ResNet-50, ORT / timm ORT."""
-    from .bench_registry import bench_models
-    registry = bench_models()
-    ours = [m for m in dict.fromkeys(r.model for r in rows)
-            if m in registry and not m.startswith('timm/')]
-    cnn = _latency(rows, reference_cnn, 'eager')
-    cnn_ort = _latency(rows, reference_cnn, 'onnxruntime')
-    out = []
-    for name in ours:
-        timm_name = next((k for k, v in registry.items() if v.counterpart == name), None)
-        fused, eager = _latency(rows, name, 'fused'), _latency(rows, name, 'eager')
-        t_eager = _latency(rows, timm_name, 'eager') if timm_name else None
-        ort, t_ort = _latency(rows, name, 'onnxruntime'), \
-            _latency(rows, timm_name, 'onnxruntime') if timm_name else None
-
-        def ratio(a, b):
-            return a / b if a and b else None
-        out.append({'model': name,
-                    'fused_over_eager': ratio(fused, eager),
-                    'fused_over_timm_eager': ratio(fused, t_eager),
-                    'fused_over_resnet50': ratio(fused, cnn),
-                    'ort_over_timm_ort': ratio(ort, t_ort),
-                    'ort_over_resnet50_ort': ratio(ort, cnn_ort)})
-    return out
-
-
-def ratio_table(rows: List[Row]) -> str:
-    ratios = ratio_rows(rows)
-    cols = [('fused_over_eager', 'fused/eager'), ('fused_over_timm_eager', 'fused/timm'),
-            ('fused_over_resnet50', 'fused/R50'), ('ort_over_timm_ort', 'ORT/timm ORT'),
-            ('ort_over_resnet50_ort', 'ORT/R50 ORT')]
-    head = f'{"model":22s}' + ''.join(f' {title:>13s}' for _, title in cols)
-    lines = [head, '-' * len(head)]
-    for r in ratios:
-        lines.append(f'{r["model"]:22s}' + ''.join(
-            f' {r[key]:13.2f}' if r[key] is not None else f' {"-":>13s}' for key, _ in cols))
-    return '\n'.join(lines)
-
-
-def plot_latency_vs_params(rows: List[Row], path: str, ours_backend: str = 'fused',
-                           ref_backend: str = 'eager', title: str = '') -> None:
-    """Latency vs parameters, one line per family (Fig. 1 of the papers, speed axis)."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    groups = list(dict.fromkeys(r.group for r in rows))
-    markers = {'timm': 'x', 'CNN reference': 's'}
-    for group in groups:
-        backend = ref_backend if group in ('timm', 'CNN reference') else ours_backend
-        pts = sorted((r.params_m, r.median_ms, r.model) for r in rows
-                     if r.group == group and r.backend == backend and r.status == 'ok')
-        if not pts:
+def _run_session(sid, members, backends, config, workdir, complexity, bar, log) -> List[Row]:
+    prepared: List[Tuple[Row, Callable, Optional[Callable]]] = []
+    rows: List[Row] = []
+    for bm in members:
+        hw = tuple(config.input_hw or bm.input_hw)
+        shape = (config.batch, 3, hw[0], hw[1])
+        bar.set_description(f'{bm.name} complexity')
+        try:
+            torch.manual_seed(0)
+            model = bm.build().eval()
+        except ValueError as err:  # e.g. a family that has not been merged
+            log(f'[benchmark] skipping {bm.name}: {err}')
+            bar.update(1 + len(backends))
             continue
-        xs, ys, names = zip(*pts)
-        label = f'{group} ({backend})'
-        if group == 'timm':
-            ax.scatter(xs, ys, marker='x', color='gray', label='timm, same variants (eager)')
-        elif group == 'CNN reference':
-            ax.scatter(xs, ys, marker='s', color='black', label='CNN references (eager)')
-        else:
-            ax.plot(xs, ys, marker=markers.get(group, 'o'), label=label)
-        for x, y, name in pts:
-            ax.annotate(name.replace('timm/', '').split('_')[-1], (x, y), fontsize=7,
-                        xytext=(3, 3), textcoords='offset points')
-    ax.set_xlabel('parameters (M)')
-    ax.set_ylabel('latency (ms, median)')
-    ax.set_xscale('log')
-    ax.set_yscale('log')
-    ax.grid(True, which='both', alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title or 'Latency vs parameters')
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        if bm.name not in complexity:
+            complexity[bm.name] = complexity_of(model, shape)
+        params_m, gmacs = complexity[bm.name]
+        bar.update(1)
+        common = dict(model=bm.name, group=bm.group, params_m=params_m, gmacs=gmacs,
+                      paper_params_m=bm.paper_params_m, paper_gmacs=bm.paper_gmacs,
+                      input=f'{hw[0]}x{hw[1]}', batch=config.batch, threads=config.threads,
+                      session=sid)
+        if not backends:
+            rows.append(Row(backend='-', status='complexity', **common))
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        for backend in backends:
+            bar.set_description(f'{bm.name} {backend} (prepare)')
+            fresh = model if backend == 'eager' else bm.build().eval()
+            sub = os.path.join(workdir, f'{sid}_{bm.name.replace("/", "_")}_{backend}')
+            os.makedirs(sub, exist_ok=True)
+            try:
+                fn, sync, note = _prepare(backend, fresh, x, sub, config.threads)
+                row = Row(backend=backend, status='ok', note=note, **common)
+                for _ in range(config.warmup):
+                    fn()
+                prepared.append((row, fn, sync))
+            except Skip as reason:
+                rows.append(Row(backend=backend, status='skipped', note=str(reason), **common))
+            bar.update(1)
+    # round-robin: every timed round runs each prepared (model, backend) once, in a rotated
+    # order, so slow drifts of the machine's load hit all of them alike
+    for r in range(config.runs if prepared else 0):
+        bar.set_description(f'session {sid} run {r + 1}/{config.runs}')
+        order = prepared[r % len(prepared):] + prepared[:r % len(prepared)]
+        for row, fn, sync in order:
+            start = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            row.samples_ms.append((time.perf_counter() - start) * 1e3)
+        bar.update(1)
+    if backends and not prepared:
+        bar.update(config.runs)
+    for row, _, _ in prepared:
+        _summarise(row, config.batch)
+        rows.append(row)
+    return rows
 
 
-def format_meta(meta: Dict[str, object]) -> str:
-    return (f'machine: {meta["cpu"]}, {meta["logical_cores"]} logical cores, '
-            f'{meta["threads"]} thread(s), batch {meta["batch"]}, {meta["warmup"]} warm-up + '
-            f'{meta["runs"]} timed runs per backend; torch {meta["torch"]}'
-            + (f'; GPU {meta["gpu"]}' if meta.get('gpu') else '; no GPU'))
-
-
-@dataclass
-class BenchOutputs:
-    json: str
-    csv: str
-    png: Optional[str] = None
-    extra: List[str] = field(default_factory=list)
-
-
-def save_outputs(rows: List[Row], meta: Dict[str, object], out_dir: str, stem: str,
-                 plot_path: Optional[str] = None) -> BenchOutputs:
-    os.makedirs(out_dir, exist_ok=True)
-    outputs = BenchOutputs(json=os.path.join(out_dir, f'{stem}.json'),
-                           csv=os.path.join(out_dir, f'{stem}.csv'))
-    write_json(rows, meta, outputs.json)
-    write_csv(rows, outputs.csv)
-    if plot_path and any(r.status == 'ok' for r in rows):
-        title = (f'Latency vs parameters — {meta["cpu"]}, {meta["threads"]} thread(s), '
-                 f'batch {meta["batch"]}')
-        plot_latency_vs_params(rows, plot_path, title=title)
-        outputs.png = plot_path
-    return outputs
+def _summarise(row: Row, batch: int) -> None:
+    samples = row.samples_ms
+    row.runs = len(samples)
+    row.median_ms = statistics.median(samples)
+    row.p90_ms = float(np.percentile(samples, 90))
+    row.images_per_s = 1e3 * batch / row.median_ms
