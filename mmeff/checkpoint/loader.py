@@ -9,25 +9,36 @@ report. Derived buffers (index tables) are never taken from a file; they are reb
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from ..models.layers.attention_bias import AttentionBias2d, table_size_of
-from .io import StateDict, read_state_dict, strip_prefix
+from .io import StateDict, read_state_dict, strip_prefix, unwrap_state_dict
 
-RenameRule = Tuple[str, str]
+RenameRule = Tuple[str, Union[str, Callable, None]]
+
+
+def rename_key(key: str, rules: Sequence[RenameRule]) -> Optional[str]:
+    """Apply regex (pattern, replacement) rules in order; a replacement of None drops the key
+    (returns None) when its pattern matches. Replacements may be strings or functions."""
+    for pattern, repl in rules:
+        if repl is None:
+            if re.search(pattern, key):
+                return None
+        else:
+            key = re.sub(pattern, repl, key)
+    return key
 
 
 def rename_keys(state_dict: StateDict, rules: Sequence[RenameRule]) -> StateDict:
-    """Apply regex (pattern, replacement) rules in order to every key."""
+    """Apply :func:`rename_key` to every key, leaving out the dropped ones."""
     out = OrderedDict()
     for key, value in state_dict.items():
-        for pattern, repl in rules:
-            key = re.sub(pattern, repl, key)
-        out[key] = value
+        key = rename_key(key, rules)
+        if key is not None:
+            out[key] = value
     return out
 
 
@@ -51,6 +62,16 @@ class LayoutConverter:
     def guess_arch(self, canonical: StateDict) -> Optional[str]:
         """Name of the arch this canonical state dict belongs to, if it can tell."""
         return None
+
+    #: layouts :meth:`from_canonical` can write (tools/convert_checkpoint.py --to)
+    writable_layouts: Tuple[str, ...] = ('mmeff',)
+
+    def from_canonical(self, canonical: StateDict, layout: str) -> StateDict:
+        """Rename canonical keys to ``layout`` (one of ``writable_layouts``)."""
+        if layout == 'mmeff':
+            return canonical
+        raise ValueError(f'{self.family} checkpoints cannot be written in the {layout!r} layout; '
+                         f'writable layouts: {list(self.writable_layouts)}')
 
     def convert(self, state_dict: StateDict) -> Tuple[StateDict, str]:
         layout = self.detect_layout(state_dict)
@@ -111,7 +132,10 @@ class ArchMismatchError(ValueError):
     """The checkpoint belongs to another architecture than the model."""
 
 
-def _bias_tables(model: nn.Module) -> Dict[str, AttentionBias2d]:
+def _bias_tables(model: nn.Module) -> Dict[str, nn.Module]:
+    # imported here: importing mmeff.models at module level would make
+    # ``import mmeff.checkpoint`` circular (models -> backbones.base -> checkpoint.loader)
+    from ..models.layers.attention_bias import AttentionBias2d
     return {f'{name}.table': m for name, m in model.named_modules()
             if isinstance(m, AttentionBias2d)}
 
@@ -124,7 +148,8 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
 
     Args:
         model: the module to fill.
-        checkpoint: a file path or an already-read state dict.
+        checkpoint: a file path, or an already-read state dict or checkpoint container
+            (``{'state_dict': ..}``, ``{'model': ..}``).
         converter: the family's layout converter.
         prefix: the canonical prefix the model's own keys sit under: ``'backbone.'`` for a
             backbone (heads and anything else are dropped), ``''`` for a classifier.
@@ -138,7 +163,7 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
         state_dict = read_state_dict(checkpoint)
         source = checkpoint
     else:
-        state_dict = strip_prefix(OrderedDict(checkpoint), 'module.')
+        state_dict = strip_prefix(unwrap_state_dict(checkpoint), 'module.')
         source = 'state dict'
     canonical, layout = converter.convert(state_dict)
     report = LoadReport(layout=layout)
@@ -150,6 +175,7 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
     else:
         selected = canonical
 
+    from ..models.layers.attention_bias import table_size_of
     own = model.state_dict()
     tables = _bias_tables(model)
     mismatched = []

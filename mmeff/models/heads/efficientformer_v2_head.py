@@ -1,0 +1,100 @@
+"""EfficientFormerV2 classification head and the classifier builder used for pretraining and
+for the reference comparisons with timm / the official release."""
+from typing import Tuple, Union
+
+import torch
+from torch import nn
+
+from ...registry import MODELS
+from ..classifiers.classifier_net import MobileClassifierNet
+from ..layers.conv_norm import _bn_scale_shift
+
+Logits = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
+
+
+@MODELS.register_module()
+class EfficientFormerV2ClsHead(nn.Module):
+    """BatchNorm -> global average pool -> ``head`` (+ ``head_dist``) linear classifiers.
+
+    With distillation the head returns ``(cls, dist)`` logits in training mode (DeiT-style hard
+    distillation trains both) and their average in eval mode, like the official model.
+
+    Args:
+        in_channels: width of the last stage.
+        num_classes: classes; 0 returns the pooled features.
+        distillation: whether there is a distillation head.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int = 1000, distillation: bool = True):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(in_channels)
+        self.num_classes = num_classes
+        self.head = nn.Linear(in_channels, num_classes) if num_classes > 0 else nn.Identity()
+        self.head_dist = (nn.Linear(in_channels, num_classes) if num_classes > 0
+                          else nn.Identity()) if distillation else None
+        for m in (self.head, self.head_dist):
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> Logits:
+        x = self.norm(x).mean(dim=(2, 3))
+        if self.head_dist is None:
+            return self.head(x)
+        cls, dist = self.head(x), self.head_dist(x)
+        return (cls, dist) if self.training else (cls + dist) / 2
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Module:
+        """Eval-mode equivalent: pool -> one Linear (BN folded, the two heads averaged)."""
+        heads = [h for h in (self.head, self.head_dist) if h is not None]
+        if not isinstance(self.head, nn.Linear):
+            return nn.Sequential(_GlobalAvgPool(), _ChannelAffine(self.norm))
+        weight = sum(h.weight for h in heads) / len(heads)
+        bias = sum(h.bias for h in heads) / len(heads)
+        scale, shift = _bn_scale_shift(self.norm)
+        linear = nn.Linear(weight.shape[1], weight.shape[0]).to(weight)
+        linear.weight.copy_(weight * scale[None, :])
+        linear.bias.copy_(bias + weight @ shift)
+        return nn.Sequential(_GlobalAvgPool(), linear)
+
+
+class _GlobalAvgPool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+class _ChannelAffine(nn.Module):
+    """An eval-mode BatchNorm on pooled (B, C) features."""
+
+    def __init__(self, bn: nn.BatchNorm2d):
+        super().__init__()
+        scale, shift = _bn_scale_shift(bn)
+        self.register_buffer('scale', scale.detach().clone())
+        self.register_buffer('shift', shift.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+def efficientformer_v2_classifier(arch: Union[str, dict] = 's0', num_classes: int = 1000,
+                                  distillation: bool = True, **kwargs) -> MobileClassifierNet:
+    """EfficientFormerV2 ImageNet classifier in mmeff's canonical layout.
+
+    Same function and parameter count as the official model and timm's
+    ``efficientformerv2_<arch>`` (backbone with out_indices=(3,) and no output norms, then
+    :class:`EfficientFormerV2ClsHead`). ``kwargs`` go to the backbone; ``drop_path_rate``
+    defaults to the rate the published model was trained with.
+    """
+    from ..backbones.efficientformer_v2 import PRETRAIN_DROP_PATH, EfficientFormerV2
+    for key in ('out_indices', 'with_out_norms'):
+        if key in kwargs:
+            raise ValueError(f'efficientformer_v2_classifier fixes {key}; build an '
+                             'EfficientFormerV2 backbone directly to choose it')
+    if isinstance(arch, str) and 'drop_path_rate' not in kwargs:
+        kwargs['drop_path_rate'] = PRETRAIN_DROP_PATH.get(arch.lower(), 0.0)
+    backbone = EfficientFormerV2(arch, out_indices=(3,), with_out_norms=False, **kwargs)
+    if backbone.init_cfg:
+        backbone.init_weights()  # e.g. Pretrained: load it now (a plain module gets no call)
+    head = EfficientFormerV2ClsHead(backbone.widths[-1], num_classes, distillation)
+    return MobileClassifierNet(backbone, head)

@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Convert a checkpoint of any known layout to mmeff's canonical layout (or another one).
+
+    python tools/convert_checkpoint.py SRC DST [--family auto|<family>] [--to mmeff|timm]
+
+The family and layout are detected by the converters the model families register
+(``mmeff.checkpoint.CONVERTERS``); nothing here is family-specific. The default output is
+``{'state_dict': canonical}`` (mmeff's classifier keys ``backbone.*`` + ``head.*``), which
+``init_cfg=dict(type='Pretrained', checkpoint=DST)`` and ``load_pretrained`` read directly.
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import mmeff.models  # noqa: E402,F401  (registers every family's converter)
+from mmeff.checkpoint import CONVERTERS, detect_family, read_state_dict  # noqa: E402
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('src', help='checkpoint to read (official, timm, mmpretrain, mmeff, ...)')
+    parser.add_argument('dst', help='file to write')
+    parser.add_argument('--family', default='auto', choices=['auto'] + sorted(CONVERTERS),
+                        help='model family (default: detect it)')
+    parser.add_argument('--to', default='mmeff',
+                        help="output layout: 'mmeff' (canonical, default) or another layout the "
+                             "family can write (e.g. 'timm')")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    state_dict = read_state_dict(args.src)
+    if args.family == 'auto':
+        family, layout = detect_family(state_dict)
+    else:
+        family = args.family
+        layout = CONVERTERS[family].detect_layout(state_dict)
+    converter = CONVERTERS[family]
+    if args.to not in converter.writable_layouts:
+        raise SystemExit(f'error: {family} can be written as {list(converter.writable_layouts)}, '
+                         f'not {args.to!r}')
+    canonical = converter.to_canonical(state_dict, layout)
+    arch = converter.guess_arch(canonical) or 'custom/unknown'
+    out = converter.from_canonical(canonical, args.to)
+    Path(args.dst).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'state_dict': out} if args.to == 'mmeff' else out, args.dst)
+    dropped = len(state_dict) - len(canonical)
+    print(f'family: {family}\nlayout: {layout}\narch: {arch}\n'
+          f'keys: {len(state_dict)} read, {len(canonical)} canonical ({dropped} dropped: derived '
+          f'index buffers and parts that are not {family} weights), {len(out)} written as '
+          f'{args.to!r} to {args.dst}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
