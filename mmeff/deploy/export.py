@@ -308,16 +308,22 @@ COREML_DECOMPOSE = ('lerp',)
 
 
 def _capture(module, x, report):
-    """A static ``torch.export`` program of the deployed module (every size a constant).
+    """A static ``torch.export`` program of the deployed module, constants folded.
 
     ``torch.jit.trace`` keeps shape arithmetic (``aten::size``/``aten::Int`` chains) that
     coremltools 9 cannot always fold (``h * w`` in a reshape fails); torch.export specialises
-    all shapes for the static input, which is what a CoreML model is anyway. Returns None when
-    the module cannot be captured (the traced graph is converted instead).
+    all shapes for the static input, which is what a CoreML model is anyway. Everything that
+    does not depend on the image (index tables built in forward, weight-derived matrices) is
+    then folded into constants, so the converter sees only the image's computation. Returns
+    None when the module cannot be captured (the traced graph is converted instead).
     """
+    from torch.fx.experimental.const_fold import split_const_subgraphs
     try:
         with _quiet_tracer():
-            return torch.export.export(module, (x,), strict=False)
+            program = torch.export.export(module, (x,), strict=False)
+            folded = split_const_subgraphs(program.module())
+            folded.run_folding()
+            return torch.export.export(folded, (x,), strict=False)
     except Exception as err:  # noqa: BLE001  (any capture failure: use the traced graph)
         report.notes.append(f'torch.export failed ({type(err).__name__}: {err}); converted '
                             'the torch.jit.trace graph instead')
@@ -327,9 +333,19 @@ def _capture(module, x, report):
 def _decompose(program, op_names):
     """Decompose only the named ATen ops (the default table would also split linear/softmax
     into primitives that the Neural Engine runs worse)."""
-    from torch._decomp import get_decompositions
-    ops = [getattr(torch.ops.aten, n) for n in op_names if hasattr(torch.ops.aten, n)]
-    return program.run_decompositions(get_decompositions(ops))
+    from torch._decomp import core_aten_decompositions, get_decompositions
+    core = core_aten_decompositions()
+    table = {}
+    for name in op_names:
+        packet = getattr(torch.ops.aten, name, None)
+        if packet is None:
+            continue
+        table.update(get_decompositions([packet]))
+        for overload in packet.overloads():
+            op = getattr(packet, overload)
+            if op in core:
+                table[op] = core[op]
+    return program.run_decompositions(table)
 
 
 def _convert_coreml(module, x, names, options, report, verbose):
@@ -353,11 +369,18 @@ def _convert_coreml(module, x, names, options, report, verbose):
                     outputs=[ct.TensorType(name=n) for n in names], convert_to='mlprogram',
                     minimum_deployment_target=target, compute_precision=precision)
         except NotImplementedError as err:
-            found = re.search(r'Unsupported fx node (\w+)', str(err))
-            if program is None or not found or found.group(1) in to_decompose:
+            found = re.search(r'Unsupported fx node \S+, kind ([\w.:]+)', str(err))
+            name = found.group(1).split('::')[-1].split('.')[0].strip('_') if found else ''
+            if program is None or not name or name in to_decompose:
                 raise
-            to_decompose.append(found.group(1))
+            to_decompose.append(name)
             continue
+        except Exception as err:
+            if program is None:  # say why the preferred route was not taken
+                raise ExportError('coremltools could not convert the torch.jit.trace graph '
+                                  f'({type(err).__name__}: {err}); it was used because '
+                                  + '; '.join(report.notes)) from err
+            raise
         route = 'torch.export' if program is not None else 'torch.jit.trace'
         run = source.module() if program is not None else source
         return mlmodel, route, run, target, to_decompose

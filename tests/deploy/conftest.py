@@ -130,10 +130,11 @@ def toys() -> Toys:
     return Toys()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def one_thread():
     """One intra-op thread: on a small shared machine, two spinning threads per process make
-    tiny convs ~100x slower when other jobs load the cores."""
+    tiny convs ~100x slower when other jobs load the cores. Export/benchmark tests use it
+    (``pytestmark``); it restores the previous setting."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

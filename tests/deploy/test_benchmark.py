@@ -13,6 +13,8 @@ from mmeff.deploy.bench_report import (aggregate, ratio_rows, ratio_table, resul
                                        save_outputs)
 from mmeff.deploy.benchmark import BenchConfig, Row, measure, plan_sessions, run_benchmark
 
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

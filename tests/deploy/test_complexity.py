@@ -9,6 +9,8 @@ from mmeff.deploy.benchmark import complexity_of
 from mmeff.deploy.complexity import count_macs, count_params
 from mmeff.deploy.zoo import build_classifier, variants
 
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 
 class _Attention(nn.Module):
     """q @ k^T with heads broadcast over a shared key, then A @ v."""

@@ -18,6 +18,8 @@ from mmeff.deploy.onnx_check import graph_violations, ort_session, run_ort
 from mmeff.deploy.parity import compare, randomize_for_parity
 from mmeff.deploy.parts import make_part
 
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 
 def _export(model, tmp_path, **kwargs):
     options = ExportOptions(**{'input_hw': (160, 160), **kwargs})

@@ -19,6 +19,8 @@ from mmeff.deploy.onnx_check import ort_session, run_ort
 from mmeff.deploy.parity import randomize_for_parity
 from mmeff.deploy.parts import make_part
 
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -14,6 +14,8 @@ from mmeff.deploy.parity import randomize_for_parity
 from mmeff.deploy.parts import make_part
 from mmeff.deploy.zoo import build_backbone, build_classifier
 
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 SMALLEST = ['efficientformer_l1', 'efficientformerv2_s0', 'efficientvit_m0']
 
 

@@ -7,6 +7,8 @@ from mmeff.deploy import zoo
 from mmeff.deploy.loading import load_model
 from mmeff.models.backbones.base import MobileBackbone
 
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 
 def test_thirteen_variants_with_timm_names():
     names = zoo.variant_names()
