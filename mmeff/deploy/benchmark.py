@@ -169,13 +169,13 @@ class Row:
 
 
 def complexity_of(model: nn.Module, input_shape: Sequence[int]) -> Tuple[float, float]:
-    """(params in M, GMACs) — ours counted on the deploy graph, references as built."""
-    params = count_params(model)  # before fusion: the figure papers publish (BN included)
-    counted = model
-    if is_mmeff_model(model):
-        import copy
-        counted = deploy(copy.deepcopy(model), input_shape)
-    return params / 1e6, count_macs(counted, input_shape).gmacs
+    """(params in M, GMACs) of the architecture as built (eval mode, norms not counted).
+
+    Counted on the unfused model for every implementation alike: a deploy form may trade
+    MACs for fewer kernel calls (EfficientViT's deployed q depth-wise conv runs as a
+    (N x N) matrix product) and the papers count the architecture, not a runtime's graph.
+    """
+    return count_params(model) / 1e6, count_macs(model, input_shape).gmacs
 
 
 def plan_sessions(models: Sequence[BenchModel], anchor: str) -> List[List[BenchModel]]:
