@@ -192,3 +192,17 @@ def test_merge_keeps_sessions_apart(tmp_path, capsys):
     ratios = {r['model']: r for r in json.loads((tmp_path / 'm.json').read_text())['ratios']}
     assert ratios['efficientformer_l1']['fused_over_resnet50'] == pytest.approx(0.25)
     assert ratios['efficientvit_m0']['fused_over_resnet50'] == pytest.approx(0.05)
+
+
+def test_zoo_tables_from_results(tmp_path):
+    rows = [_row('efficientvit_m0', 'EfficientViT', 'eager', 40.0, params=2.35),
+            _row('efficientvit_m0', 'EfficientViT', 'fused', 20.0, params=2.35),
+            _row('timm/efficientvit_m0', 'timm', 'eager', 50.0, params=2.35),
+            _row('timm/resnet50', 'CNN reference', 'eager', 200.0, params=25.6)]
+    path = save_outputs(rows, {'cpu': 'x'}, str(tmp_path), 'b').json
+    text = _tool('benchmarks/zoo_tables').tables(path)
+    line = next(ln for ln in text.splitlines() if ln.startswith('| efficientvit_m0 '))
+    cells = [c.strip() for c in line.split('|')[1:-1]]
+    assert cells[1] == '2.35' and cells[5:8] == ['40.0', '20.0', '–']
+    assert cells[8:10] == ['0.40', '0.10']  # fused / timm eager, fused / ResNet-50
+    assert '| resnet50 | 25.60 |' in text
