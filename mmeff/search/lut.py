@@ -187,6 +187,25 @@ def _parse_scalar(text: str) -> object:
 
 
 # ------------------------------------------------------------------------------- measurement
+class _Instances(nn.Module):
+    """Runs ``copies`` independently initialised instances of an op on the same input.
+
+    Timing one instance over and over under-estimates its in-network cost several-fold on
+    CPU (measured: two different MB4D blocks in a row take ~3.5x the time of one block timed
+    alone; the 1x1-conv GEMM path caches per weight), so every entry is the time of distinct
+    instances divided by their number, which is what a network runs.
+    """
+
+    def __init__(self, factory: Callable[[], nn.Module], copies: int):
+        super().__init__()
+        self.ops = nn.ModuleList(factory() for _ in range(copies))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for op in self.ops:
+            out = op(x)
+        return out
+
+
 class _TokenBlock(nn.Module):
     """Runs an MB3D on (B, N, C) tokens of a fixed grid (the in-network call signature)."""
 
@@ -203,7 +222,7 @@ def build_lut(img_size: int, max_widths: Sequence[int], batch: int = 1,
               backend: str = 'eager', step: int = 16, min_width: int = 16,
               num_classes: int = 1000, in_channels: int = 3, v2: bool = False,
               v2_ratios: Sequence[float] = (4.0,), runs: int = 30, warmup: int = 5,
-              threads: int = 1, log: Optional[Callable[[str], None]] = None) -> LatencyLUT:
+              threads: int = 1, copies: int = 3, log: Optional[Callable[[str], None]] = None) -> LatencyLUT:
     """Measure every op of the table on this machine for widths up to ``max_widths``."""
     from ..models.backbones.efficientformer_blocks import MB3D, MB4D, ConvStem
     from ..models.backbones.efficientformer_v2_blocks import EfficientFormerV2Block
@@ -215,43 +234,47 @@ def build_lut(img_size: int, max_widths: Sequence[int], batch: int = 1,
     grids = [width_grid(w, step, min_width) for w in max_widths]
     res = [stage_resolution(img_size, i) for i in range(4)]
     lut = LatencyLUT(meta=dict(img_size=img_size, batch=batch, backend=backend, threads=threads,
-                               runs=runs, num_classes=num_classes, in_channels=in_channels,
+                               runs=runs, copies=copies, num_classes=num_classes, in_channels=in_channels,
                                device=platform.processor() or platform.machine(),
                                torch=torch.__version__))
 
-    def timed(module: nn.Module, shape: Sequence[int]) -> float:
-        return module_latency_ms(module, shape, backend, runs, warmup, threads)
+    def timed(factory: Callable[[], nn.Module], shape: Sequence[int]) -> float:
+        return module_latency_ms(_Instances(factory, copies), shape, backend, runs, warmup,
+                                 threads) / copies
 
     torch.manual_seed(0)
     for w in grids[0]:
-        lut.add('stem', 0, in_channels, w, timed(ConvStem(in_channels, w),
+        lut.add('stem', 0, in_channels, w, timed(lambda: ConvStem(in_channels, w),
                                                  (batch, in_channels, img_size, img_size)))
     for i in range(1, 4):
         for w_in in grids[i - 1]:
             for w in grids[i]:
-                conv = ConvBN(w_in, w, 3, stride=2, bias=True)
-                lut.add('embed', i, w_in, w, timed(conv, (batch, w_in, res[i - 1], res[i - 1])))
+                lut.add('embed', i, w_in, w, timed(lambda: ConvBN(w_in, w, 3, stride=2, bias=True),
+                                                   (batch, w_in, res[i - 1], res[i - 1])))
     for i in range(4):
         hw = (res[i], res[i])
         for w in grids[i]:
-            lut.add('mb4d', i, None, w, timed(MB4D(w), (batch, w, *hw)))
+            lut.add('mb4d', i, None, w, timed(lambda: MB4D(w), (batch, w, *hw)))
             if i >= 2:
                 lut.add('mb3d', i, None, w,
-                        timed(_TokenBlock(MB3D(w, table_size=hw), hw), (batch, hw[0] * hw[1], w)))
+                        timed(lambda: _TokenBlock(MB3D(w, table_size=hw), hw),
+                              (batch, hw[0] * hw[1], w)))
                 if v2:
                     for r in v2_ratios:
-                        attn = EfficientFormerV2Block(w, r, use_attn=True, table_size=hw,
-                                                      stride=2 if i == 2 else None)
+                        def attn(w=w, r=r, hw=hw, i=i):
+                            return EfficientFormerV2Block(w, r, use_attn=True, table_size=hw,
+                                                          stride=2 if i == 2 else None)
                         lut.add('v2_attn', i, None, w, timed(attn, (batch, w, *hw)), r)
             if v2:
                 for r in v2_ratios:
-                    lut.add('v2_ffn', i, None, w, timed(EfficientFormerV2Block(w, r),
+                    lut.add('v2_ffn', i, None, w, timed(lambda: EfficientFormerV2Block(w, r),
                                                         (batch, w, *hw)), r)
         if log:
             log(f'stage {i}: {len(grids[i])} widths measured at {hw[0]}x{hw[1]}')
     for w in grids[3]:
-        head = EfficientFormerClsHead(w, num_classes, distillation=False)
-        lut.add('head', 3, None, w, timed(head, (batch, w, res[3], res[3])))
+        lut.add('head', 3, None, w, timed(
+            lambda: EfficientFormerClsHead(w, num_classes, distillation=False),
+            (batch, w, res[3], res[3])))
     return lut
 
 
