@@ -43,7 +43,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         if log:
             log(f'  epoch {epoch + 1}/{epochs}: loss {total / len(images):.4f} '
                 f'({time.time() - t0:.1f} s)')
