@@ -33,32 +33,23 @@ from .io import StateDict
 from .loader import LayoutConverter, register_converter, rename_key, rename_keys
 
 _BN_BUFFERS = ('running_mean', 'running_var', 'num_batches_tracked')
-_BN_PARAMS = ('weight', 'bias')
 
 
-def _bn(prefix: str) -> List[str]:
-    return [f'{prefix}.{p}' for p in _BN_PARAMS]
+def _weight_bias(*prefixes: str) -> List[str]:
+    return [f'{p}.{leaf}' for p in prefixes for leaf in ('weight', 'bias')]
 
 
-def _conv(prefix: str) -> List[str]:
-    return [f'{prefix}.weight', f'{prefix}.bias']
-
-
+#: MB4D MLP of the official layout and its timm/mmpretrain copies: 1x1 convs + BNs
+_PLAIN_MLP = _weight_bias('mlp.fc1', 'mlp.norm1', 'mlp.fc2', 'mlp.norm2')
 #: parameter suffixes of the first MB4D block (stage 0, block 0) in each layout: the exact set
 #: tells the layouts apart from each other and from other families (V2's blocks add ``mid``).
 _MB4D_SIGNATURES: Dict[str, Tuple[str, FrozenSet[str]]] = {
-    'official': ('network.0.0.', frozenset(
-        ['layer_scale_1', 'layer_scale_2'] + _conv('mlp.fc1') + _bn('mlp.norm1')
-        + _conv('mlp.fc2') + _bn('mlp.norm2'))),
-    'mmpretrain': ('network.0.0.', frozenset(
-        ['ls1.weight', 'ls2.weight'] + _conv('mlp.fc1') + _bn('mlp.norm1')
-        + _conv('mlp.fc2') + _bn('mlp.norm2'))),
-    'timm': ('stages.0.blocks.0.', frozenset(
-        ['ls1.gamma', 'ls2.gamma'] + _conv('mlp.fc1') + _bn('mlp.norm1')
-        + _conv('mlp.fc2') + _bn('mlp.norm2'))),
+    'official': ('network.0.0.', frozenset(['layer_scale_1', 'layer_scale_2'] + _PLAIN_MLP)),
+    'mmpretrain': ('network.0.0.', frozenset(['ls1.weight', 'ls2.weight'] + _PLAIN_MLP)),
+    'timm': ('stages.0.blocks.0.', frozenset(['ls1.gamma', 'ls2.gamma'] + _PLAIN_MLP)),
     'mmeff': ('stages.0.blocks.0.', frozenset(
-        ['ls1.gamma', 'ls2.gamma'] + _conv('mlp.fc1.conv') + _bn('mlp.fc1.bn')
-        + _conv('mlp.fc2.conv') + _bn('mlp.fc2.bn'))),
+        ['ls1.gamma', 'ls2.gamma']
+        + _weight_bias('mlp.fc1.conv', 'mlp.fc1.bn', 'mlp.fc2.conv', 'mlp.fc2.bn'))),
 }
 
 _BLOCK_KEY = re.compile(r'^backbone\.stages\.(\d+)\.blocks\.(\d+)\.(.*)$')

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Single-thread CPU latency of EfficientFormer-L1: mmeff (eager and fused) vs timm, one run.
 
-    python tools/benchmarks/efficientformer_latency.py [--runs 20] [--warmup 3] [--out-dir DIR]
+    python tools/benchmarks/efficientformer_latency.py [--runs 30] [--dense-runs 10] [--out-dir DIR]
 
 All models hold the same weights (timm's random init, copied into ours). Timing is interleaved:
-each round runs every model once, so load from other processes hits all of them alike; the
-median over rounds is reported. Prints the ratio timm / ours-fused at 1x3x224x224 (the target
+each round runs every model of a group (224 / 800x1216) once, so load from other processes hits
+them alike; the median over rounds is reported. Prints the ratio timm / ours-fused at 1x3x224x224 (the target
 is >= 1.2x), timm with channels-last input for context, and our L1 backbone (4 dense outputs)
 at 1x3x800x1216. With --out-dir it also writes JSON and a PNG bar chart.
 """
@@ -41,7 +41,7 @@ def cpu_name() -> str:
     return platform.processor() or 'unknown CPU'
 
 
-def interleaved_medians(cases: Dict[str, Callable[[], object]], runs: int,
+def interleaved_times(cases: Dict[str, Callable[[], object]], runs: int,
                         warmup: int) -> Dict[str, List[float]]:
     times: Dict[str, List[float]] = {name: [] for name in cases}
     with torch.inference_mode():
@@ -62,12 +62,14 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--runs', type=int, default=20, help='timed rounds (>= 10)')
+    parser.add_argument('--runs', type=int, default=30, help='timed rounds at 224 (>= 10)')
+    parser.add_argument('--dense-runs', type=int, default=10,
+                        help='timed rounds at 800x1216 (>= 10)')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--out-dir', default=None, help='write JSON + PNG here')
     args = parser.parse_args()
-    if args.runs < 10:
-        parser.error('--runs must be >= 10')
+    if min(args.runs, args.dense_runs) < 10:
+        parser.error('--runs and --dense-runs must be >= 10')
     import timm
 
     torch.set_num_threads(1)
@@ -95,18 +97,21 @@ def main() -> int:
         'timm efficientformer_l1 eager channels_last @224': lambda: timm_model(x224_cl),
         'mmeff L1 classifier eager @224': lambda: ours(x224),
         'mmeff L1 classifier fused @224': lambda: ours_fused(x224),
+    }
+    dense_cases = {
         'mmeff L1 backbone eager @800x1216': lambda: backbone(x_dense),
         'mmeff L1 backbone fused @800x1216': lambda: backbone_fused(x_dense),
     }
     load_before = os.getloadavg()[0]
-    times = interleaved_medians(cases, args.runs, args.warmup)
+    times = interleaved_times(cases, args.runs, args.warmup)
+    times.update(interleaved_times(dense_cases, args.dense_runs, 1))
     load_after = os.getloadavg()[0]
     medians = {name: statistics.median(v) for name, v in times.items()}
 
     print(f'machine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, '
           f'timm {timm.__version__}; torch threads: {torch.get_num_threads()}; batch 1; '
-          f'{args.runs} interleaved rounds after {args.warmup} warm-up runs; median reported; '
-          f'load average {load_before:.2f} -> {load_after:.2f}')
+          f'{args.runs} (224) / {args.dense_runs} (800x1216) interleaved rounds after warm-up; '
+          f'median reported; 1-min load average {load_before:.2f} -> {load_after:.2f}')
     for name, value in check.items():
         print(f'max relative output difference, {name}: {value:.2e}')
     width = max(len(n) for n in medians)
@@ -125,7 +130,8 @@ def main() -> int:
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / 'efficientformer_latency.json').write_text(json.dumps(dict(
-            cpu=cpu_name(), threads=1, runs=args.runs, medians_ms=medians, samples_ms=times,
+            cpu=cpu_name(), threads=1, runs=args.runs, dense_runs=args.dense_runs,
+            medians_ms=medians, samples_ms=times,
             ratio_vs_timm=ratio, ratio_vs_timm_channels_last=ratio_cl, checks=check), indent=2))
         import matplotlib
         matplotlib.use('Agg')

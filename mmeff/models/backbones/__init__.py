@@ -2,5 +2,6 @@
 from .base import MobileBackbone
 from .efficientformer import EfficientFormer
 from .efficientformer_v2 import EfficientFormerV2
+from .efficientvit import EfficientViT
 
-__all__ = ['MobileBackbone', 'EfficientFormer', 'EfficientFormerV2']
+__all__ = ['MobileBackbone', 'EfficientFormer', 'EfficientFormerV2', 'EfficientViT']

@@ -20,6 +20,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ...checkpoint.loader import LayoutConverter, LoadReport, load_pretrained
 
 
+def _as_tuples(value):
+    """Lists and tuples compare equal (configs turn tuples into lists)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuples(v) for v in value)
+    return value
+
+
 class MobileBackbone(BaseModule):
     """Base class of the EfficientFormer, EfficientFormerV2 and EfficientViT backbones.
 
@@ -69,7 +76,8 @@ class MobileBackbone(BaseModule):
                                  f'required keys are {list(cls.arch_keys)}')
             settings = copy.deepcopy(dict(arch))
             for name, known in cls.arch_zoo.items():
-                if all(settings.get(k) == known.get(k) for k in cls.arch_keys):
+                if all(_as_tuples(settings.get(k)) == _as_tuples(known.get(k))
+                       for k in cls.arch_keys):
                     return name, settings
             return None, settings
         raise TypeError(f'arch must be a name {sorted(cls.arch_zoo)} or a dict, '

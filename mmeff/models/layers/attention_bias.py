@@ -69,6 +69,7 @@ class AttentionBias2d(nn.Module):
         self._cache: Dict[tuple, torch.Tensor] = {}
         self._index_cache: Dict[tuple, torch.Tensor] = {}
         self.frozen: Optional[torch.Tensor] = None  # set by freeze() for deployment
+        self._frozen_grid: Optional[tuple] = None  # (query_hw, key_hw, stride) it was made for
 
     def extra_repr(self) -> str:
         return f'num_heads={self.num_heads}, table_size={self.table_size}'
@@ -79,8 +80,8 @@ class AttentionBias2d(nn.Module):
         key_hw = tuple(query_hw) if key_hw is None else tuple(key_hw)
         query_hw = tuple(query_hw)
         frozen = self.frozen
-        if frozen is not None and frozen.shape[-2:] == (query_hw[0] * query_hw[1],
-                                                        key_hw[0] * key_hw[1]):
+        # the grid itself, not just N_q x N_k: a 4x6 and a 6x4 window have different biases
+        if frozen is not None and self._frozen_grid == (query_hw, key_hw, query_stride):
             return frozen
         table = self.table
         use_cache = not (self.training or torch.jit.is_tracing() or torch.jit.is_scripting()
@@ -122,6 +123,8 @@ class AttentionBias2d(nn.Module):
         self.train(False)
         self.frozen = None
         self.frozen = self(query_hw, key_hw, query_stride).clone()
+        self._frozen_grid = (tuple(query_hw), tuple(query_hw if key_hw is None else key_hw),
+                             query_stride)
         self.train(was_training)
 
     def train(self, mode: bool = True):

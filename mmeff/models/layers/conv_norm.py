@@ -3,6 +3,7 @@
 Folding BN into the neighbouring linear op is the main deploy-time saving the papers rely on
 (EfficientFormer Observation 3: CONV-BN beats LN-Linear because BN disappears at inference).
 """
+import copy
 from typing import Optional, Union
 
 import torch
@@ -115,3 +116,13 @@ class BNLinear(nn.Sequential):
 
 
 Fusable = Union[ConvBN, LinearBN, BNLinear]
+
+
+def folded(module: nn.Module) -> nn.Module:
+    """The single conv/linear equal to a fusable pair, safe to modify.
+
+    ``mmeff.deploy.fuse`` folds children before their parent, so a parent's own ``fuse()``
+    may find a pair already folded; then a copy is returned (never the live child).
+    """
+    fuse = getattr(module, 'fuse', None)
+    return fuse() if callable(fuse) else copy.deepcopy(module)

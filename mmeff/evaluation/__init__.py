@@ -1,0 +1,4 @@
+"""Evaluation metrics registered in mmeff's METRICS."""
+from .accuracy import Accuracy
+
+__all__ = ['Accuracy']

@@ -1,0 +1,142 @@
+"""ImageClassifier: loss formulas, teacher isolation, predictions, clear errors."""
+import copy
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from mmengine.optim import build_optim_wrapper
+from timm.loss import SoftTargetCrossEntropy
+
+from mmeff.models.classifiers import ImageClassifier
+
+
+def _model(stand_ins, teacher=None, **kwargs):
+    backbone, head = stand_ins(num_classes=4, distillation=teacher is not None)
+    pre = dict(type='mmeff.ClsDataPreprocessor', mean=[0.0], std=[1.0])
+    return ImageClassifier(backbone, head, teacher=teacher, data_preprocessor=pre, **kwargs)
+
+
+def test_hard_distillation_loss_matches_deit(stand_ins, teacher_file):
+    torch.manual_seed(0)
+    model = _model(stand_ins, teacher=dict(name='test_resnet', checkpoint=teacher_file))
+    model.train()
+    x = torch.randn(4, 3, 32, 32)
+    target = torch.softmax(torch.randn(4, 4), dim=1)  # mixup-style soft targets
+    seen = []
+    model.teacher.model.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    losses = model(x, {'gt_label': target.argmax(1), 'gt_score': target}, mode='loss')
+
+    cls, dist = model.head(model.backbone(x)[-1])
+    reference = timm.create_model('test_resnet', num_classes=4)
+    reference.load_state_dict(torch.load(teacher_file)['model'])
+    teacher_label = reference.eval()(x).argmax(1)
+    assert torch.equal(seen[0], x)  # the teacher saw the (mixed) model input itself
+    torch.testing.assert_close(losses['loss_cls'], 0.5 * SoftTargetCrossEntropy()(cls, target))
+    torch.testing.assert_close(losses['loss_dist'], 0.5 * F.cross_entropy(dist, teacher_label))
+
+
+def test_without_teacher_plain_head_and_label_smoothing(stand_ins):
+    model = _model(stand_ins, label_smoothing=0.1)
+    assert model.head.head_dist is None
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 3])
+    losses = model(x, {'gt_label': y}, mode='loss')
+    assert set(losses) == {'loss_cls'}
+    logits = model.head(model.backbone(x)[-1])
+    torch.testing.assert_close(losses['loss_cls'], F.cross_entropy(logits, y, label_smoothing=0.1))
+
+
+def test_teacher_is_frozen_and_outside_state_dict_optimizer_and_train(stand_ins, teacher_file):
+    model = _model(stand_ins, teacher=dict(name='test_resnet', checkpoint=teacher_file))
+    teacher = model.teacher.model
+    keys = list(model.state_dict())
+    assert keys and all(k.startswith(('backbone.', 'head.')) for k in keys)
+    assert any(k.startswith('head.head_dist.') for k in keys)
+    own = {id(p) for p in model.parameters()}
+    assert not own & {id(p) for p in teacher.parameters()}
+    assert all(not p.requires_grad for p in teacher.parameters())
+
+    wrapper = build_optim_wrapper(model, dict(optimizer=dict(type='AdamW', lr=1e-3)))
+    in_optimizer = {id(p) for g in wrapper.optimizer.param_groups for p in g['params']}
+    assert in_optimizer == own
+
+    model.train()
+    assert model.backbone.training and not teacher.training
+    model.double()  # casts/moves follow the student
+    assert next(teacher.parameters()).dtype == torch.float64
+    ema_copy = copy.deepcopy(model)  # what EMAHook does: the frozen teacher is shared
+    assert ema_copy.teacher is model.teacher
+    assert ema_copy.backbone.stem[0].weight is not model.backbone.stem[0].weight
+
+
+def test_predict_averages_heads_and_keeps_labels(stand_ins, teacher_file):
+    model = _model(stand_ins, teacher=dict(name='test_resnet', checkpoint=teacher_file)).eval()
+    x = torch.randn(3, 3, 32, 32)
+    preds = model(x, {'gt_label': torch.tensor([0, 1, 2])}, mode='predict')
+    feat = model.backbone(x)[-1].mean((2, 3))
+    expected = ((model.head.head(feat) + model.head.head_dist(feat)) / 2).softmax(1)
+    assert [int(p.gt_label) for p in preds] == [0, 1, 2]
+    torch.testing.assert_close(torch.stack([p.pred_score for p in preds]), expected)
+    assert [int(p.pred_label) for p in preds] == expected.argmax(1).tolist()
+
+
+def test_unknown_teacher_name_is_named_with_a_pointer_to_timm(stand_ins, teacher_file):
+    with pytest.raises(ValueError, match=r"'regnety_16gf'.*timm\.list_models") as err:
+        _model(stand_ins, teacher=dict(name='regnety_16gf', checkpoint=teacher_file))
+    assert 'regnety_160' in str(err.value)  # the close match is suggested
+
+
+def test_teacher_needs_a_matching_local_checkpoint(stand_ins, teacher_file, tmp_path):
+    with pytest.raises(ValueError, match='needs checkpoint=<local file>'):
+        _model(stand_ins, teacher=dict(name='test_resnet'))
+    with pytest.raises(FileNotFoundError, match='never downloads'):
+        _model(stand_ins, teacher=dict(name='test_resnet', checkpoint=str(tmp_path / 'no.pth')))
+    with pytest.raises(ValueError, match="does not match timm model 'test_vit'"):
+        _model(stand_ins, teacher=dict(name='test_vit', checkpoint=teacher_file))
+
+
+def test_teacher_and_head_must_agree(stand_ins, teacher_file):
+    backbone, head = stand_ins(num_classes=4, distillation=True)
+    with pytest.raises(ValueError, match='head.distillation=True but the model has no teacher'):
+        ImageClassifier(backbone, head)
+    backbone, head = stand_ins(num_classes=5, distillation=True)
+    with pytest.raises(ValueError, match='predicts 4 classes but the head has 5'):
+        ImageClassifier(backbone, head,
+                        teacher=dict(name='test_resnet', checkpoint=teacher_file, num_classes=4))
+    with pytest.raises(ValueError, match='distillation_alpha'):
+        _model(stand_ins, distillation_alpha=1.5)
+
+
+def test_loss_without_labels_is_a_clear_error(stand_ins):
+    with pytest.raises(ValueError, match=r"gt_label"):
+        _model(stand_ins)(torch.randn(2, 3, 32, 32), None, mode='loss')
+
+
+def test_teacher_from_safetensors_and_from_another_layout(tmp_path):
+    """Plain .safetensors files load; a torchvision RegNet file goes through timm's own
+    regnet filter function (the fallback for layouts timm converts itself)."""
+    import torchvision
+    from safetensors.torch import save_file
+    from mmeff.models.classifiers import FrozenTeacher
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    source = timm.create_model('test_resnet', num_classes=4).eval()
+    save_file(source.state_dict(), str(tmp_path / 'teacher.safetensors'))
+    teacher = FrozenTeacher('test_resnet', str(tmp_path / 'teacher.safetensors'), num_classes=4)
+    torch.testing.assert_close(teacher(x), source(x))
+
+    tv = torchvision.models.regnet_y_400mf(num_classes=4).eval()
+    assert any(k.startswith('trunk_output.') for k in tv.state_dict())
+    torch.save({'model': tv.state_dict()}, tmp_path / 'tv_regnet.pth')
+    teacher = FrozenTeacher('regnety_004', str(tmp_path / 'tv_regnet.pth'), num_classes=4)
+    torch.testing.assert_close(teacher(x), tv(x))
+
+
+def test_teacher_classes_follow_the_head_config(stand_ins, teacher_file):
+    """Family heads need not expose num_classes: the head config says it (default 1000)."""
+    backbone, _ = stand_ins()
+    model = ImageClassifier(
+        backbone, dict(type='mmeff.EfficientFormerClsHead', in_channels=16, num_classes=4),
+        teacher=dict(name='test_resnet', checkpoint=teacher_file))
+    assert model.num_classes == model.teacher.num_classes == 4
+    assert model.head.head_dist is not None
