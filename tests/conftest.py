@@ -36,3 +36,14 @@ def perturb_state(model: nn.Module, seed: int = 0) -> nn.Module:
 @pytest.fixture(scope='session')
 def perturb():
     return perturb_state
+
+
+@pytest.fixture(autouse=True)
+def isolate_default_scope():
+    """mmengine keeps the current default scope in a global; a test that builds an MMDet model
+    sets it to 'mmdet' for good. Restore it after every test so results do not depend on order."""
+    from mmengine.registry import DefaultScope
+    saved = DefaultScope._instance_dict.copy()
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)

@@ -19,7 +19,7 @@ from mmengine.structures import BaseDataElement
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
-from ...registry import MODELS
+from ...registry import MODELS, build_model
 from .teacher import FrozenTeacher
 
 Samples = Optional[Dict[str, torch.Tensor]]
@@ -52,7 +52,7 @@ class ImageClassifier(BaseModel):
             raise ValueError(f'distillation_alpha must be in [0, 1], got {distillation_alpha}')
         self.distillation_alpha = distillation_alpha
         self.label_smoothing = label_smoothing
-        self.backbone = MODELS.build(backbone) if isinstance(backbone, dict) else backbone
+        self.backbone = build_model(backbone) if isinstance(backbone, dict) else backbone
         self.head = self._build_head(head, distill=teacher is not None)
         self.teacher = self._build_teacher(teacher)
         self.soft_target_loss = SoftTargetCrossEntropy()
@@ -92,7 +92,7 @@ class ImageClassifier(BaseModel):
                 'the distillation output is trained on the teacher\'s predictions, so give a '
                 'teacher=dict(name=..., checkpoint=...) with it, or drop the distillation head '
                 '(leave head.distillation unset and it follows the teacher)')
-        return MODELS.build(head)
+        return build_model(head)
 
     def _build_teacher(self, cfg: Optional[dict]) -> Optional[FrozenTeacher]:
         if cfg is None:
