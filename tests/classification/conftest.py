@@ -124,7 +124,7 @@ def toy_train(cfg) -> dict:
     checkpoint = str(Path(cfg.work_dir) / f'epoch_{TOY_EPOCHS}.pth')
     metrics = test([str(config), checkpoint])
     return dict(top1=metrics['accuracy/top1'], seconds=seconds, runner=runner,
-                checkpoint=checkpoint)
+                checkpoint=checkpoint, config=str(config))
 
 
 def toy_report(toy: dict, name: str, figures: dict) -> None:

@@ -58,3 +58,8 @@ def test_distillation_from_a_timm_teacher(toy_imagenet, toy_pretraining, tmp_pat
     state = read_state_dict(result['checkpoint'])
     assert any(k.startswith('head.head_dist.') for k in state)
     assert all(k.startswith(('backbone.', 'head.')) for k in state)  # the teacher is not saved
+    # tools/test.py on the distilled checkpoint without the teacher file: same top-1
+    from mmeff.engine.launch import test
+    metrics = test([result['config'], result['checkpoint'], '--cfg-options', 'model.teacher=None',
+                    'model.head.distillation=True'])
+    assert metrics['accuracy/top1'] == result['top1']
