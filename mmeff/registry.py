@@ -11,6 +11,7 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
+from mmengine.registry import root
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmeff', locations=['mmeff.models'])
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='mmeff',
@@ -23,3 +24,24 @@ HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmeff', locations=['mmeff
 OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor',
                                       parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, scope='mmeff',
                                       locations=['mmeff.engine'])
+
+# Children for every other registry the Runner builds from. Without them, a config with
+# default_scope='mmeff' still works (mmengine falls back to its root registries) but warns
+# "Failed to search registry with scope 'mmeff'" for each sampler/optimizer/loop/... it builds.
+RUNNERS = Registry('runner', parent=root.RUNNERS, scope='mmeff')
+RUNNER_CONSTRUCTORS = Registry('runner constructor', parent=root.RUNNER_CONSTRUCTORS,
+                               scope='mmeff')
+LOOPS = Registry('loop', parent=root.LOOPS, scope='mmeff')
+DATA_SAMPLERS = Registry('data sampler', parent=root.DATA_SAMPLERS, scope='mmeff')
+MODEL_WRAPPERS = Registry('model_wrapper', parent=root.MODEL_WRAPPERS, scope='mmeff')
+WEIGHT_INITIALIZERS = Registry('weight initializer', parent=root.WEIGHT_INITIALIZERS,
+                               scope='mmeff')
+OPTIMIZERS = Registry('optimizer', parent=root.OPTIMIZERS, scope='mmeff')
+OPTIM_WRAPPERS = Registry('optim_wrapper', parent=root.OPTIM_WRAPPERS, scope='mmeff')
+PARAM_SCHEDULERS = Registry('parameter scheduler', parent=root.PARAM_SCHEDULERS, scope='mmeff')
+EVALUATOR = Registry('evaluator', parent=root.EVALUATOR, scope='mmeff')
+TASK_UTILS = Registry('task util', parent=root.TASK_UTILS, scope='mmeff')
+VISUALIZERS = Registry('visualizer', parent=root.VISUALIZERS, scope='mmeff')
+VISBACKENDS = Registry('vis_backend', parent=root.VISBACKENDS, scope='mmeff')
+LOG_PROCESSORS = Registry('log_processor', parent=root.LOG_PROCESSORS, scope='mmeff')
+FUNCTIONS = Registry('function', parent=root.FUNCTIONS, scope='mmeff')

@@ -1,11 +1,12 @@
 """Reading checkpoint files safely and unwrapping the containers different tools save.
 
 torch >= 2.6 loads with ``weights_only=True``. Checkpoints written by mmengine's runner also hold
-numpy scalars/arrays in their message hub, which the safe unpickler rejects; ``safe_globals()``
-allow-lists exactly those numpy reconstructors instead of turning the safety off.
+numpy scalars/arrays and ``HistoryBuffer`` objects in their message hub, which the safe unpickler
+rejects; ``safe_globals()`` allow-lists exactly those types instead of turning the safety off.
 """
 import contextlib
 import os
+import pickle
 from collections import OrderedDict
 from typing import Any, Dict, Iterator, Mapping
 
@@ -31,10 +32,36 @@ def _numpy_safe_globals() -> list:
     return out
 
 
+def _mmengine_safe_globals() -> list:
+    """What mmengine's runner pickles besides tensors and numpy values.
+
+    The message hub stores logged scalars as ``HistoryBuffer`` objects, whose state refers to
+    their statistics methods as ``getattr(HistoryBuffer, 'mean')``. ``getattr`` itself is not
+    allow-listed: the pickle's ``builtins.getattr`` is resolved to a stand-in that only returns
+    public methods of ``HistoryBuffer`` and refuses anything else.
+    """
+    try:
+        from mmengine.logging.history_buffer import HistoryBuffer
+    except ImportError:  # loading plain weights does not need mmengine
+        return []
+
+    def history_buffer_method(obj: Any, name: str) -> Any:
+        attr = vars(obj).get(name) if obj is HistoryBuffer else None
+        if name.startswith('_') or not callable(attr):
+            raise pickle.UnpicklingError(
+                f'checkpoint calls getattr({obj!r}, {name!r}); with weights_only=True only '
+                "HistoryBuffer's statistics methods may be looked up")
+        return getattr(HistoryBuffer, name)
+
+    return [HistoryBuffer, (history_buffer_method, 'builtins.getattr')]
+
+
 @contextlib.contextmanager
 def safe_globals() -> Iterator[None]:
-    """Allow-list numpy types for ``torch.load(weights_only=True)`` inside the block."""
-    with torch.serialization.safe_globals(_numpy_safe_globals()):
+    """Allow-list numpy types (and mmengine's ``HistoryBuffer``) for
+    ``torch.load(weights_only=True)`` inside the block: what a checkpoint written by mmengine's
+    runner holds besides tensors, so that resuming works without turning the safety off."""
+    with torch.serialization.safe_globals(_numpy_safe_globals() + _mmengine_safe_globals()):
         yield
 
 

@@ -11,7 +11,6 @@ import pytest
 import timm
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmeff.checkpoint import ArchMismatchError, detect_family, load_pretrained
 from mmeff.checkpoint.efficientformer_v2 import EfficientFormerV2Converter
@@ -25,25 +24,9 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-@torch.no_grad()
-def randomize_(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Random BN statistics, layer scales and attention biases (see the models test)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    for name, p in model.named_parameters():
-        if name.endswith(('gamma', 'attention_biases', 'attn_bias.table')):
-            p.copy_(torch.rand(p.shape, generator=g) * (0.5 if name.endswith('gamma') else 2))
-    return model
-
-
-def timm_model(arch: str) -> nn.Module:
+def timm_model(arch: str, perturb) -> nn.Module:
     torch.manual_seed(0)
-    return randomize_(timm.create_model(f'efficientformerv2_{arch}', pretrained=False)).eval()
+    return perturb(timm.create_model(f'efficientformerv2_{arch}', pretrained=False)).eval()
 
 
 # ------------------------------------------------------ timm -> official, written out by hand
@@ -114,8 +97,8 @@ def timm_to_official(sd: dict) -> dict:
 
 # ------------------------------------------------------------------------------------ tests
 @pytest.mark.parametrize('arch', ['s0', 's1', 's2', 'l'])
-def test_official_layout_gives_timm_logits(tmp_path, arch):
-    ref = timm_model(arch)
+def test_official_layout_gives_timm_logits(tmp_path, arch, perturb):
+    ref = timm_model(arch, perturb)
     official = timm_to_official(ref.state_dict())
     assert any('.mlp.mid_norm.' in k for k in official)
     path = tmp_path / f'eformer_{arch}.pth'
@@ -134,8 +117,8 @@ def test_official_layout_gives_timm_logits(tmp_path, arch):
     assert all(torch.equal(written[k], official[k]) for k in official)
 
 
-def test_timm_writer_loads_strictly_into_timm():
-    model = randomize_(efficientformer_v2_classifier('s0')).eval()
+def test_timm_writer_loads_strictly_into_timm(perturb):
+    model = perturb(efficientformer_v2_classifier('s0')).eval()
     ref = timm.create_model('efficientformerv2_s0', pretrained=False).eval()
     ref.load_state_dict(CONVERTER.from_canonical(model.state_dict(), 'timm'), strict=True)
     x = torch.randn(1, 3, 224, 224)
@@ -171,8 +154,8 @@ def test_layout_detection_and_foreign_checkpoints():
 
 
 @pytest.mark.parametrize('layout', ['official', 'timm', 'mmeff-detector', 'mmeff-backbone'])
-def test_backbone_init_cfg_loads_every_layout(tmp_path, layout):
-    ref = timm_model('s0')
+def test_backbone_init_cfg_loads_every_layout(tmp_path, layout, perturb):
+    ref = timm_model('s0', perturb)
     source = efficientformer_v2_classifier('s0').eval()
     load_pretrained(source, ref.state_dict(), CONVERTER, prefix='')
     plain = {k[len('backbone.'):]: v for k, v in source.state_dict().items()
@@ -222,10 +205,35 @@ def test_tables_resized_for_another_pretraining_size():
     assert [o.shape[-1] for o in model.eval()(torch.randn(1, 3, 256, 256))] == [64, 32, 16, 8]
 
 
-def test_official_round_trip_is_lossless():
-    canonical = randomize_(efficientformer_v2_classifier('s0')).state_dict()
+def test_official_round_trip_is_lossless(perturb):
+    canonical = perturb(efficientformer_v2_classifier('s0')).state_dict()
     back = CONVERTER.to_canonical(CONVERTER.from_canonical(canonical, 'official'), 'official')
     canonical = {k: v for k, v in canonical.items() if not k.endswith('num_batches_tracked')}
     back = {k: v for k, v in back.items() if not k.endswith('num_batches_tracked')}
     assert back.keys() == canonical.keys()
     assert all(torch.equal(back[k], v) for k, v in canonical.items())
+
+
+def test_generic_convert_tool_handles_v2(tmp_path, capsys):
+    """tools/convert_checkpoint.py has no family-specific code: timm -> official -> mmeff."""
+    import importlib.util
+    from pathlib import Path
+    tool_path = Path(__file__).resolve().parents[2] / 'tools' / 'convert_checkpoint.py'
+    spec = importlib.util.spec_from_file_location('convert_checkpoint', tool_path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    src, official, mmeff = (tmp_path / n for n in ('timm.pth', 'official.pth', 'mmeff.pth'))
+    timm_sd = timm.create_model('efficientformerv2_s1', pretrained=False).state_dict()
+    torch.save(timm_sd, src)
+    assert tool.main([str(src), str(official), '--to', 'official']) == 0
+    assert tool.main([str(official), str(mmeff)]) == 0
+    out = capsys.readouterr().out
+    assert out.count('family: EfficientFormerV2') == 2 and out.count('arch: s1') == 2
+    assert 'layout: timm' in out and 'layout: official' in out
+    written = torch.load(official, weights_only=True)
+    assert 'network.5.attn.attention_bias_idxs' in written and 'dist_head.weight' in written
+    canonical = torch.load(mmeff, weights_only=True)['state_dict']
+    model = efficientformer_v2_classifier('s1')
+    model.load_state_dict(canonical, strict=True)  # every key, nothing extra
+    assert torch.equal(model.backbone.stages[3].downsample.attn.attn_bias.table,
+                       timm_sd['stages.3.downsample.attn.attention_biases'])

@@ -23,24 +23,6 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-@torch.no_grad()
-def randomize_(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Random BN statistics/affines, layer scales, attention biases and talking heads."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    for name, p in model.named_parameters():
-        if name.endswith('gamma'):
-            p.copy_(torch.rand(p.shape, generator=g) * 0.5)
-        elif name.endswith(('attn_bias.table', 'talking_head1.bias')):
-            p.copy_(torch.randn(p.shape, generator=g))
-    return model
-
-
 def assert_fully_fused(model: nn.Module) -> None:
     kinds = (ConvBN, LayerScale, DropPath, Attention2d, LocalGlobalQuery, nn.Dropout)
     left = [n for n, m in model.named_modules() if isinstance(m, kinds)
@@ -53,9 +35,9 @@ def assert_fully_fused(model: nn.Module) -> None:
 
 
 @pytest.mark.parametrize('arch', ['s0', 'l'])
-def test_fused_classifier_matches(arch):
+def test_fused_classifier_matches(arch, perturb):
     torch.manual_seed(0)
-    model = randomize_(efficientformer_v2_classifier(arch)).eval()
+    model = perturb(efficientformer_v2_classifier(arch)).eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         expected = model(x)
@@ -66,9 +48,9 @@ def test_fused_classifier_matches(arch):
 
 
 @pytest.fixture(scope='module')
-def s0_pair():
+def s0_pair(perturb):
     torch.manual_seed(0)
-    model = randomize_(EfficientFormerV2('s0')).eval()
+    model = perturb(EfficientFormerV2('s0')).eval()
     return model, fuse(copy.deepcopy(model))
 
 
@@ -99,9 +81,9 @@ def test_fused_structure(s0_pair):
         assert all(torch.equal(a, b) for a, b in zip(before, fused(x)))
 
 
-def test_switch_to_deploy_with_frozen_biases_and_trace():
+def test_switch_to_deploy_with_frozen_biases_and_trace(perturb):
     torch.manual_seed(0)
-    model = randomize_(EfficientFormerV2('s0', out_indices=(2, 3))).eval()
+    model = perturb(EfficientFormerV2('s0', out_indices=(2, 3))).eval()
     x = torch.randn(1, 3, 97, 131)  # odd sides at stride 16 (7x9) and 32 (4x5)
     with torch.no_grad():
         expected = model(x)

@@ -162,10 +162,13 @@ class EfficientFormerV2(MobileBackbone):
         if len(img_size) != 2 or min(img_size) < self.min_input_size:
             raise ValueError(f'img_size must be an int or (H, W) of at least '
                              f'{self.min_input_size}, got {img_size}')
-        self.in_channels = in_channels
+        if not isinstance(in_channels, numbers.Integral) or in_channels < 1:
+            raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
+        self.in_channels = int(in_channels)
         self.img_size = img_size
         self.out_indices = self.normalize_out_indices(out_indices, len(depths))
-        self.num_features = tuple(widths)
+        self.widths: Tuple[int, ...] = widths
+        self.depths: Tuple[int, ...] = depths
         self.with_out_norms = with_out_norms
 
         grid16 = tuple(ceil_div(s, 16) for s in img_size)  # attention downsampling's keys
@@ -188,6 +191,13 @@ class EfficientFormerV2(MobileBackbone):
         if with_out_norms:
             for i in self.out_indices:
                 self.add_module(f'out_norm{i}', nn.BatchNorm2d(widths[i]))
+        self._init_fresh()
+        self._freeze_stages()
+
+    @property
+    def out_channels(self) -> Tuple[int, ...]:
+        """Channels of each output, e.g. for an FPN's ``in_channels``."""
+        return tuple(self.widths[i] for i in self.out_indices)
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:

@@ -94,6 +94,7 @@ def efficientformer_v2_classifier(arch: Union[str, dict] = 's0', num_classes: in
     if isinstance(arch, str) and 'drop_path_rate' not in kwargs:
         kwargs['drop_path_rate'] = PRETRAIN_DROP_PATH.get(arch.lower(), 0.0)
     backbone = EfficientFormerV2(arch, out_indices=(3,), with_out_norms=False, **kwargs)
-    backbone.init_weights()
-    head = EfficientFormerV2ClsHead(backbone.num_features[-1], num_classes, distillation)
+    if backbone.init_cfg:
+        backbone.init_weights()  # e.g. Pretrained: load it now (a plain module gets no call)
+    head = EfficientFormerV2ClsHead(backbone.widths[-1], num_classes, distillation)
     return MobileClassifierNet(backbone, head)

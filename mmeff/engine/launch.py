@@ -1,0 +1,235 @@
+"""The logic behind ``tools/train.py`` and ``tools/test.py``, importable so tests run it in-process.
+
+One entry point serves detection, segmentation and classification configs: the config's
+``default_scope`` ('mmdet', 'mmseg' or 'mmeff') decides which package's modules are registered,
+and the run is built with mmengine's ``Runner.from_cfg`` (or ``RUNNERS`` when the config names a
+``runner_type``), as MMDet's and MMSeg's own tools do. On top of them it adds:
+
+* a check of every dataset path before anything is built (``data_paths.check_data_paths``);
+* checkpoint loading under ``mmeff.checkpoint.safe_globals()``: torch >= 2.6 loads with
+  ``weights_only=True`` and mmengine 0.10.7 does not say otherwise, so resuming a checkpoint whose
+  message hub holds numpy values / ``HistoryBuffer``s would raise ``UnpicklingError``. The
+  allow-list admits exactly those types; arbitrary pickled objects stay refused;
+* ``AtomicCheckpointHook`` in place of a plain ``CheckpointHook``, so an interrupted save never
+  leaves a corrupt latest checkpoint behind.
+"""
+import argparse
+import importlib
+import importlib.util
+import os
+import os.path as osp
+from typing import List, Optional, Sequence
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+from ..checkpoint.io import safe_globals
+from .data_paths import MissingDataError, check_data_paths
+
+#: default_scope -> module whose ``register_all_modules`` registers that package
+SCOPE_REGISTRARS = {'mmdet': 'mmdet.utils', 'mmseg': 'mmseg.utils', 'mmeff': None,
+                    'mmengine': None}
+_MMEFF_MODULES = ('mmeff.models', 'mmeff.datasets', 'mmeff.engine', 'mmeff.evaluation')
+_LAUNCHERS = ['none', 'pytorch', 'slurm', 'mpi']
+ATOMIC_CHECKPOINT_HOOK = 'mmeff.AtomicCheckpointHook'
+
+
+# ----------------------------------------------------------------------------------- arguments
+def _common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--work-dir', help='directory for logs and checkpoints (default: '
+                        'the config\'s work_dir, else ./work_dirs/<config name>)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config entries, xxx=yyy style, e.g. '
+             'train_dataloader.dataset.data_root=data/toy/coco/ (lists: key="[a,b]")')
+    parser.add_argument('--launcher', choices=_LAUNCHERS, default='none',
+                        help='job launcher (tools/dist_train.sh passes "pytorch")')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK instead.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+
+
+def parse_train_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Train a detector (default_scope mmdet), segmentor (mmseg) or classifier '
+                    '(mmeff) from an mmengine config')
+    parser.add_argument('config', help='config file')
+    parser.add_argument(
+        '--resume', nargs='?', const='auto', default=None, metavar='CKPT',
+        help='resume from CKPT, or without a value from the latest checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision (AmpOptimWrapper; needs a GPU)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by the actual total batch size')
+    _common_args(parser)
+    return parser.parse_args(argv)
+
+
+def parse_test_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Evaluate a checkpoint on the test set')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--show', action='store_true', help='show predictions in a window')
+    parser.add_argument('--show-dir', help='save drawn predictions under this directory')
+    parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
+    _common_args(parser)
+    return parser.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------- config
+def register_scope(scope: Optional[str]) -> None:
+    """Import mmeff and register the modules of the package that owns ``scope``."""
+    if scope not in SCOPE_REGISTRARS:
+        raise ValueError(
+            f'config default_scope is {scope!r}; tools/train.py and tools/test.py support '
+            f'{sorted(SCOPE_REGISTRARS)}. Detection configs inheriting mmdet:: bases get '
+            "'mmdet', segmentation ones 'mmseg'; set default_scope = 'mmeff' for "
+            'classification configs.')
+    for name in _MMEFF_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
+    registrar = SCOPE_REGISTRARS[scope]
+    if registrar:  # the Runner sets the default scope itself from cfg.default_scope
+        importlib.import_module(registrar).register_all_modules(init_default_scope=False)
+
+
+def load_config(path: str, cfg_options: Optional[dict], work_dir: Optional[str],
+                launcher: str, local_rank: int) -> Config:
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file not found: {path!r}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.launcher = launcher
+    os.environ.setdefault('LOCAL_RANK', str(local_rank))
+    if work_dir is not None:  # priority: CLI > config > config name
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    register_scope(cfg.get('default_scope'))
+    return cfg
+
+
+def use_atomic_checkpoint_hook(cfg: Config) -> None:
+    """Swap ``type='CheckpointHook'`` for ``AtomicCheckpointHook`` (same arguments).
+
+    A config that names ``'mmengine.CheckpointHook'`` explicitly keeps mmengine's hook.
+    """
+    hooks = [cfg.get('default_hooks', {}).get('checkpoint')] + list(cfg.get('custom_hooks') or [])
+    for hook in hooks:
+        if isinstance(hook, dict) and hook.get('type') == 'CheckpointHook':
+            hook['type'] = ATOMIC_CHECKPOINT_HOOK
+
+
+def _enable_amp(cfg: Config) -> None:
+    from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_available,
+                                 is_npu_available)
+    if not (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available()):
+        raise ValueError('--amp needs a CUDA (or NPU/MLU/MUSA) device and none is available; '
+                         'drop --amp to train in fp32 on this machine')
+    if cfg.optim_wrapper.get('type') != 'AmpOptimWrapper':
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def _set_resume(cfg: Config, resume: Optional[str]) -> None:
+    if resume is None:
+        return
+    cfg.resume = True
+    if resume == 'auto':  # the runner reads work_dir/last_checkpoint
+        cfg.load_from = None
+        pointer = osp.join(cfg.work_dir, 'last_checkpoint')
+        if osp.isfile(pointer):
+            with open(pointer) as f:
+                latest = f.read().strip()
+            if latest and '://' not in latest and not osp.isfile(latest):
+                raise FileNotFoundError(
+                    f'{pointer} names {latest!r}, which does not exist; resume from an existing '
+                    f'checkpoint explicitly with --resume PATH')
+        return
+    if '://' not in resume and not osp.isfile(resume):
+        raise FileNotFoundError(f'--resume checkpoint not found: {resume!r}')
+    cfg.load_from = resume
+
+
+def build_train_config(argv: Optional[Sequence[str]] = None) -> Config:
+    """Parse tools/train.py arguments into a ready-to-build config (data paths checked)."""
+    args = parse_train_args(argv)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher,
+                      args.local_rank)
+    if args.amp:
+        _enable_amp(cfg)
+    if args.auto_scale_lr:
+        scale = cfg.get('auto_scale_lr')
+        if not scale or 'base_batch_size' not in scale:
+            raise ValueError('--auto-scale-lr needs auto_scale_lr = dict(enable=False, '
+                             'base_batch_size=<total batch size the lr was tuned for>) in the '
+                             'config')
+        cfg.auto_scale_lr.enable = True
+    _set_resume(cfg, args.resume)
+    use_atomic_checkpoint_hook(cfg)
+    check_data_paths(cfg, 'train')
+    return cfg
+
+
+def _trigger_visualization(cfg: Config, args: argparse.Namespace) -> None:
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise ValueError('--show/--show-dir need a visualization hook: add '
+                         "default_hooks.visualization = dict(type='DetVisualizationHook') "
+                         "(or 'SegVisualizationHook') to the config")
+    hook['draw'] = True
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        if cfg.get('default_scope') == 'mmdet':
+            hook['test_out_dir'] = args.show_dir
+        else:  # MMSeg's hook draws through the visualizer's backends
+            cfg.visualizer['save_dir'] = args.show_dir
+
+
+def build_test_config(argv: Optional[Sequence[str]] = None) -> Config:
+    """Parse tools/test.py arguments into a ready-to-build config (paths checked)."""
+    args = parse_test_args(argv)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher,
+                      args.local_rank)
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint!r}')
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        _trigger_visualization(cfg, args)
+    check_data_paths(cfg, 'test')
+    return cfg
+
+
+# ------------------------------------------------------------------------------------ running
+def build_runner(cfg: Config) -> Runner:
+    if 'runner_type' in cfg:
+        from mmengine.registry import RUNNERS
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def train(argv: Optional[List[str]] = None) -> Runner:
+    """tools/train.py: returns the runner after training (its ``model`` holds the weights)."""
+    runner = build_runner(build_train_config(argv))
+    with safe_globals():  # resume / load_from go through torch.load(weights_only=True)
+        runner.train()
+    return runner
+
+
+def test(argv: Optional[List[str]] = None) -> dict:
+    """tools/test.py: returns the metrics."""
+    runner = build_runner(build_test_config(argv))
+    with safe_globals():
+        return runner.test()
+
+
+def main(mode: str, argv: Optional[List[str]] = None) -> None:
+    """Console entry: a missing dataset is reported as a message, not a traceback."""
+    try:
+        train(argv) if mode == 'train' else test(argv)
+    except MissingDataError as err:
+        raise SystemExit(f'MissingDataError: {err}') from None
