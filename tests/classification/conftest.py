@@ -77,8 +77,8 @@ def one_thread():
 def toy_imagenet(tmp_path_factory) -> dict:
     from mmeff.datasets.toy_data import IMAGENET_CLASSES, make_imagenet
     root = tmp_path_factory.mktemp('toy') / 'imagenet'
-    make_imagenet(root, num_train=250, num_val=50, size=(TOY_IMG, TOY_IMG), seed=0)
-    return dict(root=str(root), num_classes=len(IMAGENET_CLASSES), num_train=250, num_val=50)
+    make_imagenet(root, num_train=250, num_val=100, size=(TOY_IMG, TOY_IMG), seed=0)
+    return dict(root=str(root), num_classes=len(IMAGENET_CLASSES), num_train=250, num_val=100)
 
 
 def toy_config(toy: dict, work_dir: str, teacher=None):

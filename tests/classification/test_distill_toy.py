@@ -6,6 +6,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from mmengine.runner import set_random_seed
 
 import mmeff  # noqa: F401
 from mmeff.checkpoint import read_state_dict
@@ -16,7 +17,7 @@ from mmeff.models.classifiers import ClsDataPreprocessor
 def train_timm_teacher(toy: dict, img: int, path, epochs: int = 10) -> float:
     """timm's small 'test_resnet' trained on the toy train split (hard labels, the same timm
     augmentation); saved as DeiT saves its teacher. Returns its val top-1."""
-    torch.manual_seed(0)
+    set_random_seed(0)  # torch, numpy and random: timm's augmentation draws from all three
     model = timm.create_model('test_resnet', num_classes=toy['num_classes'])
     pre = ClsDataPreprocessor()
     train_set = ImageNet(data_root=toy['root'], split='train', img_size=img)
