@@ -139,3 +139,4 @@ def toy_pretraining():
     """The helpers above, for the end-to-end test modules."""
     return dict(config=toy_config, train=toy_train, report=toy_report, epochs=TOY_EPOCHS,
                 variant=TOY_VARIANT, img=TOY_IMG)
+
