@@ -38,12 +38,18 @@ def perturb():
     return perturb_state
 
 
-@pytest.fixture(autouse=True)
-def isolate_default_scope():
-    """mmengine keeps the current default scope in a global; a test that builds an MMDet model
-    sets it to 'mmdet' for good. Restore it after every test so results do not depend on order."""
+def _drop_new_default_scopes():
     from mmengine.registry import DefaultScope
-    saved = DefaultScope._instance_dict.copy()
+    before = set(DefaultScope._instance_dict)
     yield
-    DefaultScope._instance_dict.clear()
-    DefaultScope._instance_dict.update(saved)
+    for name in set(DefaultScope._instance_dict) - before:
+        del DefaultScope._instance_dict[name]
+
+
+# mmengine's Runner makes its config's default_scope (e.g. 'mmeff') the global default scope and
+# keeps it after the run; a later test that builds MMDet parts directly would then look in
+# mmeff's registries. These drop the DefaultScope instances a test (or a module's fixtures,
+# e.g. one training run shared by several tests) created.
+no_default_scope_left_by_test = pytest.fixture(autouse=True)(_drop_new_default_scopes)
+no_default_scope_left_by_module = pytest.fixture(autouse=True, scope='module')(
+    _drop_new_default_scopes)
