@@ -3,7 +3,8 @@
     python tools/search.py CONFIG --target-latency MS [MS ...] [--objective latency|mes]
         [--lut PATH] [--work-dir DIR] [--target-ratio R ...] [--compare] [--retrain-supernet]
 
-Trains the supernet of CONFIG (or reuses WORK_DIR/supernet.pth), measures the latency table
+Trains the supernet of CONFIG through tools/train.py's path (or reuses WORK_DIR/supernet.pth),
+measures the latency table
 on this machine (or loads --lut, e.g. one measured on a phone), slims to each target with
 EfficientFormer's Alg. 1 and writes, per target, the arch JSON, a classification config, a
 Mask R-CNN config and a plot of the steps. --compare trains the result and random networks
@@ -25,7 +26,7 @@ def main(argv=None) -> int:
     p.add_argument('config')
     p.add_argument('--target-latency', type=float, nargs='*', default=[], metavar='MS')
     p.add_argument('--target-ratio', type=float, nargs='*', default=[],
-                   help='targets as fractions of the starting supernet latency')
+                   help='targets as fractions of the measured latency of the starting subnet')
     p.add_argument('--objective', choices=('latency', 'mes'), default='latency')
     p.add_argument('--lut', default=None, help='latency table (JSON/CSV); built if missing')
     p.add_argument('--work-dir', default='work_dirs/search')

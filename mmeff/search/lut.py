@@ -99,7 +99,44 @@ class LatencyLUT:
         return sorted({k[3] for k in self.entries if k[0] == op and k[1] == stage})
 
     def predict(self, subnet: Subnet) -> float:
-        """Whole-network latency: stem + embeddings + blocks + head (identity paths cost 0)."""
+        """Whole-network latency: the sum of :meth:`predict_raw`, corrected by the linear
+        calibration ``scale * sum + offset`` when :meth:`calibrate` fitted one."""
+        scale = float(self.meta.get('calibration_scale', 1.0))
+        offset = float(self.meta.get('calibration_offset', 0.0))
+        return scale * self.predict_raw(subnet) + offset
+
+    def calibrate(self, points: Sequence[Tuple[float, float]]) -> Tuple[float, float]:
+        """Fit ``measured = scale * predict_raw + offset`` from ``(predict_raw, measured_ms)``
+        pairs of whole networks; :meth:`predict` applies it. Returns ``(scale, offset)``.
+
+        Why: per-block timing misses what a network adds around its blocks (memory traffic
+        between blocks, layout changes, per-call overhead), which at small inputs is a large
+        share: roughly a fixed overhead plus a factor. With three or more points the affine
+        least-squares fit is used when it is physical (scale > 0, offset >= 0); otherwise (fewer
+        points, or a fit bent by timing noise) a scale through the origin.
+        """
+        if not points:
+            raise ValueError('calibration needs at least one (predicted, measured) pair')
+        xs = [float(p) for p, _ in points]
+        ys = [float(m) for _, m in points]
+        if min(xs) <= 0 or min(ys) <= 0:
+            raise ValueError(f'calibration needs positive latencies, got {points}')
+        scale, offset = sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs), 0.0
+        n = len(xs)
+        if n >= 3:
+            mx, my = sum(xs) / n, sum(ys) / n
+            var = sum((x - mx) ** 2 for x in xs)
+            if var > 0:
+                a = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var
+                b = my - a * mx
+                if a > 0 and b >= 0:
+                    scale, offset = a, b
+        self.meta.update(calibration_scale=scale, calibration_offset=offset,
+                         calibration_points=n)
+        return scale, offset
+
+    def predict_raw(self, subnet: Subnet) -> float:
+        """Sum of the entries: stem + embeddings + blocks + head (identity paths cost 0)."""
         w = subnet.widths
         total = self.get('stem', 0, self.meta.get('in_channels', 3), w[0])
         for i, stage in enumerate(subnet.blocks):

@@ -89,3 +89,26 @@ def test_v2_block_entries():
     assert lut.get('v2_attn', 2, None, 16, 4.0) > 0
     with pytest.raises(ValueError, match='no entry'):
         lut.get('v2_attn', 1, None, 16)
+
+
+def test_calibration_affine_scale_only_and_applied_in_predict():
+    lut = synthetic_lut()
+    sub = full_subnet()
+    raw = lut.predict(sub)
+    assert lut.calibrate([(1.0, 3.0), (2.0, 5.0), (4.0, 9.0)]) == pytest.approx((2.0, 1.0))
+    assert lut.predict(sub) == pytest.approx(2.0 * raw + 1.0)
+    assert lut.predict_raw(sub) == pytest.approx(raw)
+    # fewer than 3 points, or an unphysical (negative-offset) fit: a scale through the origin
+    assert lut.calibrate([(2.0, 3.0)]) == pytest.approx((1.5, 0.0))
+    scale, offset = lut.calibrate([(1.0, 0.5), (2.0, 3.0), (3.0, 5.5)])
+    assert offset == 0.0 and scale == pytest.approx((0.5 + 6 + 16.5) / 14)
+    with pytest.raises(ValueError, match='positive'):
+        lut.calibrate([(1.0, -1.0)])
+
+
+@pytest.mark.parametrize('suffix', ['.json', '.csv'])
+def test_calibration_survives_save_and_load(tmp_path, suffix):
+    lut = synthetic_lut()
+    lut.calibrate([(1.0, 3.0), (2.0, 5.0), (4.0, 9.0)])
+    back = LatencyLUT.load(lut.save(tmp_path / f'lut{suffix}'))
+    assert back.predict(full_subnet()) == pytest.approx(lut.predict(full_subnet()))
