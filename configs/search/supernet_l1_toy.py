@@ -14,7 +14,7 @@ img_size = 64
 num_classes = 5  # mmeff.datasets.toy_data.IMAGENET_CLASSES
 data_root = 'data/toy/imagenet'
 # written with mmeff.datasets.toy_data.make_imagenet when data_root does not exist
-toy_imagenet = dict(num_train=250, num_val=50, size=(img_size, img_size), seed=0)
+toy_imagenet = dict(num_train=250, num_val=100, size=(img_size, img_size), seed=0)
 
 widths = (32, 48, 64, 96)
 model = dict(
