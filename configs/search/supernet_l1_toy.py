@@ -54,7 +54,7 @@ default_hooks = dict(checkpoint=dict(interval=max_epochs, save_best=None),
 log_level = 'WARNING'
 
 # latency table measured on this machine at the stage resolutions of img_size
-lut = dict(img_size=img_size, batch=4, backend='eager', step=16, min_width=16, runs=15,
+lut = dict(img_size=img_size, batch=4, backend='eager', step=16, min_width=16, runs=20,
            warmup=3, threads=1, copies=8)
 # calibration: whole networks measured to fit measured = scale * LUT + offset;
 # refinement: the slimmed network is measured and slimmed further while above target
