@@ -58,5 +58,5 @@ lut = dict(img_size=img_size, batch=4, backend='eager', step=16, min_width=16, r
            warmup=3, threads=1, copies=8)
 # calibration: whole networks measured to fit measured = scale * LUT + offset;
 # refinement: the slimmed network is measured and slimmed further while above target
-search = dict(num_random=1, random_tolerance=0.05, seed=0, calibration_nets=4,
+search = dict(num_random=1, random_tolerance=0.05, seed=0, calibration_nets=6,
               refine_steps=4, latency_tolerance=0.1)

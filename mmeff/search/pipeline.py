@@ -86,9 +86,9 @@ def calibrate(cfg: Config, lut: LatencyLUT, supernet: EfficientFormerSupernet, s
     count = int(cfg.search.get('calibration_nets', 0))
     if count <= 0 or 'calibration_scale' in lut.meta:
         if 'calibration_scale' in lut.meta:
-            log(f'[calibrate] table already calibrated: scale '
-                f'{lut.meta["calibration_scale"]:.3f}, offset '
-                f'{lut.meta["calibration_offset"]:.3f} ms')
+            log(f'[calibrate] table already calibrated: scales '
+                f'{lut.meta["calibration_scale"]:.3f} (non-MB3D), '
+                f'{lut.meta.get("calibration_scale_mb3d", 0):.3f} (MB3D)')
         return
     step, min_w = cfg.lut.get('step', 16), cfg.lut.get('min_width', 16)
     raw_start = lut.predict_raw(start)
@@ -102,16 +102,15 @@ def calibrate(cfg: Config, lut: LatencyLUT, supernet: EfficientFormerSupernet, s
                 archs.append(found[0])
                 break
     measure(cfg, archs[0])  # the process's first timed network pays one-off start-up costs
-    points = []
-    for a in archs:
-        points.append((lut.predict_raw(Subnet.from_arch(a)), measure(cfg, a)))
-    scale, offset = lut.calibrate(points)
-    for a, (p, m) in zip(archs, points):
-        fit = scale * p + offset
+    subs = [Subnet.from_arch(a) for a in archs]
+    measured = [measure(cfg, a) for a in archs]
+    scale, scale_3d = lut.calibrate(list(zip(subs, measured)))
+    for a, sub, m in zip(archs, subs, measured):
+        p, fit = lut.predict_raw(sub), lut.predict(sub)
         log(f'[calibrate] {a}: LUT sum {p:.3f} ms ({100 * (p - m) / m:+.1f}%), calibrated '
             f'{fit:.3f} ms ({100 * (fit - m) / m:+.1f}%), measured {m:.3f} ms')
-    log(f'[calibrate] measured = {scale:.3f} x LUT sum + {offset:.3f} ms, fitted on '
-        f'{len(points)} networks -> saved in {path}')
+    log(f'[calibrate] measured = {scale:.3f} x (LUT non-MB3D) + {scale_3d:.3f} x (LUT MB3D), '
+        f'fitted on {len(archs)} networks -> saved in {path}')
     lut.save(path)
 
 
