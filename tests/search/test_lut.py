@@ -131,3 +131,13 @@ def test_calibration_survives_save_and_load(tmp_path, suffix):
     assert lut.predict(full_subnet()) != pytest.approx(lut.predict_raw(full_subnet()))
     back = LatencyLUT.load(lut.save(tmp_path / f'lut{suffix}'))
     assert back.predict(full_subnet()) == pytest.approx(lut.predict(full_subnet()))
+
+
+def test_cpu_clock_ignores_time_spent_waiting():
+    import time
+
+    from mmeff.search.timing import measure_ms
+    assert measure_ms(lambda: time.sleep(0.02), runs=2, warmup=0, clock='wall') >= 19
+    assert measure_ms(lambda: time.sleep(0.02), runs=2, warmup=0, clock='cpu') < 5
+    with pytest.raises(ValueError, match='clock'):
+        measure_ms(lambda: None, clock='gpu')
