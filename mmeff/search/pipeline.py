@@ -9,7 +9,8 @@ Latency: the table is fitted to whole networks measured on the same machine
 after slimming the result is measured directly; while it is above the target by more than
 half of ``search.latency_tolerance`` (smaller gaps are timing noise on a shared CPU), slimming
 continues to a target lowered by the measured/predicted ratio, at most
-``search.refine_steps`` times.
+``search.refine_steps`` times; if the last action overshoots below the tolerance band, the
+measured network closest to the target inside the band is kept.
 """
 import copy
 import json
@@ -73,10 +74,11 @@ def get_lut(cfg: Config, supernet: EfficientFormerSupernet, lut_path: Optional[s
 
 
 def measure(cfg: Config, arch: Dict) -> float:
-    """Direct latency of the classifier of ``arch`` with the table's settings."""
+    """Direct latency of the classifier of ``arch`` with the table's settings (3x the runs:
+    the fastest of more calls is steadier, and calibration uses this same measurement)."""
     c = cfg.lut
     return measure_network_ms(arch, c['img_size'], c['batch'], c['backend'],
-                              num_classes_of(cfg), c['runs'], c['warmup'], c['threads'])
+                              num_classes_of(cfg), 3 * c['runs'], c['warmup'], c['threads'])
 
 
 def calibrate(cfg: Config, lut: LatencyLUT, supernet: EfficientFormerSupernet, start: Subnet,
@@ -148,6 +150,7 @@ def search(cfg: Config, model: torch.nn.Module, lut: LatencyLUT, data: Dict,
                    stop_at_floor=True)
     tol = float(cfg.search.get('latency_tolerance', 0.1))
     measured = measure(cfg, history[-1].subnet.to_arch())
+    seen = [(len(history), measured)]  # (steps kept, measured ms) of every measured network
     for k in range(int(cfg.search.get('refine_steps', 0))):
         if measured <= target_ms * (1 + tol / 2):
             break
@@ -161,6 +164,14 @@ def search(cfg: Config, model: torch.nn.Module, lut: LatencyLUT, data: Dict,
             break
         history += more[1:]
         measured = measure(cfg, history[-1].subnet.to_arch())
+        seen.append((len(history), measured))
+    inside = [(abs(m - target_ms), n, m) for n, m in seen
+              if abs(m - target_ms) <= tol * target_ms]
+    if abs(measured - target_ms) > tol * target_ms and inside:
+        _, n, measured = min(inside)  # the last action overshot: keep the closest in tolerance
+        log(f'[refine] {history[-1].subnet.describe()} undershoots; keeping step {n - 1} '
+            f'({history[n - 1].subnet.describe()}, measured {measured:.3f} ms)')
+        history = history[:n]
     log(f'[search] measured {measured:.3f} ms vs target {target_ms:.3f} ms '
         f'({100 * (measured - target_ms) / target_ms:+.1f}%)')
     return history, measured
