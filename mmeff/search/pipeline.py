@@ -9,8 +9,9 @@ Latency: the table is fitted to whole networks measured on the same machine
 after slimming the result is measured directly; while it is above the target by more than
 half of ``search.latency_tolerance`` (smaller gaps are timing noise on a shared CPU), slimming
 continues to a target lowered by the measured/predicted ratio, at most
-``search.refine_steps`` times; if the last action overshoots below the tolerance band, the
-measured network closest to the target inside the band is kept.
+``search.refine_steps`` times; if the result ends below the tolerance band, the network
+before the last action is measured too, and the measured network closest to the target
+inside the band is kept.
 """
 import copy
 import json
@@ -165,6 +166,8 @@ def search(cfg: Config, model: torch.nn.Module, lut: LatencyLUT, data: Dict,
         history += more[1:]
         measured = measure(cfg, history[-1].subnet.to_arch())
         seen.append((len(history), measured))
+    if measured < (1 - tol) * target_ms and len(history) > 1:  # the step before, too
+        seen.append((len(history) - 1, measure(cfg, history[-2].subnet.to_arch())))
     inside = [(abs(m - target_ms), n, m) for n, m in seen
               if abs(m - target_ms) <= tol * target_ms]
     if abs(measured - target_ms) > tol * target_ms and inside:
