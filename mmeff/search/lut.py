@@ -272,7 +272,8 @@ def build_lut(img_size: int, max_widths: Sequence[int], batch: int = 1,
               backend: str = 'eager', step: int = 16, min_width: int = 16,
               num_classes: int = 1000, in_channels: int = 3, v2: bool = False,
               v2_ratios: Sequence[float] = (4.0,), runs: int = 30, warmup: int = 5,
-              threads: int = 1, copies: int = 8, log: Optional[Callable[[str], None]] = None) -> LatencyLUT:
+              threads: int = 1, copies: int = 8,
+              log: Optional[Callable[[str], None]] = None) -> LatencyLUT:
     """Measure every op of the table on this machine for widths up to ``max_widths``."""
     from ..models.backbones.efficientformer_blocks import MB3D, MB4D, ConvStem
     from ..models.backbones.efficientformer_v2_blocks import EfficientFormerV2Block
@@ -284,7 +285,8 @@ def build_lut(img_size: int, max_widths: Sequence[int], batch: int = 1,
     grids = [width_grid(w, step, min_width) for w in max_widths]
     res = [stage_resolution(img_size, i) for i in range(4)]
     lut = LatencyLUT(meta=dict(img_size=img_size, batch=batch, backend=backend, threads=threads,
-                               runs=runs, copies=copies, num_classes=num_classes, in_channels=in_channels,
+                               runs=runs, copies=copies, num_classes=num_classes,
+                               in_channels=in_channels,
                                device=platform.processor() or platform.machine(),
                                torch=torch.__version__))
 
