@@ -29,7 +29,8 @@ model = dict(
 '''
 
 MASKRCNN_TEMPLATE = '''# Mask R-CNN (MMDetection 3.x, 1x COCO) on the architecture found by
-# tools/search.py ({note}). Set backbone.init_cfg to the classifier checkpoint trained with the _cls config.
+# tools/search.py ({note}).
+# Set backbone.init_cfg to the classifier checkpoint trained with the _cls config.
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmeff.models'], allow_failed_imports=False)
 arch = {arch!r}
