@@ -1,32 +1,35 @@
-"""The whole search: supernet training, latency table, slimming, outputs (arch, configs, plot).
+"""The whole search: supernet training, latency table (+ calibration), slimming with a
+measured refinement, outputs (arch, configs, plot) and the Table-5 comparison.
 
-Kept free of argument parsing so that ``tools/search.py``, the end-to-end script and the slow
+Kept free of argument parsing so that ``tools/search.py``, the end-to-end run and the slow
 test share it. Every step is logged (latency, params, accuracy) through ``log``.
+
+Latency: the table is fitted to whole networks measured on the same machine
+(:meth:`LatencyLUT.calibrate`, ``search.calibration_nets`` networks spanning the space), and
+after slimming the result is measured directly; while it is above the target by more than
+half of ``search.latency_tolerance`` (smaller gaps are timing noise on a shared CPU), slimming
+continues to a target lowered by the measured/predicted ratio, at most
+``search.refine_steps`` times; if the result ends below the tolerance band, the network
+before the last action is measured too, and the measured network closest to the target
+inside the band is kept.
 """
+import copy
 import json
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from mmengine.config import Config
 
-from ..models.classifiers import efficientformer_classifier
-from ..registry import MODELS
 from .lut import LatencyLUT, build_lut, measure_network_ms, width_grid
+from .outputs import SEARCH_CONFIG_NAME, write_outputs
+from .runs import accuracy, build_model, num_params_m, prepare_data, train_config, val_tensors
 from .slimming import Step, importance_scores, initial_subnet, slim
 from .space import Subnet
 from .supernet import EfficientFormerSupernet
-from .toy_data import make_toy_classification
-from .train import accuracy, train_classifier
 
-
-@dataclass
-class SearchResult:
-    target_ms: float
-    arch: Dict
-    history: List[Step]
-    files: Dict[str, str] = field(default_factory=dict)
+Log = Callable[[str], None]
 
 
 def supernet_of(model: torch.nn.Module) -> EfficientFormerSupernet:
@@ -37,71 +40,89 @@ def supernet_of(model: torch.nn.Module) -> EfficientFormerSupernet:
     return backbone
 
 
-def load_data(cfg) -> Dict[str, torch.Tensor]:
-    images, labels = make_toy_classification(**cfg.toy_data)
-    n_val = cfg.val_images
-    if not 0 < n_val < len(images):
-        raise ValueError(f'val_images={n_val} must be between 1 and the {len(images)} toy images')
-    return dict(train_x=images[:-n_val], train_y=labels[:-n_val], val_x=images[-n_val:],
-                val_y=labels[-n_val:])
+def num_classes_of(cfg: Config) -> int:
+    return int(cfg.model['head']['num_classes'])
 
 
-def get_supernet(cfg, data, work_dir: Path, log: Callable[[str], None],
-                 resume: bool = True) -> torch.nn.Module:
-    """Train the supernet (Gumbel-softmax MetaPaths) or reuse ``work_dir/supernet.pth``."""
-    model = MODELS.build(cfg.model)
-    ckpt = work_dir / 'supernet.pth'
+def get_supernet(cfg: Config, work: Path, log: Log, resume: bool = True) -> torch.nn.Module:
+    """Train the supernet through tools/train.py's path, or reuse ``work/supernet.pth``."""
+    ckpt = work / 'supernet.pth'
     if resume and ckpt.is_file():
+        model = build_model(cfg)
         model.load_state_dict(torch.load(ckpt, map_location='cpu', weights_only=True))
         log(f'[supernet] reusing {ckpt}')
-    else:
-        log(f'[supernet] training {sum(p.numel() for p in model.parameters()) / 1e6:.3f} M '
-            f'params on {len(data["train_x"])} toy images')
-        train_classifier(model, data['train_x'], data['train_y'], log=log, **cfg.supernet_train)
-        torch.save(model.state_dict(), ckpt)
-    log(f'[supernet] val accuracy (expected mixture): '
-        f'{accuracy(model, data["val_x"], data["val_y"]):.2f}%')
+        return model
+    log(f'[supernet] training {num_params_m(build_model(cfg)):.3f} M params with '
+        f'mmeff.engine.launch.train ({cfg.train_cfg.max_epochs} epochs)')
+    model = train_config(work / SEARCH_CONFIG_NAME, work / 'supernet')
+    torch.save(model.state_dict(), ckpt)
     return model
 
 
-def get_lut(cfg, supernet: EfficientFormerSupernet, lut_path: Optional[str], work_dir: Path,
-            log: Callable[[str], None]) -> LatencyLUT:
+def get_lut(cfg: Config, supernet: EfficientFormerSupernet, lut_path: Optional[str],
+            work: Path, log: Log) -> Tuple[LatencyLUT, Path]:
     if lut_path and Path(lut_path).is_file():
         log(f'[lut] loading {lut_path}')
-        return LatencyLUT.load(lut_path)
+        return LatencyLUT.load(lut_path), Path(lut_path)
     lut_cfg = dict(cfg.lut)
     log(f'[lut] measuring on this CPU: {lut_cfg}')
-    lut = build_lut(max_widths=supernet.widths, num_classes=cfg.model['head']['num_classes'],
-                    log=log, **lut_cfg)
-    path = Path(lut_path) if lut_path else work_dir / 'lut.json'
+    lut = build_lut(max_widths=supernet.widths, num_classes=num_classes_of(cfg), log=log,
+                    **lut_cfg)
+    path = Path(lut_path) if lut_path else work / 'lut.json'
     lut.save(path)
-    lut.save(path.with_suffix('.csv'))
-    log(f'[lut] {len(lut.entries)} entries -> {path} (+ .csv)')
-    return lut
+    log(f'[lut] {len(lut.entries)} entries -> {path}')
+    return lut, path
 
 
-def check_lut(lut: LatencyLUT, arch: Dict, cfg, log: Callable[[str], None]) -> Dict:
-    """LUT prediction vs a direct measurement of the whole classifier (same settings)."""
-    lut_cfg = cfg.lut
-    predicted = lut.predict(Subnet.from_arch(arch))
-    measured = measure_network_ms(arch, lut_cfg['img_size'], lut_cfg['batch'],
-                                  lut_cfg['backend'], cfg.model['head']['num_classes'],
-                                  lut_cfg['runs'], lut_cfg['warmup'], lut_cfg['threads'])
-    log(f'[lut-check] {arch}: predicted {predicted:.3f} ms, measured {measured:.3f} ms, '
-        f'error {100 * (predicted - measured) / measured:+.1f}%')
-    return dict(arch=arch, predicted_ms=predicted, measured_ms=measured)
+def measure(cfg: Config, arch: Dict) -> float:
+    """Direct latency of the classifier of ``arch`` with the table's settings (3x the runs:
+    the fastest of more calls is steadier, and calibration uses this same measurement)."""
+    c = cfg.lut
+    return measure_network_ms(arch, c['img_size'], c['batch'], c['backend'],
+                              num_classes_of(cfg), 3 * c['runs'], c['warmup'], c['threads'])
 
 
-def params_m(arch: Dict, num_classes: int) -> float:
-    model = efficientformer_classifier(arch, num_classes, distillation=False)
-    return sum(p.numel() for p in model.parameters()) / 1e6
+def calibrate(cfg: Config, lut: LatencyLUT, supernet: EfficientFormerSupernet, start: Subnet,
+              path: Path, log: Log) -> None:
+    """Fit the table to whole networks: the start subnet and random ones from 25% to 90% of
+    its table latency; prints the raw and calibrated error of each."""
+    count = int(cfg.search.get('calibration_nets', 0))
+    if count <= 0 or 'calibration_scale' in lut.meta:
+        if 'calibration_scale' in lut.meta:
+            log(f'[calibrate] table already calibrated: scales '
+                f'{lut.meta["calibration_scale"]:.3f} (non-MB3D), '
+                f'{lut.meta.get("calibration_scale_mb3d", 0):.3f} (MB3D)')
+        return
+    step, min_w = cfg.lut.get('step', 16), cfg.lut.get('min_width', 16)
+    raw_start = lut.predict_raw(start)
+    archs = [start.to_arch()]
+    fractions = [0.25 + 0.65 * k / max(1, count - 2) for k in range(count - 1)]
+    for k, f in enumerate(fractions):
+        for tol in (0.1, 0.3, 100.0):  # a small space may have nothing close to f
+            found = [a for a in random_archs(lut, supernet, f * raw_start, 3, tol, step, min_w,
+                                             seed=100 + k, raw=True) if a not in archs]
+            if found:
+                archs.append(found[0])
+                break
+    measure(cfg, archs[0])  # the process's first timed network pays one-off start-up costs
+    subs = [Subnet.from_arch(a) for a in archs]
+    measured = [measure(cfg, a) for a in archs]
+    scale, scale_3d = lut.calibrate(list(zip(subs, measured)))
+    for a, sub, m in zip(archs, subs, measured):
+        p, fit = lut.predict_raw(sub), lut.predict(sub)
+        log(f'[calibrate] {a}: LUT sum {p:.3f} ms ({100 * (p - m) / m:+.1f}%), calibrated '
+            f'{fit:.3f} ms ({100 * (fit - m) / m:+.1f}%), measured {m:.3f} ms')
+    log(f'[calibrate] measured = {scale:.3f} x (LUT non-MB3D) + {scale_3d:.3f} x (LUT MB3D), '
+        f'fitted on {len(archs)} networks -> saved in {path}')
+    lut.save(path)
 
 
-def search(cfg, model: torch.nn.Module, lut: LatencyLUT, data, target_ms: float,
-           objective: str, log: Callable[[str], None]) -> List[Step]:
-    """Alg. 1 with the supernet's weights as accuracy estimator (cached per subnet)."""
+def search(cfg: Config, model: torch.nn.Module, lut: LatencyLUT, data: Dict,
+           target_ms: float, objective: str, log: Log) -> Tuple[List[Step], float]:
+    """Alg. 1 with the supernet's weights as accuracy estimator (cached per subnet), then
+    the measured refinement; returns the steps and the final measured latency."""
     supernet = supernet_of(model)
-    num_classes = cfg.model['head']['num_classes']
+    num_classes = num_classes_of(cfg)
     probs = supernet.probabilities()
     importance = importance_scores(probs)
     log('[search] importance (alpha ratios) per stage: '
@@ -123,176 +144,145 @@ def search(cfg, model: torch.nn.Module, lut: LatencyLUT, data, target_ms: float,
             size_cache[key] = params_m(arch, num_classes)
         return size_cache[key]
 
-    start = initial_subnet(supernet.widths, probs)
     step = cfg.lut.get('step', 16)
-    return slim(start, importance, target_ms, lut.predict, acc_fn, size_fn, objective,
-                step=step, min_width=cfg.lut.get('min_width', step), log=log)
+    min_width = cfg.lut.get('min_width', step)
+    history = slim(initial_subnet(supernet.widths, probs), importance, target_ms, lut.predict,
+                   acc_fn, size_fn, objective, step=step, min_width=min_width, log=log,
+                   stop_at_floor=True)
+    tol = float(cfg.search.get('latency_tolerance', 0.1))
+    measured = measure(cfg, history[-1].subnet.to_arch())
+    seen = [(len(history), measured)]  # (steps kept, measured ms) of every measured network
+    for k in range(int(cfg.search.get('refine_steps', 0))):
+        if measured <= target_ms * (1 + tol / 2):
+            break
+        lut_target = history[-1].latency_ms * target_ms / measured
+        log(f'[refine {k + 1}] measured {measured:.3f} ms > target {target_ms:.3f} ms: '
+            f'continue slimming to LUT {lut_target:.3f} ms')
+        more = slim(history[-1].subnet, importance, lut_target, lut.predict, acc_fn,
+                    size_fn, objective, step=step, min_width=min_width, log=log,
+                    stop_at_floor=True)
+        if len(more) == 1:
+            break
+        history += more[1:]
+        measured = measure(cfg, history[-1].subnet.to_arch())
+        seen.append((len(history), measured))
+    if measured < (1 - tol) * target_ms and len(history) > 1:  # the step before, too
+        seen.append((len(history) - 1, measure(cfg, history[-2].subnet.to_arch())))
+    inside = [(abs(m - target_ms), n, m) for n, m in seen
+              if abs(m - target_ms) <= tol * target_ms]
+    if abs(measured - target_ms) > tol * target_ms and inside:
+        _, n, measured = min(inside)  # the last action overshot: keep the closest in tolerance
+        log(f'[refine] {history[-1].subnet.describe()} undershoots; keeping step {n - 1} '
+            f'({history[n - 1].subnet.describe()}, measured {measured:.3f} ms)')
+        history = history[:n]
+    log(f'[search] measured {measured:.3f} ms vs target {target_ms:.3f} ms '
+        f'({100 * (measured - target_ms) / target_ms:+.1f}%)')
+    return history, measured
+
+
+def params_m(arch: Dict, num_classes: int) -> float:
+    from ..models.classifiers import efficientformer_classifier
+    return num_params_m(efficientformer_classifier(arch, num_classes, distillation=False))
 
 
 def random_archs(lut: LatencyLUT, supernet: EfficientFormerSupernet, target_ms: float,
-                 count: int, tolerance: float, step: int, min_width: int,
-                 seed: int = 0, tries: int = 20000) -> List[Dict]:
-    """Random points of the search space whose LUT latency is within ``tolerance`` of
-    ``target_ms`` (the paper's Table 5 baselines: same cost, other depth/width)."""
+                 count: int, tolerance: float, step: int, min_width: int, seed: int = 0,
+                 tries: int = 20000, raw: bool = False) -> List[Dict]:
+    """Random points of the search space whose (``raw``: uncalibrated) LUT latency is within
+    ``tolerance`` of ``target_ms`` (Table 5's baselines: same cost, other depth/width)."""
     rng = random.Random(seed)
+    predict = lut.predict_raw if raw else lut.predict
     found: List[Dict] = []
     for _ in range(tries):
         widths = [rng.choice(width_grid(w, step, min_width)) for w in supernet.widths]
         depths = [rng.randint(1, d) for d in supernet.depths]
         arch = dict(widths=widths, depths=depths,
                     num_vit=rng.randint(0, depths[2] + depths[3]))
-        lat = lut.predict(Subnet.from_arch(arch))
-        if abs(lat - target_ms) <= tolerance * target_ms and arch not in found:
+        if abs(predict(Subnet.from_arch(arch)) - target_ms) <= tolerance * target_ms \
+                and arch not in found:
             found.append(arch)
             if len(found) == count:
                 break
     return found
 
 
-def train_from_scratch(cfg, arch: Dict, data, seed: int = 0) -> float:
-    model = efficientformer_classifier(arch, cfg.model['head']['num_classes'],
-                                       distillation=False, img_size=cfg.toy_data['img_size'],
-                                       layer_scale_init=cfg.get('final_layer_scale_init', 1e-5))
-    train_classifier(model, data['train_x'], data['train_y'], seed=seed, **cfg.final_train)
-    return accuracy(model, data['val_x'], data['val_y'])
-
-
-# ------------------------------------------------------------------------------------ outputs
-CLS_TEMPLATE = '''# Classifier of the architecture found by tools/search.py ({note}).
-# Train it with the classification pretraining recipe (configs/cls/*): this file only fixes
-# the model; the backbone arch is the searched one.
-custom_imports = dict(imports=['mmeff.models'], allow_failed_imports=False)
-arch = {arch!r}
-model = dict(
-    type='mmeff.MobileClassifierNet',
-    backbone=dict(type='mmeff.EfficientFormer', arch=arch, out_indices=(3, ),
-                  with_out_norms=False, drop_path_rate=0.0),
-    head=dict(type='mmeff.EfficientFormerClsHead', in_channels=arch['widths'][-1],
-              num_classes={num_classes}, distillation=False))
-'''
-
-MASKRCNN_TEMPLATE = '''# Mask R-CNN (MMDetection 3.x, 1x COCO) on the architecture found by tools/search.py
-# ({note}). Set backbone.init_cfg to the classifier checkpoint trained with the _cls config.
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmeff.models'], allow_failed_imports=False)
-arch = {arch!r}
-model = dict(
-    backbone=dict(_delete_=True, type='mmeff.EfficientFormer', arch=arch,
-                  out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
-                  drop_path_rate=0.0, img_size=800, init_cfg=None),
-    neck=dict(in_channels=arch['widths']))
-optim_wrapper = dict(_delete_=True, type='OptimWrapper',
-                     optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4))
-'''
-
-
-def write_outputs(result: SearchResult, out_dir: Path, name: str, num_classes: int,
-                  note: str) -> Dict[str, str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
-    arch_path = out_dir / f'{name}_arch.json'
-    arch_path.write_text(json.dumps(dict(
-        arch=result.arch, target_ms=result.target_ms,
-        steps=[dict(action=s.action, latency_ms=s.latency_ms, params_m=s.params_m,
-                    accuracy=s.accuracy, mes=s.mes, arch=s.subnet.to_arch())
-               for s in result.history]), indent=1))
-    files['arch'] = str(arch_path)
-    cls_path = out_dir / f'{name}_cls.py'
-    cls_path.write_text(CLS_TEMPLATE.format(arch=result.arch, num_classes=num_classes,
-                                            note=note))
-    files['cls_config'] = str(cls_path)
-    det_path = out_dir / f'maskrcnn_{name}_coco.py'
-    det_path.write_text(MASKRCNN_TEMPLATE.format(arch=result.arch, note=note))
-    files['maskrcnn_config'] = str(det_path)
-    files['plot'] = plot_history(result, out_dir / f'{name}_steps.png')
-    return files
-
-
-def plot_history(result: SearchResult, path: Path) -> str:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    steps = list(range(len(result.history)))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    series = (('latency_ms', 'LUT latency (ms)'), ('params_m', 'params (M)'),
-              ('accuracy', 'supernet val acc (%)'))
-    for ax, (attr, label) in zip(axes, series):
-        ax.plot(steps, [getattr(s, attr) for s in result.history], marker='o')
-        ax.set_xlabel('slimming step')
-        ax.set_title(label)
-    axes[0].axhline(result.target_ms, color='r', ls='--', label='target')
-    axes[0].legend()
-    fig.suptitle(f'latency-driven slimming to {result.target_ms:.2f} ms: {result.arch}',
-                 fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return str(path)
-
-
-def run(cfg, targets_ms: Sequence[float] = (), target_ratios: Sequence[float] = (),
+def run(cfg: Config, targets_ms: Sequence[float] = (), target_ratios: Sequence[float] = (),
         objective: str = 'latency', lut_path: Optional[str] = None,
-        work_dir: str = 'work_dirs/search', resume: bool = True,
-        compare: bool = False, log: Callable[[str], None] = print) -> Dict:
-    """The whole pipeline; ``target_ratios`` are fractions of the starting subnet's LUT
+        work_dir: str = 'work_dirs/search', resume: bool = True, compare: bool = False,
+        log: Log = print) -> Dict:
+    """The whole pipeline; ``target_ratios`` are fractions of the starting subnet's measured
     latency. With ``compare`` the derived and random same-latency networks are trained from
-    scratch and measured (Table 5)."""
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    data = load_data(cfg)
-    model = get_supernet(cfg, data, work, log, resume)
-    supernet = supernet_of(model)
-    lut = get_lut(cfg, supernet, lut_path, work, log)
-    start = initial_subnet(supernet.widths, supernet.probabilities())
-    start_ms = lut.predict(start)
-    report: Dict = dict(start=dict(arch=start.to_arch(), lut_ms=start_ms), searches=[])
-    report['lut_check'] = check_lut(lut, start.to_arch(), cfg, log)
-    targets = list(targets_ms) + [r * start_ms for r in target_ratios]
-    if not targets:
+    scratch with their written configs and measured (Table 5)."""
+    if not targets_ms and not target_ratios:
         raise ValueError('give at least one --target-latency (ms) or --target-ratio')
-    num_classes = cfg.model['head']['num_classes']
+    work = Path(work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = copy.deepcopy(cfg)
+    cfg.work_dir = str(work / 'supernet')
+    cfg.dump(str(work / SEARCH_CONFIG_NAME))
+    prepare_data(cfg)
+    model = get_supernet(cfg, work, log, resume)
+    supernet = supernet_of(model)
+    data = dict(zip(('val_x', 'val_y'), val_tensors(cfg, model)))
+    log(f'[supernet] val accuracy (expected mixture): '
+        f'{accuracy(model, data["val_x"], data["val_y"]):.2f}% on {len(data["val_y"])} images')
+    lut, path = get_lut(cfg, supernet, lut_path, work, log)
+    start = initial_subnet(supernet.widths, supernet.probabilities())
+    calibrate(cfg, lut, supernet, start, path, log)
+    start_ms = measure(cfg, start.to_arch())
+    log(f'[start] {start.describe()}: LUT {lut.predict(start):.3f} ms, measured '
+        f'{start_ms:.3f} ms')
+    report: Dict = dict(start=dict(arch=start.to_arch(), lut_ms=lut.predict(start),
+                                   measured_ms=start_ms), lut_meta=lut.meta, searches=[])
+    targets = list(targets_ms) + [r * start_ms for r in target_ratios]
+    nc = num_classes_of(cfg)
+    ls = cfg.model['backbone'].get('layer_scale_init', 1e-5)
     for t in targets:
-        log(f'[search] target {t:.3f} ms (objective {objective}); start {start_ms:.3f} ms')
-        history = search(cfg, model, lut, data, t, objective, log)
-        res = SearchResult(t, history[-1].subnet.to_arch(), history)
+        log(f'[search] target {t:.3f} ms (objective {objective})')
+        history, measured = search(cfg, model, lut, data, t, objective, log)
+        arch = history[-1].subnet.to_arch()
         name = f'searched_{objective}_{t:.3f}ms'.replace('.', 'p')
-        res.files = write_outputs(res, work, name, num_classes, f'target {t:.3f} ms, '
-                                  f'objective {objective}, LUT {lut.meta}')
-        entry = dict(target_ms=t, arch=res.arch, lut_ms=history[-1].latency_ms,
-                     params_m=history[-1].params_m, supernet_acc=history[-1].accuracy,
-                     files=res.files, steps=len(history) - 1)
-        log(f'[search] final arch {res.arch}: LUT {entry["lut_ms"]:.3f} ms, '
-            f'{entry["params_m"]:.3f} M params, written {res.files}')
+        files = write_outputs(arch, t, history, work, name, nc, ls,
+                              f'target {t:.3f} ms, objective {objective}')
+        entry = dict(target_ms=t, arch=arch, lut_ms=history[-1].latency_ms,
+                     measured_ms=measured, params_m=history[-1].params_m,
+                     supernet_acc=history[-1].accuracy, files=files, steps=len(history) - 1)
+        log(f'[search] final arch {arch}: LUT {entry["lut_ms"]:.3f} ms, measured '
+            f'{measured:.3f} ms, {entry["params_m"]:.3f} M params, written {files}')
         if compare:
-            entry.update(compare_with_random(cfg, lut, supernet, res.arch, t, data, log))
+            entry['table5'] = compare_with_random(cfg, lut, supernet, arch, t, data, work,
+                                                  name, log)
         report['searches'].append(entry)
     (work / 'search_report.json').write_text(json.dumps(report, indent=1, default=str))
     return report
 
 
-def compare_with_random(cfg, lut, supernet, arch: Dict, target_ms: float, data,
-                        log: Callable[[str], None]) -> Dict:
-    lut_cfg = cfg.lut
+def compare_with_random(cfg: Config, lut: LatencyLUT, supernet: EfficientFormerSupernet,
+                        arch: Dict, target_ms: float, data: Dict, work: Path, name: str,
+                        log: Log) -> List[Dict]:
+    """Train the searched and random same-latency networks from scratch (Table 5)."""
     scfg = cfg.search
-    nc = cfg.model['head']['num_classes']
-
-    def measured(a: Dict) -> float:
-        return measure_network_ms(a, lut_cfg['img_size'], lut_cfg['batch'], lut_cfg['backend'],
-                                  nc, lut_cfg['runs'], lut_cfg['warmup'], lut_cfg['threads'])
-
+    nc = num_classes_of(cfg)
+    ls = cfg.model['backbone'].get('layer_scale_init', 1e-5)
+    randoms = random_archs(lut, supernet, target_ms, scfg['num_random'],
+                           scfg['random_tolerance'], cfg.lut.get('step', 16),
+                           cfg.lut.get('min_width', 16), scfg.get('seed', 0))
     rows = []
-    candidates = [('searched', arch)] + [
-        (f'random {k + 1}', a) for k, a in enumerate(random_archs(
-            lut, supernet, target_ms, scfg['num_random'], scfg['random_tolerance'],
-            lut_cfg.get('step', 16), lut_cfg.get('min_width', 16), scfg.get('seed', 0)))]
-    for label, a in candidates:
+    for label, a in [('searched', arch)] + [(f'random{k + 1}', r)
+                                            for k, r in enumerate(randoms)]:
+        net_name = name if label == 'searched' else f'{name}_{label}'
+        files = write_outputs(a, target_ms, [], work, net_name, nc, ls, label) \
+            if label != 'searched' else None
+        config = work / f'{net_name}_cls.py'
+        trained = train_config(config, work / net_name)
         row = dict(model=label, arch=a, lut_ms=lut.predict(Subnet.from_arch(a)),
-                   measured_ms=measured(a), params_m=params_m(a, nc),
-                   top1=train_from_scratch(cfg, a, data))
+                   measured_ms=measure(cfg, a), params_m=params_m(a, nc),
+                   top1=accuracy(trained, data['val_x'], data['val_y']),
+                   config=str(config) if files is None else files['cls_config'])
         row['vs_target'] = (row['measured_ms'] - target_ms) / target_ms
         log(f'[table5] {label:<9} measured {row["measured_ms"]:.3f} ms '
             f'({100 * row["vs_target"]:+.1f}% vs target {target_ms:.3f}), LUT '
             f'{row["lut_ms"]:.3f} ms, {row["params_m"]:.3f} M, toy top-1 {row["top1"]:.2f}%  '
             f'{a}')
         rows.append(row)
-    return dict(table5=rows)
+    return rows

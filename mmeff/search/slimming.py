@@ -7,7 +7,8 @@ stage's importance is the sum over its remaining blocks. Each step considers thr
 
 * DR, depth reduction: the least important remaining MetaPath becomes identity;
 * MR, MB3D reduction: the first MB3D becomes MB4D;
-* WR, width reduction: the least important stage loses ``step`` (16) channels;
+* WR, width reduction: the least important stage (whose narrowing saves latency) loses
+  ``step`` (16) channels;
 
 predicts each action's latency with the lookup table, evaluates its accuracy (in the
 pipeline: the supernet's weights on a validation subset), and executes the action with the
@@ -71,8 +72,15 @@ class Step:
 
 
 def candidate_actions(subnet: Subnet, importance: Sequence[Sequence[float]], step: int = 16,
-                      min_width: int = 16) -> Dict[str, Subnet]:
-    """The (up to three) actions of Alg. 1 applicable to ``subnet``."""
+                      min_width: int = 16,
+                      latency_fn: Optional[Callable[[Subnet], float]] = None
+                      ) -> Dict[str, Subnet]:
+    """The (up to three) actions of Alg. 1 applicable to ``subnet``.
+
+    With ``latency_fn``, width reduction goes to the least important stage whose narrowing
+    lowers the predicted latency (a measured table is not monotonic everywhere: one width
+    step can cost as much as the next), trying the stages in order of importance.
+    """
     depths = subnet.depths
     actions: Dict[str, Subnet] = {}
     removable = [(importance[i][j], i, j) for i, j, _ in subnet.active() if depths[i] > 1]
@@ -89,12 +97,15 @@ def candidate_actions(subnet: Subnet, importance: Sequence[Sequence[float]], ste
             Subnet.create(subnet.widths, blocks)
     stage_scores = [(sum(importance[i][j] for i2, j, _ in subnet.active() if i2 == i), i)
                     for i in range(4) if subnet.widths[i] - step >= min_width]
-    if stage_scores:
-        _, i = min(stage_scores)
+    base = latency_fn(subnet) if latency_fn is not None else None
+    for _, i in sorted(stage_scores):
         widths = list(subnet.widths)
         widths[i] -= step
-        actions[f'WR(stage {i}, {subnet.widths[i]}->{widths[i]})'] = \
-            Subnet.create(widths, subnet.blocks)
+        narrower = Subnet.create(widths, subnet.blocks)
+        if base is not None and latency_fn(narrower) >= base:
+            continue  # no saving here: consider the next least important stage
+        actions[f'WR(stage {i}, {subnet.widths[i]}->{widths[i]})'] = narrower
+        break
     return actions
 
 
@@ -102,12 +113,15 @@ def slim(start: Subnet, importance: Sequence[Sequence[float]], target_ms: float,
          latency_fn: Callable[[Subnet], float], accuracy_fn: Callable[[Subnet], float],
          params_fn: Callable[[Subnet], float], objective: str = 'latency', step: int = 16,
          min_width: int = 16, max_steps: int = 1000,
-         log: Optional[Callable[[str], None]] = None) -> List[Step]:
+         log: Optional[Callable[[str], None]] = None, stop_at_floor: bool = False
+         ) -> List[Step]:
     """Run Alg. 1 from ``start`` until ``latency_fn`` <= ``target_ms``; returns every step.
 
     ``latency_fn`` is the LUT prediction, ``accuracy_fn`` the (weight-sharing) accuracy in %,
     ``params_fn`` the size in M parameters (for MES). Raises ValueError when no action can
-    reach the target (e.g. every stage is already at ``min_width`` and depth 1).
+    reach the target (e.g. every stage is already at ``min_width`` and depth 1), unless
+    ``stop_at_floor``: then the steps so far are returned (the smallest reachable network)
+    and the shortfall is logged.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f'unknown search objective {objective!r}; choose one of {OBJECTIVES}')
@@ -123,7 +137,8 @@ def slim(start: Subnet, importance: Sequence[Sequence[float]], target_ms: float,
             raise ValueError(f'slimming did not reach {target_ms} ms in {max_steps} steps')
         cur_mes = mes(lat, params)
         cands = []
-        for name, sub in candidate_actions(cur, importance, step, min_width).items():
+        for name, sub in candidate_actions(cur, importance, step, min_width,
+                                           latency_fn).items():
             c_lat, c_params = latency_fn(sub), params_fn(sub)
             gain = lat - c_lat if objective == 'latency' else mes(c_lat, c_params) - cur_mes
             if gain <= 0 or c_lat >= lat:
@@ -132,6 +147,11 @@ def slim(start: Subnet, importance: Sequence[Sequence[float]], target_ms: float,
             c.score = (acc - c.accuracy) / gain
             cands.append(c)
         if not cands:
+            if stop_at_floor:
+                if log:
+                    log(f'[slim] target {target_ms:.3f} ms not reachable: the smallest network '
+                        f'of the space from here takes {lat:.3f} ms ({cur.describe()})')
+                break
             raise ValueError(f'no slimming action lowers the latency below {lat:.3f} ms (target '
                              f'{target_ms:.3f} ms) from {cur.describe()}: lower min_width or '
                              'raise the target')

@@ -89,3 +89,55 @@ def test_v2_block_entries():
     assert lut.get('v2_attn', 2, None, 16, 4.0) > 0
     with pytest.raises(ValueError, match='no entry'):
         lut.get('v2_attn', 1, None, 16)
+
+
+def _nets():
+    return [full_subnet(k) for k in range(4)]
+
+
+def test_calibration_fits_one_factor_per_kind_and_predict_applies_it():
+    lut = synthetic_lut()
+    nets = _nets()
+    parts = [lut.predict_parts(n) for n in nets]
+    assert all(sum(p) == pytest.approx(lut.predict_raw(n)) for p, n in zip(parts, nets))
+    measured = [2.0 * o + 3.0 * t for o, t in parts]  # MB3D under-predicted more
+    assert lut.calibrate(list(zip(nets, measured))) == pytest.approx((2.0, 3.0))
+    assert [lut.predict(n) for n in nets] == pytest.approx(measured)
+    assert lut.predict_raw(nets[0]) == pytest.approx(sum(parts[0]))
+
+
+def test_calibration_falls_back_to_one_factor():
+    lut = synthetic_lut()
+    nets = _nets()
+    raw = [lut.predict_raw(n) for n in nets]
+    # two points cannot separate the kinds: one factor through the origin
+    assert lut.calibrate([(nets[0], 1.5 * raw[0]), (nets[1], 1.5 * raw[1])]) == \
+        pytest.approx((1.5, 1.5))
+    parts = [lut.predict_parts(n) for n in nets[:3]]
+    # a fit that would need a negative MB3D factor is not physical: one factor
+    bent = [3.0 * o - 0.5 * t for o, t in parts]
+    s1, s2 = lut.calibrate(list(zip(nets[:3], bent)))
+    assert s1 == s2 and s1 > 0
+    with pytest.raises(ValueError, match='positive'):
+        lut.calibrate([(nets[0], -1.0)])
+
+
+@pytest.mark.parametrize('suffix', ['.json', '.csv'])
+def test_calibration_survives_save_and_load(tmp_path, suffix):
+    lut = synthetic_lut()
+    nets = _nets()
+    lut.calibrate([(n, 2.0 * o + 3.0 * t) for n, (o, t) in zip(nets, map(lut.predict_parts,
+                                                                         nets))])
+    assert lut.predict(full_subnet()) != pytest.approx(lut.predict_raw(full_subnet()))
+    back = LatencyLUT.load(lut.save(tmp_path / f'lut{suffix}'))
+    assert back.predict(full_subnet()) == pytest.approx(lut.predict(full_subnet()))
+
+
+def test_cpu_clock_ignores_time_spent_waiting():
+    import time
+
+    from mmeff.search.timing import measure_ms
+    assert measure_ms(lambda: time.sleep(0.02), runs=2, warmup=0, clock='wall') >= 19
+    assert measure_ms(lambda: time.sleep(0.02), runs=2, warmup=0, clock='cpu') < 5
+    with pytest.raises(ValueError, match='clock'):
+        measure_ms(lambda: None, clock='gpu')

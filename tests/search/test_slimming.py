@@ -2,6 +2,7 @@
 import pytest
 
 from mmeff.search.slimming import (candidate_actions, importance_scores, initial_subnet, slim)
+from mmeff.search.lut import LatencyLUT
 from mmeff.search.space import Subnet
 
 from .helpers import full_subnet, synthetic_lut, uniform_importance
@@ -126,3 +127,34 @@ def test_bad_objective_and_widths_are_rejected():
     odd = Subnet.create((24, 64, 96, 128), full_subnet().blocks)
     with pytest.raises(ValueError, match='multiples of 16'):
         slim(odd, uniform_importance(), 1.0, lut.predict, lambda s: 1.0, _params)
+
+
+def test_width_reduction_moves_to_next_stage_when_narrowing_saves_nothing():
+    """Stage 1 is least important but its narrower width costs the same in the table
+    (a flat spot of a measured LUT): WR goes to the next least important stage."""
+    lut = synthetic_lut()
+    start = full_subnet(num_3d=0)
+    imp = uniform_importance(5.0)
+    imp[1] = [0.1, 0.1]  # least important stage
+    imp[0] = [0.2, 0.3]  # next least important
+    flat = LatencyLUT(entries=dict(lut.entries), meta=dict(lut.meta))
+    base = flat.predict(start)
+    narrower = Subnet.create((32, 48, 96, 128), start.blocks)
+    # raise stage 1's 48-wide blocks so the 64->48 narrowing saves nothing
+    flat.entries[('mb4d', 1, 48, 48, 4.0)] += (base - flat.predict(narrower)) / 2 + 0.01
+    assert flat.predict(narrower) >= base
+    plain = candidate_actions(start, imp)
+    assert 'WR(stage 1, 64->48)' in plain  # without latencies: the least important stage
+    acts = candidate_actions(start, imp, latency_fn=flat.predict)
+    assert 'WR(stage 0, 32->16)' in acts and not any(k.startswith('WR(stage 1') for k in acts)
+    assert flat.predict(acts['WR(stage 0, 32->16)']) < base
+
+
+def test_stop_at_floor_returns_smallest_network():
+    sub = Subnet.create((32, 16, 16, 16), [['4d', '4d'], ['4d', 'id'], ['4d', 'id', 'id'],
+                                           ['4d', 'id', 'id']])
+    lines = []
+    hist = slim(sub, uniform_importance(), 0.001, synthetic_lut().predict, lambda s: 50.0,
+                _params, stop_at_floor=True, log=lines.append)
+    assert len(hist) > 1 and candidate_actions(hist[-1].subnet, uniform_importance()) == {}
+    assert any('not reachable' in line for line in lines)
