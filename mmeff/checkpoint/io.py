@@ -72,7 +72,9 @@ def load_file(path: str, map_location: str = 'cpu') -> Any:
         raise FileNotFoundError(
             f'checkpoint not found: {path!r}. mmeff never downloads weights: pass the path of a '
             'local file (an official release .pth, a timm state dict, or an mmeff/mmengine '
-            'checkpoint), or train one with tools/train.py configs/cls/<variant>.py')
+            'checkpoint). To obtain one, pretrain it with tools/train.py '
+            'configs/cls/<variant>_in1k.py, or convert an official release with '
+            'tools/convert_checkpoint.py SRC DST')
     with safe_globals():
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
