@@ -11,8 +11,8 @@ import timm
 import torch
 from torch import nn
 
-from mmeff.deploy.deploy_path import (all_finite, deploy, deploy_violations, nan_bias_tables,
-                                      traced_op_kinds)
+from mmeff.deploy.deploy_path import (ChannelAffine, StableGroupNorm, all_finite, deploy,
+                                      deploy_violations, nan_bias_tables, traced_op_kinds)
 from mmeff.deploy.export import ExportError, ExportOptions, export
 from mmeff.deploy.onnx_check import graph_violations, ort_session, run_ort
 from mmeff.deploy.parity import compare, randomize_for_parity
@@ -209,3 +209,25 @@ def test_compare_reports_the_worst_output():
     assert parity.per_output['a']['max_abs'] == 0 and not parity.ok(1e-4)
     with pytest.raises(ValueError, match="output 'a'"):
         compare([torch.ones(2)], [torch.ones(3)], ['a'])
+
+
+@pytest.mark.parametrize('groups, shape', [(1, (2, 48, 17, 9)), (4, (2, 8, 5, 6)),
+                                           (2, (3, 6, 7)), (1, (2, 5))])
+def test_stable_group_norm_is_group_norm(groups, shape):
+    gn = nn.GroupNorm(groups, shape[1])
+    nn.init.normal_(gn.weight)
+    nn.init.normal_(gn.bias)
+    x = torch.randn(shape) * 3 + 1
+    with torch.no_grad():
+        assert torch.allclose(StableGroupNorm(gn)(x), gn(x), atol=1e-5)
+
+
+def test_norms_without_a_conv_become_plain_arithmetic():
+    model = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(4), nn.GroupNorm(1, 4)).eval()
+    randomize_for_parity(model)
+    x = torch.randn(2, 4, 6, 6)
+    with torch.no_grad():
+        expected = model(x)
+        deploy(model, x.shape)
+        assert isinstance(model[1], ChannelAffine) and isinstance(model[2], StableGroupNorm)
+        assert torch.allclose(model(x), expected, atol=1e-5)
