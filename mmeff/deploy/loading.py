@@ -44,26 +44,29 @@ def _from_name(name: str, checkpoint: Optional[str], part: str) -> nn.Module:
     return model.eval()
 
 
-def _from_config(path: str, checkpoint: Optional[str]) -> nn.Module:
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
-
-    import mmeff.models  # noqa: F401  (registers mmeff's modules)
-
-    cfg = Config.fromfile(path)
-    if 'model' not in cfg:
-        raise ValueError(f'config {path!r} has no `model` entry')
-    init_default_scope(cfg.get('default_scope', 'mmeff'))
-    model_cfg = cfg.model
+def _build(model_cfg, registry) -> nn.Module:
     if model_cfg.get('teacher') and 'backbone' in model_cfg and 'head' in model_cfg:
         # A distillation teacher only matters in training (and needs its own weights file):
         # build the student alone, with the distillation head its checkpoints contain.
         from ..models.classifiers.classifier_net import MobileClassifierNet
         head = dict(model_cfg.head)
         head.setdefault('distillation', True)
-        model = MobileClassifierNet(MODELS.build(model_cfg.backbone), MODELS.build(head))
-    else:
-        model = MODELS.build(model_cfg)
+        return MobileClassifierNet(registry.build(model_cfg.backbone), registry.build(head))
+    return registry.build(model_cfg)
+
+
+def _from_config(path: str, checkpoint: Optional[str]) -> nn.Module:
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, DefaultScope
+
+    import mmeff.models  # noqa: F401  (registers mmeff's modules)
+
+    cfg = Config.fromfile(path)
+    if 'model' not in cfg:
+        raise ValueError(f'config {path!r} has no `model` entry')
+    # the config's scope only while building: no global default scope is left behind
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmeff')):
+        model = _build(cfg.model, MODELS)
     if checkpoint:
         from ..checkpoint import read_state_dict
         state = read_state_dict(checkpoint)

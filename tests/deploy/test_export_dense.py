@@ -176,3 +176,24 @@ def test_config_without_an_mmeff_backbone_is_refused(tmp_path):
     code = export_tool.main([config, '--format', 'onnx', '--out', str(tmp_path / 'r50')])
     assert code == 2
     assert not (tmp_path / 'r50.onnx').exists()
+
+
+PROJECT_CONFIGS = sorted(
+    name for name in os.listdir(os.path.join(ROOT, 'configs'))
+    if name.endswith('.py') and name.split('_')[0] in ('semfpn', 'maskrcnn', 'retinanet'))
+EXPECTED_PART = {'semfpn': 'segmentor', 'maskrcnn': 'detector-neck', 'retinanet': 'detector-head'}
+
+
+@pytest.mark.parametrize('name', PROJECT_CONFIGS)
+def test_every_project_config_has_an_export_part(name):
+    """The repository's own dense configs build without weights and map to their part."""
+    model = load_model(os.path.join(ROOT, 'configs', name))
+    assert make_part(model).part == EXPECTED_PART[name.split('_')[0]]
+
+
+def test_project_semantic_fpn_config_exports(tmp_path):
+    model = load_model(os.path.join(ROOT, 'configs', 'semfpn_v2s0_ade20k.py'))
+    report = export(make_part(randomize_for_parity(model)), str(tmp_path / 'semfpn'),
+                    ExportOptions(input_hw=(256, 320)))
+    assert report.ok, report.text()
+    assert report.output_shapes == [(1, 150, 256, 320)]
