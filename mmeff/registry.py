@@ -45,3 +45,15 @@ VISUALIZERS = Registry('visualizer', parent=root.VISUALIZERS, scope='mmeff')
 VISBACKENDS = Registry('vis_backend', parent=root.VISBACKENDS, scope='mmeff')
 LOG_PROCESSORS = Registry('log_processor', parent=root.LOG_PROCESSORS, scope='mmeff')
 FUNCTIONS = Registry('function', parent=root.FUNCTIONS, scope='mmeff')
+
+
+def build_model(cfg):
+    """Build a model config inside mmeff's scope, whatever scope is current.
+
+    mmengine resolves unscoped type names in the *current default scope*; after MMDet or MMSeg
+    code ran, that is 'mmdet'/'mmseg' and ``type='EfficientFormer'`` would not be found. Scoped
+    names (``'mmdet.FPN'``) still resolve in their own registry.
+    """
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmeff'):
+        return MODELS.build(cfg)

@@ -36,3 +36,20 @@ def perturb_state(model: nn.Module, seed: int = 0) -> nn.Module:
 @pytest.fixture(scope='session')
 def perturb():
     return perturb_state
+
+
+def _drop_new_default_scopes():
+    from mmengine.registry import DefaultScope
+    before = set(DefaultScope._instance_dict)
+    yield
+    for name in set(DefaultScope._instance_dict) - before:
+        del DefaultScope._instance_dict[name]
+
+
+# mmengine's Runner makes its config's default_scope (e.g. 'mmeff') the global default scope and
+# keeps it after the run; a later test that builds MMDet parts directly would then look in
+# mmeff's registries. These drop the DefaultScope instances a test (or a module's fixtures,
+# e.g. one training run shared by several tests) created.
+no_default_scope_left_by_test = pytest.fixture(autouse=True)(_drop_new_default_scopes)
+no_default_scope_left_by_module = pytest.fixture(autouse=True, scope='module')(
+    _drop_new_default_scopes)

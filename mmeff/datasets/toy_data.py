@@ -273,6 +273,6 @@ def make_toy_data(out, kinds: Iterable[str] = tuple(MAKERS), seed: int = 0,
         results[kind] = MAKERS[kind](
             os.path.join(out, TOY_SUBDIRS[kind]),
             num_train=d_train if num_train is None else num_train,
-            num_val=d_val if num_val is None else num_val, size=tuple(size) if size else d_size, seed=seed,
-            overwrite=overwrite)
+            num_val=d_val if num_val is None else num_val,
+            size=tuple(size) if size else d_size, seed=seed, overwrite=overwrite)
     return results

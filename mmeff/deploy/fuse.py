@@ -6,6 +6,7 @@ ConvBN becomes one Conv2d, a family block folds its own BN pairs), stochastic de
 become identities, and with ``input_shape`` every attention bias is precomputed as a constant
 for that resolution (what export needs: no bicubic resize or gather left in the graph).
 """
+import inspect
 from typing import Optional, Sequence
 
 import torch
@@ -16,6 +17,17 @@ from ..models.layers.attention_bias import AttentionBias2d
 _TRAINING_ONLY = (nn.Dropout, nn.Dropout2d, nn.Dropout1d)
 
 
+def _takes_no_arguments(fn) -> bool:
+    """Only a zero-argument ``fuse()`` is ours; other libraries use the name differently
+    (MMDet's FPG neck has ``fuse(self, fuse_dict)``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+               for p in params)
+
+
 def _is_drop_path(module: nn.Module) -> bool:
     return type(module).__name__ == 'DropPath'
 
@@ -24,7 +36,8 @@ def _fuse_children(module: nn.Module) -> None:
     for name, child in list(module.named_children()):
         _fuse_children(child)
         fuse_fn = getattr(child, 'fuse', None)
-        if callable(fuse_fn) and not isinstance(child, AttentionBias2d):
+        if callable(fuse_fn) and not isinstance(child, AttentionBias2d) and \
+                _takes_no_arguments(fuse_fn):
             setattr(module, name, fuse_fn())
         elif isinstance(child, _TRAINING_ONLY) or _is_drop_path(child):
             setattr(module, name, nn.Identity())

@@ -168,7 +168,8 @@ def _advice(missing: Sequence[Tuple[str, str, Optional[str]]]) -> str:
             f'    which writes {toy_root}',
         ]
     if overrides:
-        lines.append('    and run with\n        --cfg-options ' + ' '.join(map(shlex.quote, overrides)))
+        options = ' '.join(map(shlex.quote, overrides))
+        lines.append(f'    and run with\n        --cfg-options {options}')
     if not lines:
         lines.append('Fix the paths in the config (or with --cfg-options), or generate toy data '
                      'with `python tools/make_toy_data.py --out data/toy`.')

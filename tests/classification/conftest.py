@@ -77,8 +77,8 @@ def one_thread():
 def toy_imagenet(tmp_path_factory) -> dict:
     from mmeff.datasets.toy_data import IMAGENET_CLASSES, make_imagenet
     root = tmp_path_factory.mktemp('toy') / 'imagenet'
-    make_imagenet(root, num_train=250, num_val=50, size=(TOY_IMG, TOY_IMG), seed=0)
-    return dict(root=str(root), num_classes=len(IMAGENET_CLASSES), num_train=250, num_val=50)
+    make_imagenet(root, num_train=250, num_val=100, size=(TOY_IMG, TOY_IMG), seed=0)
+    return dict(root=str(root), num_classes=len(IMAGENET_CLASSES), num_train=250, num_val=100)
 
 
 def toy_config(toy: dict, work_dir: str, teacher=None):
@@ -124,7 +124,7 @@ def toy_train(cfg) -> dict:
     checkpoint = str(Path(cfg.work_dir) / f'epoch_{TOY_EPOCHS}.pth')
     metrics = test([str(config), checkpoint])
     return dict(top1=metrics['accuracy/top1'], seconds=seconds, runner=runner,
-                checkpoint=checkpoint)
+                checkpoint=checkpoint, config=str(config))
 
 
 def toy_report(toy: dict, name: str, figures: dict) -> None:
@@ -139,3 +139,4 @@ def toy_pretraining():
     """The helpers above, for the end-to-end test modules."""
     return dict(config=toy_config, train=toy_train, report=toy_report, epochs=TOY_EPOCHS,
                 variant=TOY_VARIANT, img=TOY_IMG)
+

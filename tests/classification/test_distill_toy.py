@@ -6,6 +6,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from mmengine.runner import set_random_seed
 
 import mmeff  # noqa: F401
 from mmeff.checkpoint import read_state_dict
@@ -16,7 +17,7 @@ from mmeff.models.classifiers import ClsDataPreprocessor
 def train_timm_teacher(toy: dict, img: int, path, epochs: int = 10) -> float:
     """timm's small 'test_resnet' trained on the toy train split (hard labels, the same timm
     augmentation); saved as DeiT saves its teacher. Returns its val top-1."""
-    torch.manual_seed(0)
+    set_random_seed(0)  # torch, numpy and random: timm's augmentation draws from all three
     model = timm.create_model('test_resnet', num_classes=toy['num_classes'])
     pre = ClsDataPreprocessor()
     train_set = ImageNet(data_root=toy['root'], split='train', img_size=img)
@@ -58,3 +59,8 @@ def test_distillation_from_a_timm_teacher(toy_imagenet, toy_pretraining, tmp_pat
     state = read_state_dict(result['checkpoint'])
     assert any(k.startswith('head.head_dist.') for k in state)
     assert all(k.startswith(('backbone.', 'head.')) for k in state)  # the teacher is not saved
+    # tools/test.py on the distilled checkpoint without the teacher file: same top-1
+    from mmeff.engine.launch import test
+    metrics = test([result['config'], result['checkpoint'], '--cfg-options', 'model.teacher=None',
+                    'model.head.distillation=True'])
+    assert metrics['accuracy/top1'] == result['top1']

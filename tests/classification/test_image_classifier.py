@@ -96,15 +96,30 @@ def test_teacher_needs_a_matching_local_checkpoint(stand_ins, teacher_file, tmp_
 
 
 def test_teacher_and_head_must_agree(stand_ins, teacher_file):
-    backbone, head = stand_ins(num_classes=4, distillation=True)
-    with pytest.raises(ValueError, match='head.distillation=True but the model has no teacher'):
-        ImageClassifier(backbone, head)
+    backbone, head = stand_ins(num_classes=4, distillation=False)
+    with pytest.raises(ValueError, match='a teacher needs a head with a distillation output'):
+        ImageClassifier(backbone, head, teacher=dict(name='test_resnet', checkpoint=teacher_file))
     backbone, head = stand_ins(num_classes=5, distillation=True)
     with pytest.raises(ValueError, match='predicts 4 classes but the head has 5'):
         ImageClassifier(backbone, head,
                         teacher=dict(name='test_resnet', checkpoint=teacher_file, num_classes=4))
     with pytest.raises(ValueError, match='distillation_alpha'):
         _model(stand_ins, distillation_alpha=1.5)
+
+
+def test_distilled_checkpoint_evaluates_without_the_teacher_file(stand_ins, teacher_file):
+    """head.distillation=True and no teacher: evaluation averages both heads like the trained
+    model; training it is refused (nothing would supervise the distillation output)."""
+    trained = _model(stand_ins, teacher=dict(name='test_resnet', checkpoint=teacher_file)).eval()
+    backbone, head = stand_ins(num_classes=4, distillation=True)
+    evaluator = ImageClassifier(backbone, head)
+    evaluator.load_state_dict(trained.state_dict())
+    evaluator.eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(evaluator(x), trained(x))
+    evaluator.train()
+    with pytest.raises(ValueError, match='no teacher to train it'):
+        evaluator(x, {'gt_label': torch.tensor([0, 1])}, mode='loss')
 
 
 def test_loss_without_labels_is_a_clear_error(stand_ins):

@@ -72,6 +72,7 @@ def test_fused_structure(s0_pair):
     assert isinstance(fused.stages[3].downsample.attn, AttentionDownsampleDeploy)
     assert all(isinstance(b.ls2, nn.Identity) for s in fused.stages for b in s.blocks)
     assert isinstance(fused.stem.conv1, nn.Conv2d)
+    assert fused.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     # fusing again changes nothing
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():

@@ -50,7 +50,8 @@ def uninterrupted(tiny, tiny_config, tmp_path):
     return work_dir, tiny.weights(runner)
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tiny, tiny_config, tmp_path, uninterrupted):
+def test_resume_after_kill_matches_uninterrupted_run(tiny, tiny_config, tmp_path,
+                                                     uninterrupted):
     _, reference = uninterrupted
     work_dir = tmp_path / 'killed'
     with pytest.raises(tiny.SimulatedKill):
@@ -78,7 +79,8 @@ def test_resume_from_explicit_checkpoint(tiny, tiny_config, tmp_path, uninterrup
                                            str(tmp_path / 'nope.pth')))
 
 
-def test_test_entry_point_evaluates_a_runner_checkpoint(tiny, tiny_config, tmp_path, uninterrupted):
+def test_test_entry_point_evaluates_a_runner_checkpoint(tiny, tiny_config, tmp_path,
+                                                       uninterrupted):
     ref_dir, reference = uninterrupted
     metrics = launch.test([tiny_config, str(ref_dir / 'epoch_2.pth'), '--work-dir',
                            str(tmp_path / 'test')])
@@ -131,8 +133,8 @@ def test_interrupted_write_with_max_keep_one(tiny, tiny_config, tmp_path, monkey
 
 @pytest.mark.parametrize('hook', ['CheckpointHook', 'mmengine.CheckpointHook'],
                          ids=['atomic', 'mmengine-control'])
-def test_interrupted_rewrite_of_the_latest_checkpoint(tiny, tiny_config, tmp_path, monkeypatch, hook,
-                                                      uninterrupted):
+def test_interrupted_rewrite_of_the_latest_checkpoint(tiny, tiny_config, tmp_path, monkeypatch,
+                                                      hook, uninterrupted):
     """Re-running epoch 2 over an existing epoch_2.pth (the latest) and dying mid-write."""
     ref_dir, _ = uninterrupted
     work_dir = tmp_path / 'rewrite'

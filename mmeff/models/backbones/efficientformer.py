@@ -177,7 +177,8 @@ class EfficientFormer(MobileBackbone):
         """(N, C, H, W) -> one (N, C_i, ceil(H / 2^(i+2)), ceil(W / 2^(i+2))) map per output.
 
         Stages after the last requested output are not run (their parameters get no gradient:
-        with DDP, freeze them or set ``find_unused_parameters``)."""
+        with DDP, freeze them or set ``find_unused_parameters``). Outputs are always contiguous
+        NCHW, also when the fused model runs channels_last inside (mmcv's CPU ops expect NCHW)."""
         self.check_input(x)
         x = self.stem(x)
         outs = []
@@ -185,7 +186,8 @@ class EfficientFormer(MobileBackbone):
             x = stage(x, self.run_block)
             if i in self.out_indices:
                 norm = getattr(self, f'out_norm{i}', None)
-                outs.append(norm(x) if norm is not None else x)
+                out = norm(x) if norm is not None else x
+                outs.append(out.contiguous())
             if i == self.out_indices[-1]:
                 break
         return tuple(outs)

@@ -38,6 +38,15 @@ def _scale_conv_output(conv: nn.Conv2d, scale: torch.Tensor) -> None:
         conv.bias.mul_(scale.to(conv.bias))
 
 
+@torch.no_grad()
+def _channels_last_weight(conv: nn.Module) -> nn.Module:
+    """Store a dense (non depth-wise) k x k conv's weight channels_last: oneDNN then skips a
+    weight reorder per call on channels_last input (~9% on the stride-2 3x3 convs on CPU)."""
+    if isinstance(conv, nn.Conv2d) and conv.groups == 1 and conv.kernel_size != (1, 1):
+        conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+    return conv
+
+
 def _heads_first(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(B, heads*d, H, W) -> (B, heads, H*W, d) as a view whenever the layout allows."""
     b = x.shape[0]
@@ -105,6 +114,11 @@ class Stem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv2(self.act(self.conv1(x))))
+
+    def fuse(self) -> 'Stem':
+        self.conv1 = _channels_last_weight(_fused(self.conv1))
+        self.conv2 = _channels_last_weight(_fused(self.conv2))
+        return self
 
 
 # ------------------------------------------------------------------------------ unified FFN
@@ -349,7 +363,7 @@ class Downsample(nn.Module):
         return out if self.attn is None else self.attn(x) + out
 
     def fuse(self) -> 'Downsample':
-        self.conv = _fused(self.conv)
+        self.conv = _channels_last_weight(_fused(self.conv))
         if self.attn is not None:
             self.attn = _fused(self.attn)
         return self

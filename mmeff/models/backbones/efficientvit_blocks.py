@@ -177,10 +177,12 @@ class CascadedGroupAttentionDeploy(nn.Module):
         weights = [conv.weight for conv in self.dws]
         use_cache = not (torch.jit.is_tracing() or torch.jit.is_scripting()
                          or torch.compiler.is_compiling())
-        key = (hw, weights[0].device, weights[0].dtype,
-               tuple((w._version, w.data_ptr()) for w in weights))
-        if use_cache and key in self._cache:
-            return self._cache[key]
+        key = None
+        if use_cache:  # (data_ptr() does not exist for torch.export's fake tensors)
+            key = (hw, weights[0].device, weights[0].dtype,
+                   tuple((w._version, w.data_ptr()) for w in weights))
+            if key in self._cache:
+                return self._cache[key]
         mats = []
         for w in weights:
             k = w.shape[-1]

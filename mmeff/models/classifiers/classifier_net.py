@@ -10,7 +10,7 @@ from typing import Tuple, Union
 import torch
 from torch import nn
 
-from ...registry import MODELS
+from ...registry import MODELS, build_model
 
 
 @MODELS.register_module()
@@ -23,8 +23,8 @@ class MobileClassifierNet(nn.Module):
 
     def __init__(self, backbone: Union[nn.Module, dict], head: Union[nn.Module, dict]):
         super().__init__()
-        self.backbone = MODELS.build(backbone) if isinstance(backbone, dict) else backbone
-        self.head = MODELS.build(head) if isinstance(head, dict) else head
+        self.backbone = build_model(backbone) if isinstance(backbone, dict) else backbone
+        self.head = build_model(head) if isinstance(head, dict) else head
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         return self.head(self.backbone(x)[-1])

@@ -19,7 +19,7 @@ from mmengine.structures import BaseDataElement
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
-from ...registry import MODELS
+from ...registry import MODELS, build_model
 from .teacher import FrozenTeacher
 
 Samples = Optional[Dict[str, torch.Tensor]]
@@ -33,7 +33,8 @@ class ImageClassifier(BaseModel):
         backbone: config (or module) of any mmeff backbone, built with its last stage as the
             only output and without dense output norms.
         head: config (or module) of the family head ``Head(in_channels, num_classes,
-            distillation)``. ``distillation`` is set from ``teacher`` when not given.
+            distillation)``. ``distillation`` follows ``teacher`` when not given; True without
+            a teacher only evaluates a distilled checkpoint (its two heads averaged).
         teacher: ``dict(name=<timm model>, checkpoint=<local file>, **create_model_kwargs)``;
             None trains without distillation.
         distillation_alpha: weight of the distillation loss (DeiT: 0.5).
@@ -52,7 +53,7 @@ class ImageClassifier(BaseModel):
             raise ValueError(f'distillation_alpha must be in [0, 1], got {distillation_alpha}')
         self.distillation_alpha = distillation_alpha
         self.label_smoothing = label_smoothing
-        self.backbone = MODELS.build(backbone) if isinstance(backbone, dict) else backbone
+        self.backbone = build_model(backbone) if isinstance(backbone, dict) else backbone
         self.head = self._build_head(head, distill=teacher is not None)
         self.teacher = self._build_teacher(teacher)
         self.soft_target_loss = SoftTargetCrossEntropy()
@@ -78,21 +79,18 @@ class ImageClassifier(BaseModel):
         return linears[-1].out_features
 
     def _build_head(self, head: Union[dict, nn.Module], distill: bool) -> nn.Module:
+        """A teacher needs a distillation head. A distillation head without a teacher is
+        allowed for evaluating distilled checkpoints (heads averaged), not for training."""
         self._num_classes = self._count_classes(head)
-        if not isinstance(head, dict):
-            if self._has_dist_head(head) != distill:
-                raise ValueError(f'head.distillation={self._has_dist_head(head)} but the model '
-                                 f'has {"a" if distill else "no"} teacher')
-            return head
-        head = dict(head)
-        given = head.setdefault('distillation', distill)
-        if given != distill:
+        if isinstance(head, dict):
+            head = dict(head)
+            head.setdefault('distillation', distill)
+            head = build_model(head)
+        if distill and not self._has_dist_head(head):
             raise ValueError(
-                f'head distillation={given} contradicts teacher={"set" if distill else None}: '
-                'the distillation output is trained on the teacher\'s predictions, so give a '
-                'teacher=dict(name=..., checkpoint=...) with it, or drop the distillation head '
-                '(leave head.distillation unset and it follows the teacher)')
-        return MODELS.build(head)
+                'a teacher needs a head with a distillation output: leave head.distillation '
+                'unset (it follows the teacher) or set it to True')
+        return head
 
     def _build_teacher(self, cfg: Optional[dict]) -> Optional[FrozenTeacher]:
         if cfg is None:
@@ -143,11 +141,16 @@ class ImageClassifier(BaseModel):
         if not data_samples or 'gt_label' not in data_samples:
             raise ValueError("training batches need labels: data_samples['gt_label']")
         outputs = self.head(self.extract_feat(inputs))
-        if self.with_teacher:
-            if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
-                raise ValueError('with a teacher the head must return (cls_logits, dist_logits)'
-                                 ' in training mode; build it with distillation=True')
+        if isinstance(outputs, (tuple, list)):
+            if not self.with_teacher:
+                raise ValueError(
+                    'the head has a distillation output but there is no teacher to train it: '
+                    'give teacher=dict(name=..., checkpoint=...), or build the head with '
+                    'distillation=False (a distillation head without teacher is for evaluation)')
             cls_logits, dist_logits = outputs
+        elif self.with_teacher:
+            raise ValueError('with a teacher the head must return (cls_logits, dist_logits) in '
+                             'training mode; build it with distillation=True')
         else:
             cls_logits, dist_logits = outputs, None
         cls_loss = self.label_loss(cls_logits, data_samples)

@@ -1,0 +1,100 @@
+"""Structural inspection of a CoreML ML Program (what can be checked without macOS).
+
+CoreML predictions only run on Apple platforms, so on Linux we check the converted program
+instead: its op-type histogram, that every op belongs to the core MIL op set of the deployment
+target (no custom/dialect ops, nothing the device runtime lacks), the tensor precisions used,
+and the input/output names and shapes.
+"""
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+#: MIL ops that must not appear after the deploy path (``batch_norm`` beyond the per-channel
+#: affines coremltools itself fuses into that op)
+FORBIDDEN_MIL_OPS = {'batch_norm': 'BatchNorm not folded',
+                     'random_bernoulli': 'stochastic depth left in the graph',
+                     'random_uniform': 'random op in the graph',
+                     'random_normal': 'random op in the graph'}
+
+
+@dataclass
+class CoreMLStructure:
+    op_types: Dict[str, int]
+    inputs: List[Tuple[str, Tuple[int, ...], str]]
+    outputs: List[Tuple[str, Tuple[int, ...], str]]
+    precisions: Dict[str, int]
+    opset: str
+    outside_op_set: List[str] = field(default_factory=list)
+    forbidden: List[str] = field(default_factory=list)
+
+    @property
+    def compute_precision(self) -> str:
+        """'fp16' when every floating tensor but the I/O casts is half, 'fp32' when none is."""
+        fp16, fp32 = self.precisions.get('FLOAT16', 0), self.precisions.get('FLOAT32', 0)
+        if fp16 and fp16 >= fp32:
+            return 'fp16'
+        return 'fp32' if not fp16 else 'mixed'
+
+    def text(self) -> str:
+        ops = ', '.join(f'{k}:{v}' for k, v in sorted(self.op_types.items(),
+                                                      key=lambda kv: (-kv[1], kv[0])))
+        io = lambda items: ', '.join(f'{n} {list(s)} {t}' for n, s, t in items)  # noqa: E731
+        lines = [f'  ML Program opset {self.opset}, {sum(self.op_types.values())} ops: {ops}',
+                 f'  inputs:  {io(self.inputs)}',
+                 f'  outputs: {io(self.outputs)}',
+                 f'  precision: {self.compute_precision} (op outputs by dtype: '
+                 f'{dict(sorted(self.precisions.items()))})',
+                 '  op set: ' + ('all ops in the core MIL op set of the target' if
+                                 not self.outside_op_set else
+                                 f'OUTSIDE the target op set: {self.outside_op_set}')]
+        if self.forbidden:
+            lines.append(f'  FORBIDDEN ops: {self.forbidden}')
+        return '\n'.join(lines)
+
+
+def _walk_ops(block):
+    for op in block.operations:
+        yield op
+        for inner in op.blocks:
+            yield from _walk_ops(inner)
+
+
+def _feature(desc) -> Tuple[str, Tuple[int, ...], str]:
+    from coremltools.proto import FeatureTypes_pb2
+    arr = desc.type.multiArrayType
+    dtype = FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(arr.dataType)
+    return desc.name, tuple(int(s) for s in arr.shape), dtype
+
+
+def inspect_mlprogram(mlmodel, target, affine_layers: int = 0) -> CoreMLStructure:
+    """Inspect a converted ``coremltools.models.MLModel`` (ML Program) for ``target``.
+
+    Args:
+        affine_layers: per-channel ``x * s + t`` layers in the source (BNs with no conv to fold
+            into); coremltools turns each into its ``batch_norm`` op, so that many are expected.
+    """
+    from coremltools.converters.mil.mil.ops.registry import SSAOpRegistry
+    from coremltools.proto import MIL_pb2
+
+    spec = mlmodel.get_spec()
+    if spec.WhichOneof('Type') != 'mlProgram':
+        raise ValueError(f'expected an ML Program, got a {spec.WhichOneof("Type")} model')
+    function = spec.mlProgram.functions['main']
+    block = function.block_specializations[function.opset]
+    types, dtypes = Counter(), Counter()
+    for op in _walk_ops(block):
+        types[op.type] += 1
+        for out in op.outputs:
+            if out.type.WhichOneof('type') == 'tensorType':
+                dtypes[MIL_pb2.DataType.Name(out.type.tensorType.dataType)] += 1
+    outside = sorted(t for t in types if t not in SSAOpRegistry.core_ops or
+                     target not in SSAOpRegistry.core_ops[t])
+    counts = dict(types)
+    counts['batch_norm'] = max(0, counts.get('batch_norm', 0) - affine_layers)
+    forbidden = sorted(f'{counts[t]} x {t}: {why}' for t, why in FORBIDDEN_MIL_OPS.items()
+                       if counts.get(t))
+    return CoreMLStructure(
+        op_types=dict(types), opset=function.opset,
+        inputs=[_feature(d) for d in spec.description.input],
+        outputs=[_feature(d) for d in spec.description.output],
+        precisions=dict(dtypes), outside_op_set=outside, forbidden=forbidden)

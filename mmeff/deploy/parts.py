@@ -1,0 +1,216 @@
+"""What gets exported: plain tensor-in / tuple-of-tensors-out views of mmeff-based models.
+
+MMSeg and MMDet models take data samples and return structured results; exporters need a
+``forward(image) -> (tensor, ...)``. Each wrapper here exposes one *part* of a model with fixed,
+named outputs. Inputs are preprocessed images (RGB, mean/std-normalised as the config's
+``data_preprocessor`` does); normalisation is not part of the graph.
+
+Parts:
+    classifier     image -> logits (mmeff classification model)
+    backbone       image -> one feature map per out_index (multi-output)
+    segmentor      image -> per-pixel logits at the input resolution (MMSeg EncoderDecoder)
+    detector-neck  image -> neck feature maps (any MMDet detector with backbone + neck)
+    detector-head  image -> neck maps + the dense head's raw outputs (single-stage, e.g. RetinaNet)
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.backbones.base import MobileBackbone
+from ..models.classifiers.classifier_net import MobileClassifierNet
+
+PARTS = ('auto', 'classifier', 'backbone', 'segmentor', 'detector-neck', 'detector-head')
+Outputs = Tuple[torch.Tensor, ...]
+
+
+class ExportPart(nn.Module):
+    """Base: ``forward(image)`` returns a flat tuple; ``output_names`` names its entries."""
+    part: str = ''
+
+    def output_names(self, num_outputs: int) -> List[str]:
+        return [f'output{i}' for i in range(num_outputs)]
+
+
+class ClassifierPart(ExportPart):
+    part = 'classifier'
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, image: torch.Tensor) -> Outputs:
+        out = self.classifier(image)
+        if isinstance(out, (tuple, list)):  # (cls, dist) heads in train mode: eval averages
+            out = sum(out) / len(out)
+        return (out,)
+
+    def output_names(self, num_outputs: int) -> List[str]:
+        return ['logits']
+
+
+class BackbonePart(ExportPart):
+    part = 'backbone'
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, image: torch.Tensor) -> Outputs:
+        return tuple(self.backbone(image))
+
+    def output_names(self, num_outputs: int) -> List[str]:
+        indices = getattr(self.backbone, 'out_indices', None)
+        if indices is not None and len(indices) == num_outputs:
+            return [f'stage{i}' for i in indices]
+        return [f'feat{i}' for i in range(num_outputs)]
+
+
+class SegmentorPart(ExportPart):
+    """MMSeg EncoderDecoder end to end: backbone, neck, decode head, bilinear resize to input."""
+    part = 'segmentor'
+
+    def __init__(self, segmentor: nn.Module):
+        super().__init__()
+        self.segmentor = segmentor
+
+    def forward(self, image: torch.Tensor) -> Outputs:
+        feats = self.segmentor.extract_feat(image)
+        logits = self.segmentor.decode_head(feats)
+        head = self.segmentor.decode_head
+        logits = F.interpolate(logits, size=image.shape[-2:], mode='bilinear',
+                               align_corners=getattr(head, 'align_corners', False))
+        return (logits,)
+
+    def output_names(self, num_outputs: int) -> List[str]:
+        return ['seg_logits']
+
+
+class DetectorPart(ExportPart):
+    """MMDet backbone + neck, optionally followed by the dense head's raw (pre-NMS) outputs."""
+
+    #: names of a dense head's output groups, by position (RetinaNet: cls, bbox; FCOS adds one)
+    head_groups = ('cls_score', 'bbox_pred', 'centerness')
+
+    def __init__(self, detector: nn.Module, with_head: bool):
+        super().__init__()
+        self.detector = detector
+        self.with_head = with_head
+        self.part = 'detector-head' if with_head else 'detector-neck'
+        self._groups: Optional[List[int]] = None
+
+    def forward(self, image: torch.Tensor) -> Outputs:
+        feats = tuple(self.detector.extract_feat(image))
+        if not self.with_head:
+            return feats
+        head_out = self.detector.bbox_head(feats)
+        groups = [list(g) if isinstance(g, (list, tuple)) else [g] for g in head_out]
+        self._groups = [len(g) for g in groups]
+        return feats + tuple(t for g in groups for t in g)
+
+    def output_names(self, num_outputs: int) -> List[str]:
+        if not self.with_head or self._groups is None:
+            return [f'neck{i}' for i in range(num_outputs)]
+        num_feats = num_outputs - sum(self._groups)
+        names = [f'neck{i}' for i in range(num_feats)]
+        for g, count in enumerate(self._groups):
+            base = self.head_groups[g] if g < len(self.head_groups) else f'head{g}_'
+            names += [f'{base}{i}' for i in range(count)]
+        return names
+
+
+def find_mmeff_backbone(model: nn.Module) -> Optional[MobileBackbone]:
+    """The mmeff backbone a model is built on (itself, ``.backbone``), or None."""
+    if isinstance(model, MobileBackbone):
+        return model
+    backbone = getattr(model, 'backbone', None)
+    return backbone if isinstance(backbone, MobileBackbone) else None
+
+
+def _find_classifier(model: nn.Module) -> Optional[nn.Module]:
+    """The classification network in ``model``: itself, the one MobileClassifierNet inside, or
+    a view of a training wrapper with an mmeff ``backbone`` and a ``head`` (e.g. mmeff's
+    ImageClassifier of configs/cls, whose tensor mode is ``head(backbone(x)[-1])``)."""
+    if isinstance(model, MobileClassifierNet):
+        return model
+    found = [m for m in model.modules() if isinstance(m, MobileClassifierNet)]
+    if len(found) == 1:
+        return found[0]
+    dense = any(hasattr(model, a) for a in ('neck', 'decode_head', 'bbox_head', 'rpn_head'))
+    if isinstance(getattr(model, 'backbone', None), MobileBackbone) and \
+            isinstance(getattr(model, 'head', None), nn.Module) and not dense:
+        return MobileClassifierNet(model.backbone, model.head)
+    return None
+
+
+def _kind(model: nn.Module) -> str:
+    """Which part ``auto`` means for this model."""
+    if _find_classifier(model) is not None:
+        return 'classifier'
+    if isinstance(model, MobileBackbone):
+        return 'backbone'
+    if hasattr(model, 'decode_head') and hasattr(model, 'extract_feat'):
+        return 'segmentor'
+    if hasattr(model, 'extract_feat') and getattr(model, 'with_neck', False):
+        single_stage = getattr(model, 'bbox_head', None) is not None and \
+            getattr(model, 'rpn_head', None) is None and getattr(model, 'roi_head', None) is None
+        return 'detector-head' if single_stage else 'detector-neck'
+    return 'unknown'
+
+
+def make_part(model: nn.Module, part: str = 'auto') -> ExportPart:
+    """Wrap ``model`` for export as ``part`` (see module doc); clear errors when impossible."""
+    if part not in PARTS:
+        raise ValueError(f'unknown part {part!r}; choose one of {PARTS}')
+    backbone = find_mmeff_backbone(model)
+    if backbone is None and _find_classifier(model) is None:
+        inner = getattr(model, 'backbone', None)
+        what = type(inner).__name__ if inner is not None else 'no backbone'
+        raise ValueError(
+            f'{type(model).__name__} is not built on an mmeff backbone ({what}); export and its '
+            'deploy path (BN folding, frozen attention biases) support models whose backbone is '
+            'mmeff.EfficientFormer / EfficientFormerV2 / EfficientViT')
+    kind = _kind(model)
+    if part == 'auto':
+        part = kind
+    if part == 'classifier':
+        classifier = _find_classifier(model)
+        if classifier is None:
+            raise ValueError(f'--part classifier needs a classification model; '
+                             f'{type(model).__name__} is a {kind}. Try --part {kind}')
+        return ClassifierPart(classifier)
+    if part == 'backbone':
+        if backbone is None:
+            backbone = _find_classifier(model).backbone
+        return BackbonePart(backbone)
+    if part == 'segmentor':
+        if kind != 'segmentor':
+            raise ValueError(f'--part segmentor needs an MMSeg EncoderDecoder config; '
+                             f'{type(model).__name__} is a {kind}')
+        return SegmentorPart(model)
+    if part in ('detector-neck', 'detector-head'):
+        if kind not in ('detector-neck', 'detector-head'):
+            raise ValueError(f'--part {part} needs an MMDet detector with a neck; '
+                             f'{type(model).__name__} is a {kind}')
+        if part == 'detector-head' and kind != 'detector-head':
+            raise ValueError(
+                f'--part detector-head exports a single-stage dense head (e.g. RetinaNet); '
+                f'{type(model).__name__} is two-stage (RPN + RoI heads need NMS and RoIAlign, '
+                'which stay outside the graph). Use --part detector-neck')
+        return DetectorPart(model, with_head=part == 'detector-head')
+    raise ValueError(f'cannot tell what to export from {type(model).__name__}; pass --part '
+                     f'with one of {PARTS[1:]}')
+
+
+def flatten_outputs(out) -> List[torch.Tensor]:
+    """Tensors of a (nested) output, in order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in flatten_outputs(o)]
+    raise TypeError(f'cannot export an output of type {type(out).__name__}')
+
+
+def describe_outputs(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> str:
+    return ', '.join(f'{n} {tuple(t.shape)}' for n, t in zip(names, tensors))

@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""Parameters, MACs and latency of mmeff's models next to timm's and reference CNNs.
+
+Examples::
+
+    # everything, 1 thread, batch 1, 224x224, on every backend available here
+    python tools/benchmark.py --out-dir docs/benchmark --plot docs/latency_vs_params.png
+    # MACs and params only (no timing), e.g. to check them against the papers
+    python tools/benchmark.py ours --macs-only
+    # a few models on chosen backends
+    python tools/benchmark.py efficientformer_l1 timm/efficientformer_l1 timm/resnet50 \\
+        --backends eager fused onnxruntime --runs 20 --threads 2
+
+Models: names, or the shortcuts ours / timm / refs / all, or a group (EfficientFormer, ...).
+Latency: median and p90 of --runs timed calls after --warmup calls. Results go to
+<out-dir>/<stem>.json and .csv; --plot writes the latency-vs-parameters PNG.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mmeff.deploy.bench_registry import select  # noqa: E402
+from mmeff.deploy.bench_report import (format_meta, load_results,  # noqa: E402
+                                       machine_info, ratio_table, results_table, save_outputs)
+from mmeff.deploy.benchmark import (BACKENDS, DEFAULT_BACKENDS, BenchConfig,  # noqa: E402
+                                    run_benchmark)
+
+SHARED_CPU_NOTE = ('note: the CPU may be shared with other jobs; absolute times are noisy. '
+                   'Compared models (ours, timm\'s same variant, ResNet-50) are timed round-robin '
+                   'in one session, so their ratios are the robust figures')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
+    parser.add_argument('models', nargs='*', default=['all'])
+    parser.add_argument('--backends', nargs='+', choices=BACKENDS, default=DEFAULT_BACKENDS)
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--shape', nargs=2, type=int, default=None, metavar=('H', 'W'),
+                        help="input size (default: each model's own, 224x224 for classifiers)")
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--runs', type=int, default=10)
+    parser.add_argument('--macs-only', action='store_true', help='count, do not time')
+    parser.add_argument('--out-dir', default='work_dirs/benchmark')
+    parser.add_argument('--stem', default='benchmark', help='file name stem of JSON/CSV')
+    parser.add_argument('--plot', default=None, help='PNG path of latency vs parameters')
+    parser.add_argument('--merge', nargs='+', default=None, metavar='JSON',
+                        help='combine earlier result files (e.g. one run per family) into one '
+                             'table, JSON/CSV and plot instead of measuring')
+    parser.add_argument('--no-progress', action='store_true')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.batch <= 0 or args.threads <= 0 or args.runs <= 0 or args.warmup < 0:
+        print('[benchmark] error: --batch, --threads and --runs must be positive, '
+              '--warmup non-negative', file=sys.stderr)
+        return 2
+    if args.merge:
+        return merge(args)
+    try:
+        models = select(args.models)
+    except ValueError as err:
+        print(f'[benchmark] error: {err}', file=sys.stderr)
+        return 2
+    config = BenchConfig(backends=args.backends, batch=args.batch, threads=args.threads,
+                         input_hw=tuple(args.shape) if args.shape else None,
+                         warmup=args.warmup, runs=args.runs, macs_only=args.macs_only)
+    meta = machine_info(config)
+    meta['note'] = SHARED_CPU_NOTE
+    print(f'[benchmark] {format_meta(meta)}')
+    print(f'[benchmark] {SHARED_CPU_NOTE}')
+    rows = run_benchmark(models, config, progress=not args.no_progress)
+    backends = [] if args.macs_only else list(args.backends)
+    report(rows, meta, backends, args)
+    return 0
+
+
+def merge(args) -> int:
+    rows, metas = load_results(args.merge)
+    meta = dict(metas[0], merged_from=list(args.merge), runs_merged=metas)
+    present = {r.backend for r in rows}
+    backends = [b for b in BACKENDS if b in present]
+    print(f'[benchmark] merged {len(args.merge)} result files: {format_meta(metas[0])}')
+    report(rows, meta, backends, args)
+    return 0
+
+
+def report(rows, meta, backends, args) -> None:
+    print()
+    print(results_table(rows, backends))
+    skipped = {(r.backend, r.note) for r in rows if r.status == 'skipped'}
+    for backend, reason in sorted(skipped):
+        print(f'[benchmark] skipped {backend}: {reason}')
+    if backends:
+        print()
+        print('speed ratios (lower = faster; medians of one session, timed round-robin):')
+        print(ratio_table(rows))
+    outputs = save_outputs(rows, meta, args.out_dir, args.stem, args.plot)
+    print(f'\n[benchmark] wrote {outputs.json}, {outputs.csv}'
+          + (f', {outputs.png}' if outputs.png else ''))
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""Export an mmeff model to ONNX, CoreML or TorchScript and print a parity report.
+
+Examples::
+
+    # classifier by name (random weights unless a checkpoint is given), CoreML for iPhone
+    python tools/export.py efficientformer_l1 l1.pth --format coreml --fp16
+    # multi-output dense backbone
+    python tools/export.py efficientformerv2_s0 --part backbone --format onnx --shape 512 512
+    # MMSeg Semantic FPN end to end (image -> per-pixel logits)
+    python tools/export.py configs/fpn_l1_ade20k.py work_dirs/.../iter_40000.pth \\
+        --format onnx --shape 512 512
+    # MMDet RetinaNet: backbone + neck + raw dense-head outputs
+    python tools/export.py configs/retinanet_m4_coco.py ckpt.pth --format onnx --shape 800 1344
+
+The model goes down the deploy path first (BN folded, attention biases frozen for --shape,
+no DropPath/Dropout); the exported graph is inspected for leftovers and compared with the
+unfused PyTorch model. Exit status: 0 when every check passes, 1 when a check fails,
+2 for an unsupported request.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mmeff.deploy.export import (COREML_TARGETS, FORMATS, ExportError,  # noqa: E402
+                                 ExportOptions, export)
+from mmeff.deploy.loading import load_model  # noqa: E402
+from mmeff.deploy.parts import PARTS, make_part  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
+    parser.add_argument('model', metavar='CONFIG_OR_MODEL',
+                        help='config file, or a model name such as efficientformer_l1')
+    parser.add_argument('checkpoint', nargs='?', default=None,
+                        help='weights (any supported layout); random init when omitted')
+    parser.add_argument('--format', choices=FORMATS, required=True)
+    parser.add_argument('--shape', nargs=2, type=int, default=(224, 224), metavar=('H', 'W'),
+                        help='input height and width (default 224 224)')
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--fp16', action='store_true',
+                        help='half precision (CoreML: fp16 compute, what the Neural Engine '
+                             'runs; ONNX/TorchScript: needs CUDA)')
+    dyn = parser.add_mutually_exclusive_group()
+    dyn.add_argument('--dynamic', action='store_true',
+                     help='ONNX with dynamic batch, H and W (refused for models with '
+                          'attention biases: they are constants for --shape)')
+    dyn.add_argument('--dynamic-batch', action='store_true',
+                     help='ONNX with a dynamic batch dimension only')
+    parser.add_argument('--out', default=None,
+                        help='output path (default: work_dirs/export/<name>_<H>x<W>.<ext>)')
+    parser.add_argument('--part', choices=PARTS, default='auto',
+                        help='what to export (default: inferred from the model)')
+    parser.add_argument('--opset', type=int, default=17)
+    parser.add_argument('--coreml-target', choices=COREML_TARGETS, default='iOS16')
+    parser.add_argument('--tolerance', type=float, default=None,
+                        help='relative-error bound (default 1e-4 fp32, 1e-2 fp16)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='PyTorch intra-op threads (default 1: export is not timed, and '
+                             'spinning threads on a busy machine slow it down many times)')
+    parser.add_argument('--verbose', action='store_true', help='show converter progress')
+    return parser.parse_args(argv)
+
+
+def default_out(model: str, part: str, shape, fmt: str) -> str:
+    name = os.path.splitext(os.path.basename(model))[0]
+    suffix = '' if part in ('auto', 'classifier') else f'_{part}'
+    ext = {'onnx': 'onnx', 'coreml': 'mlpackage', 'torchscript': 'pt'}[fmt]
+    return os.path.join('work_dirs', 'export', f'{name}{suffix}_{shape[0]}x{shape[1]}.{ext}')
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    options = ExportOptions(fmt=args.format, input_hw=tuple(args.shape), batch=args.batch,
+                            fp16=args.fp16, dynamic=args.dynamic,
+                            dynamic_batch=args.dynamic_batch, opset=args.opset,
+                            coreml_target=args.coreml_target, tolerance=args.tolerance)
+    out = args.out or default_out(args.model, args.part, args.shape, args.format)
+    if args.threads > 0:
+        import torch
+        torch.set_num_threads(args.threads)
+    try:
+        model = load_model(args.model, args.checkpoint, args.part)
+        part = make_part(model, args.part)
+        report = export(part, out, options, verbose=args.verbose)
+    except ExportError as err:
+        print(f'[export] FAILED: {err}', file=sys.stderr)
+        return 1
+    except ValueError as err:
+        print(f'[export] error: {err}', file=sys.stderr)
+        return 2
+    if args.checkpoint is None:
+        report.notes.append('no checkpoint given: random weights (structure and parity only)')
+    print(report.text())
+    return 0 if report.ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
