@@ -11,7 +11,11 @@ Examples::
     python tools/benchmark.py efficientformer_l1 timm/efficientformer_l1 timm/resnet50 \\
         --backends eager fused onnxruntime --runs 20 --threads 2
 
-Models: names, or the shortcuts ours / timm / refs / all, or a group (EfficientFormer, ...).
+    # Semantic FPN segmentors at 512x512, each next to MMSeg's ResNet-50 one (images/s)
+    python tools/benchmark.py segmentors --backends eager fused --threads 1 --runs 5
+
+Models: names, or the shortcuts ours / timm / refs / all / segmentors, or a group
+(EfficientFormer, ...).
 Latency: median and p90 of --runs timed calls after --warmup calls. Results go to
 <out-dir>/<stem>.json and .csv; --plot writes the latency-vs-parameters PNG.
 """
@@ -22,6 +26,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mmeff.deploy.bench_registry import select  # noqa: E402
+from mmeff.deploy.bench_segmentors import SEGMENTOR_ANCHOR, throughput_table  # noqa: E402
 from mmeff.deploy.bench_report import (format_meta, load_results,  # noqa: E402
                                        machine_info, ratio_table, results_table, save_outputs)
 from mmeff.deploy.benchmark import (BACKENDS, DEFAULT_BACKENDS, BenchConfig,  # noqa: E402
@@ -51,6 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--merge', nargs='+', default=None, metavar='JSON',
                         help='combine earlier result files (e.g. one run per family) into one '
                              'table, JSON/CSV and plot instead of measuring')
+    parser.add_argument('--anchor', default=None,
+                        help='model timed in every session as the reference of the ratios '
+                             '(default: semfpn_resnet50 when only segmentors are selected, '
+                             'else timm/resnet50)')
     parser.add_argument('--no-progress', action='store_true')
     return parser.parse_args(argv)
 
@@ -68,9 +77,15 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f'[benchmark] error: {err}', file=sys.stderr)
         return 2
+    if args.anchor is None:
+        segmentors_only = all(m.task == 'segmentor' for m in models)
+        args.anchor = SEGMENTOR_ANCHOR if segmentors_only else 'timm/resnet50'
+    if args.anchor == SEGMENTOR_ANCHOR and args.anchor not in {m.name for m in models}:
+        models += select([args.anchor])  # segmentors are always shown next to the R50 one
     config = BenchConfig(backends=args.backends, batch=args.batch, threads=args.threads,
                          input_hw=tuple(args.shape) if args.shape else None,
-                         warmup=args.warmup, runs=args.runs, macs_only=args.macs_only)
+                         warmup=args.warmup, runs=args.runs, macs_only=args.macs_only,
+                         anchor=args.anchor)
     meta = machine_info(config)
     meta['note'] = SHARED_CPU_NOTE
     print(f'[benchmark] {format_meta(meta)}')
@@ -97,10 +112,16 @@ def report(rows, meta, backends, args) -> None:
     skipped = {(r.backend, r.note) for r in rows if r.status == 'skipped'}
     for backend, reason in sorted(skipped):
         print(f'[benchmark] skipped {backend}: {reason}')
-    if backends:
+    classifiers = [r for r in rows if not r.model.startswith('semfpn_')]
+    if backends and classifiers:
         print()
         print('speed ratios (lower = faster; medians of one session, timed round-robin):')
-        print(ratio_table(rows))
+        print(ratio_table(classifiers))
+    if backends and len(classifiers) < len(rows):
+        print()
+        print(f'segmentor throughput ({rows[0].batch} image(s) per call; speed relative to '
+              f'{SEGMENTOR_ANCHOR} timed in the same session, higher = faster):')
+        print(throughput_table(rows))
     outputs = save_outputs(rows, meta, args.out_dir, args.stem, args.plot)
     print(f'\n[benchmark] wrote {outputs.json}, {outputs.csv}'
           + (f', {outputs.png}' if outputs.png else ''))

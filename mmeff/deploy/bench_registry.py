@@ -83,6 +83,9 @@ def _register_defaults() -> None:
             params, gmacs = _REFERENCE_PAPER[cnn]
             register_bench_model(BenchModel(key, 'CNN reference', _timm_factory(cnn),
                                             paper_params_m=params, paper_gmacs=gmacs))
+    from .bench_segmentors import SEGMENTOR_ANCHOR, register_segmentors
+    if SEGMENTOR_ANCHOR not in BENCH_MODELS:
+        register_segmentors(register_bench_model, BenchModel)
 
 
 def bench_models() -> Dict[str, BenchModel]:
@@ -96,6 +99,7 @@ SELECTIONS = {
     'timm': lambda m: m.group == 'timm',
     'refs': lambda m: m.group == 'CNN reference',
     'all': lambda m: m.task == 'classifier',
+    'segmentors': lambda m: m.task == 'segmentor',
 }
 
 
