@@ -73,10 +73,10 @@ class CurveHook(Hook):
     def after_val_epoch(self, runner, metrics=None) -> None:
         if not metrics or 'mIoU' not in metrics:
             return
-        window = self.losses[-10:] or [float('nan')]
+        window = self.losses[-10:]
         step = runner.iter if self._step_override is None else self._step_override
         point = dict(step=step, train_minutes=round(self.train_time / 60, 2),
-                     loss=round(sum(window) / len(window), 4),
+                     loss=round(sum(window) / len(window), 4) if window else None,
                      mIoU=float(metrics['mIoU']), mAcc=float(metrics.get('mAcc', 'nan')),
                      aAcc=float(metrics.get('aAcc', 'nan')))
         if self.curve and self.curve[-1]['step'] == point['step']:
@@ -186,7 +186,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print('\nSemantic FPN + EfficientFormer-L1 (random init) on the toy ADE set, CPU', flush=True)
     print(f'{"step":>6} {"train min":>10} {"loss":>8} {"mIoU %":>8} {"mAcc %":>8}')
     for c in curve:
-        print(f'{c["step"]:>6} {c["train_minutes"]:>10.2f} {c["loss"]:>8.3f} '
+        loss = f'{c["loss"]:>8.3f}' if c['loss'] is not None else f'{"-":>8}'
+        print(f'{c["step"]:>6} {c["train_minutes"]:>10.2f} {loss} '
               f'{c["mIoU"]:>8.2f} {c["mAcc"]:>8.2f}')
     print(f'best mIoU {best["mIoU"]:.2f} % at step {best["step"]} '
           f'({best["train_minutes"]:.1f} min); target {args.target:g} % '
