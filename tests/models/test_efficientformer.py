@@ -95,20 +95,25 @@ def test_arch_dict_equal_to_a_named_arch_gets_its_name():
     assert EfficientFormer(TINY).arch_name is None
 
 
-def test_num_vit_beyond_last_stage_puts_mb3d_at_the_tail_of_stage3():
+def test_num_vit_beyond_last_stage_puts_mb3d_at_the_tail_of_stage3(perturb):
     torch.manual_seed(0)
-    model = EfficientFormer(dict(TINY, num_vit=3))
+    # perturbed: at init the layer scales (1e-5) and the zero tables shrink the table's
+    # gradient to ~1e-14, which is rounding noise, not a signal
+    model = perturb(EfficientFormer(dict(TINY, num_vit=3)))
     assert block_kinds(model) == [['MB4D'], ['MB4D'], ['MB4D', 'MB3D'], ['MB3D', 'MB3D']]
     x = torch.randn(2, 3, 97, 65)
     outs = model.train()(x)
     assert [tuple(o.shape) for o in outs] == [(2, 8, 25, 17), (2, 16, 13, 9), (2, 24, 7, 5),
                                               (2, 32, 4, 3)]
-    # The outputs pass GroupNorm(1, C) with unit weight, so their mean is zero by construction:
-    # a loss of means would leave only rounding noise as gradient. Squares depend on the weights.
-    sum(o.square().mean() for o in outs).backward()
+    # The outputs pass GroupNorm(1, C): their mean (0) and mean square (1) are fixed by
+    # construction, so a loss of either leaves only rounding noise as gradient. A fixed random
+    # projection depends on the weights.
+    weights = [torch.randn(o.shape, generator=torch.Generator().manual_seed(i))
+               for i, o in enumerate(outs)]
+    sum((o * w).sum() for o, w in zip(outs, weights)).backward()
     bias = model.stages[2].blocks[1].token_mixer.attention_bias.table
     assert bias.grad is not None and torch.isfinite(bias.grad).all()
-    assert bias.grad.abs().max() > 1e-6
+    assert bias.grad.abs().max() > 1e-4
     model.eval()
     with torch.no_grad():
         first, again = model(x), model(x)
