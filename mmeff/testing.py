@@ -5,7 +5,7 @@ from typing import Dict
 import torch
 from torch import nn
 
-from .models.layers import AttentionBias2d
+from mmeff.models.layers import AttentionBias2d
 
 
 @torch.no_grad()

@@ -25,11 +25,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mmeff.deploy.bench_registry import select  # noqa: E402
-from mmeff.deploy.bench_segmentors import SEGMENTOR_ANCHOR, throughput_table  # noqa: E402
-from mmeff.deploy.bench_report import (format_meta, load_results,  # noqa: E402
+from mmeff.benchmark.registry import select  # noqa: E402
+from mmeff.benchmark.segmentors import SEGMENTOR_ANCHOR, throughput_table  # noqa: E402
+from mmeff.benchmark.report import (format_meta, load_results,  # noqa: E402
                                        machine_info, ratio_table, results_table, save_outputs)
-from mmeff.deploy.benchmark import (BACKENDS, DEFAULT_BACKENDS, BenchConfig,  # noqa: E402
+from mmeff.benchmark.runner import (BACKENDS, DEFAULT_BACKENDS, BenchConfig,  # noqa: E402
                                     run_benchmark)
 
 SHARED_CPU_NOTE = ('note: the CPU may be shared with other jobs; absolute times are noisy. '

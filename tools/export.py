@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mmeff.deploy.export import (COREML_TARGETS, FORMATS, ExportError,  # noqa: E402
                                  ExportOptions, export)
-from mmeff.deploy.loading import load_model  # noqa: E402
+from mmeff.models.loading import load_model  # noqa: E402
 from mmeff.deploy.parts import PARTS, make_part  # noqa: E402
 
 

@@ -1,13 +1,18 @@
-"""Checkpoint layouts (official release / timm / mmpretrain / mmeff) and loading."""
-# mmeff.models (backbones/base.py) imports .loader, and .loader imports mmeff.models.layers:
-# initialise mmeff.models first so that `import mmeff.checkpoint` alone does not hit the cycle.
-from .. import models  # noqa: F401  isort: skip
-from .io import load_file, read_state_dict, safe_globals, strip_prefix, unwrap_state_dict
-from .loader import (CONVERTERS, ArchMismatchError, LayoutConverter, LoadReport, detect_family,
-                     load_pretrained, register_converter, rename_key, rename_keys)
+"""Model-agnostic checkpoint handling: file io (weights_only, safe globals), key-rename rules,
+the converter protocol and registry, and the load report (docs/design.md, "checkpoint").
+
+This package never imports a model. Each backbone family keeps its own layouts in
+``mmeff/models/backbones/<family>/checkpoint.py`` and registers its converter here when
+``mmeff.models`` is imported (``import mmeff`` does that).
+"""
+from mmeff.checkpoint.io import (load_file, read_state_dict, safe_globals, strip_prefix,
+                                 unwrap_state_dict)
+from mmeff.checkpoint.loader import (CONVERTERS, ArchMismatchError, LayoutConverter, LoadReport,
+                                     detect_family, load_pretrained, register_converter,
+                                     rename_key, rename_keys)
 
 __all__ = [
     'load_file', 'read_state_dict', 'safe_globals', 'strip_prefix', 'unwrap_state_dict',
-    'CONVERTERS', 'ArchMismatchError', 'detect_family', 'register_converter', 'LayoutConverter', 'LoadReport', 'load_pretrained', 'rename_key',
-    'rename_keys'
+    'CONVERTERS', 'ArchMismatchError', 'detect_family', 'register_converter', 'LayoutConverter',
+    'LoadReport', 'load_pretrained', 'rename_key', 'rename_keys'
 ]

@@ -15,7 +15,7 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from .io import StateDict, read_state_dict, strip_prefix, unwrap_state_dict
+from mmeff.checkpoint.io import StateDict, read_state_dict, strip_prefix, unwrap_state_dict
 
 RenameRule = Tuple[str, Union[str, Callable, None]]
 
@@ -90,7 +90,9 @@ def register_converter(cls):
 
 def detect_family(state_dict: StateDict) -> Tuple[str, str]:
     """(family, layout) of a state dict, trying every registered converter."""
-    import mmeff.models  # noqa: F401  (registers the converters of all families)
+    if not CONVERTERS:
+        raise RuntimeError('no checkpoint converter is registered: import mmeff (or '
+                           'mmeff.models) first, which registers every family\'s converter')
     found = []
     for family, conv in CONVERTERS.items():
         try:
@@ -132,12 +134,22 @@ class ArchMismatchError(ValueError):
     """The checkpoint belongs to another architecture than the model."""
 
 
-def _bias_tables(model: nn.Module) -> Dict[str, nn.Module]:
-    # imported here: importing mmeff.models at module level would make
-    # ``import mmeff.checkpoint`` circular (models -> backbones.base -> checkpoint.loader)
-    from ..models.layers.attention_bias import AttentionBias2d
-    return {f'{name}.table': m for name, m in model.named_modules()
-            if isinstance(m, AttentionBias2d)}
+def _resizable_from(model: nn.Module) -> Dict[str, Callable]:
+    """State-dict keys whose module accepts another shape on load, with the module's check.
+
+    A module opts in by defining ``accepts_resized(name, shape) -> bool`` (mmeff's attention
+    bias tables do: they resample a table learned on another grid). Duck typing keeps this
+    package free of any model import (docs/design.md, "checkpoint").
+    """
+    found = {}
+    for module_name, module in model.named_modules():
+        check = getattr(module, 'accepts_resized', None)
+        if not callable(check):
+            continue
+        for param_name, _ in module.named_parameters(recurse=False):
+            key = f'{module_name}.{param_name}' if module_name else param_name
+            found[key] = (lambda shape, check=check, name=param_name: check(name, shape))
+    return found
 
 
 def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
@@ -175,19 +187,17 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
     else:
         selected = canonical
 
-    from ..models.layers.attention_bias import table_size_of
     own = model.state_dict()
-    tables = _bias_tables(model)
+    resizable = _resizable_from(model)
     mismatched = []
     for key, value in list(selected.items()):
         if key not in own:
             continue
         if own[key].shape == value.shape:
             continue
-        if key in tables and value.dim() == 2 and value.shape[0] == own[key].shape[0] \
-                and table_size_of(value.shape[1]) is not None:
+        if key in resizable and resizable[key](tuple(value.shape)):
             report.resized.append(f'{key}: {tuple(value.shape)} -> {tuple(own[key].shape)}')
-            continue  # AttentionBias2d._load_from_state_dict resizes it
+            continue  # the module's _load_from_state_dict resizes it
         mismatched.append(f'{key}: checkpoint {tuple(value.shape)} vs model '
                           f'{tuple(own[key].shape)}')
 

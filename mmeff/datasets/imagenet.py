@@ -18,8 +18,8 @@ from mmengine.dataset import BaseDataset
 from PIL import Image
 from timm.data import create_transform
 
-from ..registry import DATASETS
-from .timm_compat import fix_posterize
+from mmeff.registry import DATASETS
+from mmeff.datasets.timm_compat import fix_posterize
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 

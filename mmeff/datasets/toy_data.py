@@ -26,7 +26,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .toy_shapes import (add_pixel_noise, boxes_overlap, checker, draw_polygon, hsv_color,
+from mmeff.datasets.toy_shapes import (add_pixel_noise, boxes_overlap, checker, draw_polygon, hsv_color,
                          noisy_background, place_polygon, polygon_area, random_vivid_color,
                          shape_polygon, stripes)
 

@@ -1,13 +1,13 @@
-"""Deployment: BN folding, bias freezing, export (ONNX / CoreML / TorchScript) and benchmarks.
+"""Deployment: BN folding, bias freezing, the deploy path, export (ONNX / CoreML / TorchScript),
+graph checks and parity reports (docs/design.md, "model -> fuse -> export").
 
-Export and benchmark modules import their runtimes (onnx, onnxruntime, coremltools) lazily, so
-importing this package needs none of them.
+Export modules import their runtimes (onnx, onnxruntime, coremltools) lazily, so importing this
+package needs none of them. Measurement lives in :mod:`mmeff.benchmark`.
 """
-from .complexity import count_macs, count_params
-from .deploy_path import deploy
-from .export import ExportOptions, ExportReport, export
-from .fuse import freeze_attention_biases, fuse
-from .parts import make_part
+from mmeff.deploy.deploy_path import deploy
+from mmeff.deploy.export import ExportOptions, ExportReport, export
+from mmeff.deploy.parts import make_part
+from mmeff.models.layers.fusion import freeze_attention_biases, fuse
 
 __all__ = ['fuse', 'freeze_attention_biases', 'deploy', 'export', 'ExportOptions',
-           'ExportReport', 'make_part', 'count_macs', 'count_params']
+           'ExportReport', 'make_part']

@@ -1,6 +1,6 @@
 """The deploy path every export goes through, and the checks that prove it was taken.
 
-``deploy(module, input_shape)`` = mmeff's :func:`~mmeff.deploy.fuse` (BN folded into our
+``deploy(module, input_shape)`` = mmeff's :func:`~mmeff.models.layers.fusion` (BN folded into our
 convs/linears, DropPath/Dropout removed, attention biases frozen as constants for the export
 resolution) + the same BN folding for MMCV ``ConvModule`` s of necks and heads, after
 SyncBN has been reverted to plain BN (exports are single-device). A BN with no conv in front
@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..models.layers.attention_bias import AttentionBias2d
-from ..models.layers.conv_norm import fuse_conv_bn
-from .fuse import fuse
+from mmeff.models.layers.attention_bias import AttentionBias2d
+from mmeff.models.layers.conv_norm import fuse_conv_bn
+from mmeff.models.layers.fusion import fuse
 
 #: TorchScript node kinds that must not survive the deploy path, with the reason
 FORBIDDEN_TORCH_OPS: Dict[str, str] = {

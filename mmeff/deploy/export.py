@@ -29,10 +29,10 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .deploy_path import (ChannelAffine, all_finite, attention_biases, deploy,
+from mmeff.deploy.deploy_path import (ChannelAffine, all_finite, attention_biases, deploy,
                           deploy_violations, nan_bias_tables, traced_op_kinds)
-from .parity import TOLERANCE, Parity, compare, example_input, output_list
-from .parts import ExportPart
+from mmeff.deploy.parity import TOLERANCE, Parity, compare, example_input, output_list
+from mmeff.deploy.parts import ExportPart
 
 FORMATS = ('onnx', 'coreml', 'torchscript')
 SUFFIX = {'onnx': '.onnx', 'coreml': '.mlpackage', 'torchscript': '.pt'}
@@ -247,7 +247,7 @@ def _quiet_tracer():
 def _export_onnx(module, traced, x, ref_out, names, path, options, report, verbose):
     import onnx
 
-    from .onnx_check import graph_violations, op_histogram, ort_session, run_ort
+    from mmeff.deploy.onnx_check import graph_violations, op_histogram, ort_session, run_ort
 
     dynamic_axes = None
     if options.dynamic or options.dynamic_batch:
@@ -280,7 +280,7 @@ def _export_onnx(module, traced, x, ref_out, names, path, options, report, verbo
 
 def _check_second_shape(module, session, x, names, options, report):
     """A dynamic graph must also be right at another batch (and size, if H/W are dynamic)."""
-    from .onnx_check import run_ort
+    from mmeff.deploy.onnx_check import run_ort
     h, w = options.input_hw
     shape = (x.shape[0] + 1, 3) + ((h + 32, w + 32) if options.dynamic else (h, w))
     x2 = example_input(shape, options.seed + 1).to(x.device, x.dtype)
@@ -388,7 +388,7 @@ def _convert_coreml(module, x, names, options, report, verbose):
 
 
 def _export_coreml(module, traced, x, ref_out, names, path, options, report, verbose):
-    from .coreml_check import inspect_mlprogram
+    from mmeff.deploy.coreml_check import inspect_mlprogram
 
     mlmodel, route, run, target, _ = _convert_coreml(module, x, names, options, report,
                                                      verbose)

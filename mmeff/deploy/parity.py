@@ -91,5 +91,5 @@ def example_input(shape: Sequence[int], seed: int = 0) -> torch.Tensor:
 
 
 def output_list(out) -> List[torch.Tensor]:
-    from .parts import flatten_outputs
+    from mmeff.deploy.parts import flatten_outputs
     return flatten_outputs(out)

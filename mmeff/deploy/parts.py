@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.backbones.base import MobileBackbone
-from ..models.classifiers.classifier_net import MobileClassifierNet
+from mmeff.models.backbones.base import MobileBackbone
+from mmeff.models.classifiers.classifier_net import MobileClassifierNet
 
 PARTS = ('auto', 'classifier', 'backbone', 'segmentor', 'detector-neck', 'detector-head')
 Outputs = Tuple[torch.Tensor, ...]

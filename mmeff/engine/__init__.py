@@ -1,4 +1,4 @@
 """Training/test machinery: hooks, the train/test entry points (``mmeff.engine.launch``)."""
-from .hooks import AtomicCheckpointHook
+from mmeff.engine.hooks import AtomicCheckpointHook
 
 __all__ = ['AtomicCheckpointHook']

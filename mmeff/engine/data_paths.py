@@ -12,7 +12,7 @@ import os
 import shlex
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from ..datasets.toy_data import COCO_CLASSES, TOY_SUBDIRS
+from mmeff.datasets.toy_data import COCO_CLASSES, TOY_SUBDIRS
 
 # kind -> (name, where to download, expected layout under the default data_root)
 _REAL_DATA = {

@@ -23,8 +23,8 @@ from typing import List, Optional, Sequence
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from ..checkpoint.io import safe_globals
-from .data_paths import MissingDataError, check_data_paths
+from mmeff.checkpoint.io import safe_globals
+from mmeff.engine.data_paths import MissingDataError, check_data_paths
 
 #: default_scope -> module whose ``register_all_modules`` registers that package
 SCOPE_REGISTRARS = {'mmdet': 'mmdet.utils', 'mmseg': 'mmseg.utils', 'mmeff': None,

@@ -1,4 +1,4 @@
 """Evaluation metrics registered in mmeff's METRICS."""
-from .accuracy import Accuracy
+from mmeff.evaluation.accuracy import Accuracy
 
 __all__ = ['Accuracy']

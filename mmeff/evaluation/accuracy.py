@@ -4,7 +4,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 from mmengine.evaluator import BaseMetric
 
-from ..registry import METRICS
+from mmeff.registry import METRICS
 
 
 def _field(sample: Any, name: str) -> Any:

@@ -1,2 +1,2 @@
 """Models: shared layers, the three backbone families, necks, heads and classifiers."""
-from . import backbones, classifiers, heads, layers, necks  # noqa: F401  (importing registers them)
+from mmeff.models import backbones, classifiers, heads, layers, necks  # noqa: F401  (importing registers them)

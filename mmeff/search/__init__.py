@@ -1,10 +1,10 @@
 """Latency-driven slimming (EfficientFormer §4.2, Alg. 1) and the MES objective of
 EfficientFormerV2: supernet, latency lookup table, slimming, pipeline."""
-from .lut import LatencyLUT, build_lut, measure_network_ms
-from .mes import mes
-from .slimming import candidate_actions, importance_scores, initial_subnet, slim
-from .space import Subnet
-from .supernet import EfficientFormerSupernet, MetaPath
+from mmeff.search.lut import LatencyLUT, build_lut, measure_network_ms
+from mmeff.search.mes import mes
+from mmeff.search.slimming import candidate_actions, importance_scores, initial_subnet, slim
+from mmeff.search.space import Subnet
+from mmeff.search.supernet import EfficientFormerSupernet, MetaPath
 
 __all__ = ['LatencyLUT', 'build_lut', 'measure_network_ms', 'mes', 'candidate_actions',
            'importance_scores', 'initial_subnet', 'slim', 'Subnet', 'EfficientFormerSupernet',

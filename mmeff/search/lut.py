@@ -39,8 +39,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 import torch
 from torch import nn
 
-from .space import Subnet
-from .timing import check_backend, module_latency_ms
+from mmeff.search.space import Subnet
+from mmeff.search.timing import check_backend, module_latency_ms
 
 OPS = ('stem', 'embed', 'mb4d', 'mb3d', 'head', 'v2_ffn', 'v2_attn')
 CSV_FIELDS = ('op', 'stage', 'in_width', 'width', 'mlp_ratio', 'latency_ms')
@@ -275,10 +275,10 @@ def build_lut(img_size: int, max_widths: Sequence[int], batch: int = 1,
               threads: int = 1, copies: int = 8,
               log: Optional[Callable[[str], None]] = None) -> LatencyLUT:
     """Measure every op of the table on this machine for widths up to ``max_widths``."""
-    from ..models.backbones.efficientformer_blocks import MB3D, MB4D, ConvStem
-    from ..models.backbones.efficientformer_v2_blocks import EfficientFormerV2Block
-    from ..models.heads.efficientformer_head import EfficientFormerClsHead
-    from ..models.layers import ConvBN
+    from mmeff.models.backbones.efficientformer.blocks import MB3D, MB4D, ConvStem
+    from mmeff.models.backbones.efficientformer_v2.blocks import EfficientFormerV2Block
+    from mmeff.models.heads.efficientformer_head import EfficientFormerClsHead
+    from mmeff.models.layers import ConvBN
     check_backend(backend)
     if len(max_widths) != 4:
         raise ValueError(f'max_widths needs one width per stage (4), got {max_widths!r}')
@@ -334,7 +334,7 @@ def measure_network_ms(arch: Dict, img_size: int, batch: int = 1, backend: str =
                        num_classes: int = 1000, runs: int = 30, warmup: int = 5,
                        threads: int = 1) -> float:
     """Direct latency of the EfficientFormer classifier of ``arch`` (what the LUT predicts)."""
-    from ..models.classifiers import efficientformer_classifier
+    from mmeff.models.classifiers import efficientformer_classifier
     model = efficientformer_classifier(arch, num_classes, distillation=False, img_size=img_size)
     return module_latency_ms(model, (batch, 3, img_size, img_size), backend, runs, warmup,
                              threads)

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
-from .slimming import Step
+from mmeff.search.slimming import Step
 
 SEARCH_CONFIG_NAME = 'search_config.py'
 

@@ -22,12 +22,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from mmengine.config import Config
 
-from .lut import LatencyLUT, build_lut, measure_network_ms, width_grid
-from .outputs import SEARCH_CONFIG_NAME, write_outputs
-from .runs import accuracy, build_model, num_params_m, prepare_data, train_config, val_tensors
-from .slimming import Step, importance_scores, initial_subnet, slim
-from .space import Subnet
-from .supernet import EfficientFormerSupernet
+from mmeff.search.lut import LatencyLUT, build_lut, measure_network_ms, width_grid
+from mmeff.search.outputs import SEARCH_CONFIG_NAME, write_outputs
+from mmeff.search.runs import accuracy, build_model, num_params_m, prepare_data, train_config, val_tensors
+from mmeff.search.slimming import Step, importance_scores, initial_subnet, slim
+from mmeff.search.space import Subnet
+from mmeff.search.supernet import EfficientFormerSupernet
 
 Log = Callable[[str], None]
 
@@ -181,7 +181,7 @@ def search(cfg: Config, model: torch.nn.Module, lut: LatencyLUT, data: Dict,
 
 
 def params_m(arch: Dict, num_classes: int) -> float:
-    from ..models.classifiers import efficientformer_classifier
+    from mmeff.models.classifiers import efficientformer_classifier
     return num_params_m(efficientformer_classifier(arch, num_classes, distillation=False))
 
 

@@ -13,7 +13,7 @@ from typing import Dict, Tuple
 import torch
 from mmengine.config import Config
 
-from ..registry import MODELS
+from mmeff.registry import MODELS
 
 
 def prepare_data(cfg: Config) -> None:
@@ -25,7 +25,7 @@ def prepare_data(cfg: Config) -> None:
         raise ValueError(f'data_root {root} does not exist; point train/val_dataloader '
                          'data_root at an ImageNet class-folder tree or set toy_imagenet=dict('
                          'num_train=..., num_val=..., size=(H, W)) to write a toy one')
-    from ..datasets.toy_data import make_imagenet
+    from mmeff.datasets.toy_data import make_imagenet
     make_imagenet(root, **cfg.toy_imagenet)
 
 
@@ -39,7 +39,7 @@ def build_model(cfg: Config) -> torch.nn.Module:
 
 def train_config(config_path: Path, work_dir: Path) -> torch.nn.Module:
     """Train ``config_path`` as ``tools/train.py CONFIG --work-dir WORK_DIR``; the model."""
-    from ..engine.launch import train
+    from mmeff.engine.launch import train
     runner = train([str(config_path), '--work-dir', str(work_dir)])
     return runner.model
 

@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .mes import mes
-from .space import Subnet
+from mmeff.search.mes import mes
+from mmeff.search.space import Subnet
 
 OBJECTIVES = ('latency', 'mes')
 Probabilities = Sequence[Sequence[Dict[str, float]]]

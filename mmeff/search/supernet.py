@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import nn
 
-from ..models.backbones.efficientformer import EfficientFormer
-from ..models.backbones.efficientformer_blocks import MB3D, MB4D, ConvStem, tokens_to_map
-from ..models.layers import ConvBN
-from ..registry import MODELS
-from .space import Subnet, stage_choices
+from mmeff.models.backbones.efficientformer.backbone import EfficientFormer
+from mmeff.models.backbones.efficientformer.blocks import MB3D, MB4D, ConvStem, tokens_to_map
+from mmeff.models.layers import ConvBN
+from mmeff.registry import MODELS
+from mmeff.search.space import Subnet, stage_choices
 
 #: parameter-name marker of the architecture logits (the optimizer gives them their own group)
 ARCH_PARAM = 'arch_logits'

@@ -1,6 +1,6 @@
 """Latency of a module on this machine, on one of three backends.
 
-``eager``: the PyTorch module in eval mode; ``fused``: after :func:`mmeff.deploy.fuse` (what a
+``eager``: the PyTorch module in eval mode; ``fused``: after :func:`mmeff.models.layers.fusion` (what a
 deployed model runs, channels-last input as the deploy stem produces); ``onnxruntime``: the
 module exported to ONNX (opset 17) and run by ONNX Runtime's CPU provider.
 
@@ -22,7 +22,7 @@ BACKENDS = ('eager', 'fused', 'onnxruntime')
 
 
 class _Holder(nn.Module):
-    """Lets :func:`mmeff.deploy.fuse` replace the measured module itself (it fuses children)."""
+    """Lets :func:`mmeff.models.layers.fusion` replace the measured module itself (it fuses children)."""
 
     def __init__(self, module: nn.Module):
         super().__init__()
@@ -47,7 +47,7 @@ def make_runner(module: nn.Module, example: torch.Tensor, backend: str,
             with torch.no_grad():
                 return module(example)
         return run
-    from ..deploy import fuse
+    from mmeff.deploy import fuse
     holder = fuse(_Holder(module))
     if backend == 'fused':
         x = example.contiguous(memory_format=torch.channels_last) if example.dim() == 4 \

@@ -9,7 +9,7 @@ from torch import nn
 
 from mmeff.deploy import fuse
 from mmeff.models.backbones import EfficientViT
-from mmeff.models.backbones.efficientvit_blocks import (CascadedGroupAttentionDeploy,
+from mmeff.models.backbones.efficientvit.blocks import (CascadedGroupAttentionDeploy,
                                                         ResidualDWConv, dw_conv_matrix_index)
 from mmeff.models.classifiers import efficientvit_classifier
 from mmeff.models.layers import AttentionBias2d, BNLinear, ConvBN
@@ -114,8 +114,8 @@ def test_deploy_caches_follow_weight_updates_and_dtype_moves(m4_pair):
 
 
 def test_deploy_forms_never_modify_their_source():
-    """``fuse()`` may meet children that mmeff.deploy.fuse already folded; it must copy them."""
-    from mmeff.models.backbones.efficientvit_blocks import CascadedGroupAttention
+    """``fuse()`` may meet children that mmeff.models.layers.fusion already folded; it must copy them."""
+    from mmeff.models.backbones.efficientvit.blocks import CascadedGroupAttention
     from mmeff.models.heads import EfficientViTClsHead
     torch.manual_seed(0)
     attn = randomize_(CascadedGroupAttention(64, 16, 4, (7, 7), (7, 5, 3, 3))).eval()
@@ -124,7 +124,7 @@ def test_deploy_forms_never_modify_their_source():
     with torch.no_grad():
         for module in (attn, head):
             expected = module(x)
-            for name, child in list(module.named_children()):  # as mmeff.deploy.fuse does
+            for name, child in list(module.named_children()):  # as mmeff.models.layers.fusion does
                 if isinstance(child, nn.ModuleList):
                     for i, c in enumerate(child):
                         child[i] = c.fuse()

@@ -14,7 +14,7 @@ import torch
 
 from mmeff.deploy.deploy_path import ChannelAffine
 from mmeff.deploy.export import ExportOptions, export
-from mmeff.deploy.loading import load_model
+from mmeff.models.loading import load_model
 from mmeff.deploy.onnx_check import ort_session, run_ort
 from mmeff.deploy.parity import randomize_for_parity
 from mmeff.deploy.parts import make_part

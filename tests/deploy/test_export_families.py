@@ -12,7 +12,7 @@ from mmeff.deploy.export import ExportOptions, export
 from mmeff.deploy.onnx_check import ort_session, run_ort
 from mmeff.deploy.parity import randomize_for_parity
 from mmeff.deploy.parts import make_part
-from mmeff.deploy.zoo import build_backbone, build_classifier
+from mmeff.models.zoo import build_backbone, build_classifier
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -23,7 +23,7 @@ def measure(arch: str, with_cp: bool, size, batch: int) -> dict:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from mmeff.deploy.memory import saved_tensor_bytes
+    from mmeff.benchmark.memory import saved_tensor_bytes
     from mmeff.models.backbones import EfficientFormer
 
     torch.set_num_threads(1)

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mmeff.checkpoint import load_pretrained  # noqa: E402
-from mmeff.checkpoint.efficientformer import EfficientFormerConverter  # noqa: E402
+from mmeff.models.backbones.efficientformer.checkpoint import EfficientFormerConverter  # noqa: E402
 from mmeff.deploy import fuse  # noqa: E402
 from mmeff.models.backbones import EfficientFormer  # noqa: E402
 from mmeff.models.classifiers import efficientformer_classifier  # noqa: E402

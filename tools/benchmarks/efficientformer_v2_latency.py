@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
 from mmeff.checkpoint import load_pretrained  # noqa: E402
-from mmeff.checkpoint.efficientformer_v2 import EfficientFormerV2Converter  # noqa: E402
+from mmeff.models.backbones.efficientformer_v2.checkpoint import EfficientFormerV2Converter  # noqa: E402
 from mmeff.deploy import fuse  # noqa: E402
 from mmeff.models.heads import efficientformer_v2_classifier  # noqa: E402
 

@@ -8,7 +8,7 @@ into ours through the checkpoint converter) and are checked to agree before timi
 interleaved: every round runs each model once, so load from other processes hits all alike;
 medians over rounds are reported as wall-clock time and, because shared machines preempt,
 also as the thread's CPU time. Printed: timm as created (the reference), timm with
-channels-last input (context), ours unfused, ours fused (``mmeff.deploy.fuse``: BNs folded,
+channels-last input (context), ours unfused, ours fused (``mmeff.models.layers.fusion``: BNs folded,
 biases cached) and ours fused with biases frozen for 224x224, plus the ratios. With --out-dir
 it also writes JSON and a PNG bar chart.
 """
@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mmeff.checkpoint import load_pretrained  # noqa: E402
-from mmeff.checkpoint.efficientvit import EfficientViTConverter  # noqa: E402
+from mmeff.models.backbones.efficientvit.checkpoint import EfficientViTConverter  # noqa: E402
 from mmeff.deploy import fuse  # noqa: E402
 from mmeff.models.classifiers import efficientvit_classifier  # noqa: E402
 from mmeff.testing import randomize_  # noqa: E402

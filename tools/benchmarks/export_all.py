@@ -25,10 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import torch  # noqa: E402
 
 from mmeff.deploy.export import ExportOptions, export  # noqa: E402
-from mmeff.deploy.loading import load_model  # noqa: E402
+from mmeff.models.loading import load_model  # noqa: E402
 from mmeff.deploy.parity import randomize_for_parity  # noqa: E402
 from mmeff.deploy.parts import make_part  # noqa: E402
-from mmeff.deploy.zoo import variant_names  # noqa: E402
+from mmeff.models.zoo import variant_names  # noqa: E402
 
 
 def parse_args(argv=None):

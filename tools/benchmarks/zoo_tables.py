@@ -14,8 +14,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from mmeff.deploy.bench_report import aggregate, load_results, ratio_rows  # noqa: E402
-from mmeff.deploy.zoo import FAMILIES, variants  # noqa: E402
+from mmeff.benchmark.report import aggregate, load_results, ratio_rows  # noqa: E402
+from mmeff.models.zoo import FAMILIES, variants  # noqa: E402
 
 
 def _fmt(value, spec='.1f', missing='–'):

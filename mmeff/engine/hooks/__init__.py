@@ -1,4 +1,4 @@
 """Hooks registered in ``mmeff.registry.HOOKS``."""
-from .atomic_checkpoint_hook import AtomicCheckpointHook
+from mmeff.engine.hooks.atomic_checkpoint_hook import AtomicCheckpointHook
 
 __all__ = ['AtomicCheckpointHook']

@@ -23,8 +23,8 @@ from typing import Iterator, Optional
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 
-from ...registry import HOOKS
-from ..atomic_io import atomic_target, remove_path, write_text_atomic
+from mmeff.registry import HOOKS
+from mmeff.engine.atomic_io import atomic_target, remove_path, write_text_atomic
 
 
 @HOOKS.register_module()

@@ -17,7 +17,7 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...checkpoint.loader import LayoutConverter, LoadReport, load_pretrained
+from mmeff.checkpoint.loader import LayoutConverter, LoadReport, load_pretrained
 
 
 def _as_tuples(value):
@@ -188,6 +188,6 @@ class MobileBackbone(BaseModule):
         """Family default initialisation (called before loading a checkpoint too)."""
 
     def switch_to_deploy(self, input_shape: Optional[Sequence[int]] = None) -> 'MobileBackbone':
-        """Fold BNs and freeze biases in place (see :func:`mmeff.deploy.fuse`)."""
-        from ...deploy.fuse import fuse
+        """Fold BNs and freeze biases in place (see :func:`mmeff.models.layers.fusion`)."""
+        from mmeff.models.layers.fusion import fuse
         return fuse(self, input_shape)

@@ -1,11 +1,11 @@
 """Classification models (pretraining and reference comparisons)."""
-from .classifier_net import MobileClassifierNet
-from .data_preprocessor import ClsDataPreprocessor
-from .efficientformer import efficientformer_classifier
-from .efficientvit import efficientvit_classifier
-from .image_classifier import ImageClassifier
-from .teacher import FrozenTeacher
-from ..heads.efficientformer_v2_head import efficientformer_v2_classifier  # noqa: E402
+from mmeff.models.classifiers.classifier_net import MobileClassifierNet
+from mmeff.models.classifiers.data_preprocessor import ClsDataPreprocessor
+from mmeff.models.classifiers.efficientformer import efficientformer_classifier
+from mmeff.models.classifiers.efficientformer_v2 import efficientformer_v2_classifier
+from mmeff.models.classifiers.efficientvit import efficientvit_classifier
+from mmeff.models.classifiers.image_classifier import ImageClassifier
+from mmeff.models.classifiers.teacher import FrozenTeacher
 
 __all__ = [
     'MobileClassifierNet', 'ClsDataPreprocessor', 'ImageClassifier', 'FrozenTeacher',

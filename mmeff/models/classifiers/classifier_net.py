@@ -10,7 +10,7 @@ from typing import Tuple, Union
 import torch
 from torch import nn
 
-from ...registry import MODELS, build_model
+from mmeff.registry import MODELS, build_model
 
 
 @MODELS.register_module()

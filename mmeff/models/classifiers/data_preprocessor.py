@@ -12,7 +12,7 @@ from mmengine.model import ImgDataPreprocessor
 from timm.data import Mixup
 from timm.data.random_erasing import RandomErasing
 
-from ...registry import MODELS
+from mmeff.registry import MODELS
 
 #: ImageNet statistics on the 0-255 scale (timm's IMAGENET_DEFAULT_MEAN/STD x 255)
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)

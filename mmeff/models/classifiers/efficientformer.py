@@ -1,9 +1,9 @@
 """The EfficientFormer ImageNet classifier in mmeff's canonical layout."""
 from typing import Union
 
-from ..backbones.efficientformer import EfficientFormer
-from ..heads.efficientformer_head import EfficientFormerClsHead
-from .classifier_net import MobileClassifierNet
+from mmeff.models.backbones.efficientformer.backbone import EfficientFormer
+from mmeff.models.heads.efficientformer_head import EfficientFormerClsHead
+from mmeff.models.classifiers.classifier_net import MobileClassifierNet
 
 
 def efficientformer_classifier(arch: Union[str, dict] = 'l1', num_classes: int = 1000,

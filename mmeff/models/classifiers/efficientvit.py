@@ -1,9 +1,9 @@
 """The EfficientViT (Microsoft) ImageNet classifier in mmeff's canonical layout."""
 from typing import Union
 
-from ..backbones.efficientvit import EfficientViT
-from ..heads.efficientvit_head import EfficientViTClsHead
-from .classifier_net import MobileClassifierNet
+from mmeff.models.backbones.efficientvit.backbone import EfficientViT
+from mmeff.models.heads.efficientvit_head import EfficientViTClsHead
+from mmeff.models.classifiers.classifier_net import MobileClassifierNet
 
 
 def efficientvit_classifier(arch: Union[str, dict] = 'm0', num_classes: int = 1000,

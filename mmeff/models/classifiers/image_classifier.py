@@ -19,8 +19,8 @@ from mmengine.structures import BaseDataElement
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
-from ...registry import MODELS, build_model
-from .teacher import FrozenTeacher
+from mmeff.registry import MODELS, build_model
+from mmeff.models.classifiers.teacher import FrozenTeacher
 
 Samples = Optional[Dict[str, torch.Tensor]]
 

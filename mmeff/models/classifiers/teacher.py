@@ -16,7 +16,7 @@ import timm
 import torch
 from torch import nn
 
-from ...checkpoint.io import read_state_dict
+from mmeff.checkpoint.io import read_state_dict
 
 #: where DeiT published the RegNetY-16GF teacher used by EfficientFormer V1/V2 (download it
 #: yourself; mmeff never downloads)

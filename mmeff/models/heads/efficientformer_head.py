@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
-from ...registry import MODELS
+from mmeff.registry import MODELS
 
 
 @MODELS.register_module()

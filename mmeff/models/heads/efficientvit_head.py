@@ -5,8 +5,8 @@ from typing import Tuple, Union
 import torch
 from torch import nn
 
-from ...registry import MODELS
-from ..layers import BNLinear, folded
+from mmeff.registry import MODELS
+from mmeff.models.layers import BNLinear, folded
 
 
 @MODELS.register_module()

@@ -138,6 +138,12 @@ class AttentionBias2d(nn.Module):
             self.frozen = fn(self.frozen)
         return out
 
+    def accepts_resized(self, name: str, shape: Sequence[int]) -> bool:
+        """Whether a checkpoint tensor of ``shape`` for parameter ``name`` can be loaded here
+        (the checkpoint loader asks before it reports a shape mismatch)."""
+        return name == 'table' and len(shape) == 2 and shape[0] == self.num_heads and \
+            table_size_of(shape[1]) is not None
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         """Accept tables learned at another resolution: resize them (square tables only)."""

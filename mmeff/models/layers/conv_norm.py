@@ -121,7 +121,7 @@ Fusable = Union[ConvBN, LinearBN, BNLinear]
 def folded(module: nn.Module) -> nn.Module:
     """The single conv/linear equal to a fusable pair, safe to modify.
 
-    ``mmeff.deploy.fuse`` folds children before their parent, so a parent's own ``fuse()``
+    ``mmeff.models.layers.fusion`` folds children before their parent, so a parent's own ``fuse()``
     may find a pair already folded; then a copy is returned (never the live child).
     """
     fuse = getattr(module, 'fuse', None)

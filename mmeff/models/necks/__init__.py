@@ -1,4 +1,4 @@
 """Necks that adapt a family's outputs to MMDet/MMSeg heads."""
-from .efficientvit_fpn import EfficientViTFPN
+from mmeff.models.necks.efficientvit_fpn import EfficientViTFPN
 
 __all__ = ['EfficientViTFPN']

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import nn
 
-from ...registry import MODELS
+from mmeff.registry import MODELS
 
 _EXTRA_SOURCES = ('on_input', 'on_lateral', 'on_output')
 

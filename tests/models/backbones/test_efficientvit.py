@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmeff.models.backbones import EfficientViT
-from mmeff.models.backbones.efficientvit_blocks import LocalWindowAttention
+from mmeff.models.backbones.efficientvit.blocks import LocalWindowAttention
 from mmeff.models.layers import resize_offset_table
 from mmeff.registry import MODELS
 from mmeff.testing import randomize_

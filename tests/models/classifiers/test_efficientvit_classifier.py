@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mmeff.checkpoint import load_pretrained
-from mmeff.checkpoint.efficientvit import EfficientViTConverter
+from mmeff.models.backbones.efficientvit.checkpoint import EfficientViTConverter
 from mmeff.deploy import fuse
 from mmeff.models.classifiers import efficientvit_classifier
 from mmeff.models.heads import EfficientViTClsHead

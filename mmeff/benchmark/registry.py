@@ -1,0 +1,124 @@
+"""Model factories the benchmark can measure, registered by name.
+
+A :class:`BenchModel` says how to build a module mapping an image batch to its outputs, at what
+input size, in which group it is plotted, and what the paper reports. The defaults are mmeff's
+13 variants (group = family), timm's implementations of the same variants (the reference) and
+three reference CNNs. Other developers add entries without touching the tool, e.g. Semantic
+FPN segmentors measured in images/s at 512x512::
+
+    register_bench_model(BenchModel(
+        name='semfpn_efficientformer_l1', group='Semantic FPN', task='segmentor',
+        input_hw=(512, 512), build=lambda: SegmentorPart(build_my_segmentor())))
+
+Every row the benchmark writes carries images/s next to the latency.
+"""
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+from torch import nn
+
+from mmeff.models.zoo import build_classifier, variants
+
+
+@dataclass
+class BenchModel:
+    """One measurable model.
+
+    Args:
+        name: unique key ('efficientformer_l1', 'timm/efficientformer_l1', 'timm/resnet50').
+        group: plot/table group ('EfficientFormer', 'timm', 'CNN reference', ...).
+        build: returns the module (random init is fine: speed does not depend on weights).
+        input_hw: default input size.
+        task: 'classifier', 'segmentor', ... (informational).
+        paper_params_m / paper_gmacs: published figures, if any.
+        counterpart: for a reference implementation, the name of the mmeff model it mirrors.
+    """
+    name: str
+    group: str
+    build: Callable[[], nn.Module]
+    input_hw: Tuple[int, int] = (224, 224)
+    task: str = 'classifier'
+    paper_params_m: Optional[float] = None
+    paper_gmacs: Optional[float] = None
+    counterpart: Optional[str] = None
+
+
+BENCH_MODELS: Dict[str, BenchModel] = {}
+REFERENCE_CNNS = ('mobilenetv2_100', 'efficientnet_b0', 'resnet50')
+#: published params (M) / GMACs of the reference CNNs (EfficientFormer Table 1)
+_REFERENCE_PAPER = {'mobilenetv2_100': (3.5, 0.3), 'efficientnet_b0': (5.3, 0.4),
+                    'resnet50': (25.5, 4.1)}
+
+
+def register_bench_model(model: BenchModel) -> BenchModel:
+    BENCH_MODELS[model.name] = model
+    return model
+
+
+def _timm_factory(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm
+        return timm.create_model(name, pretrained=False).eval()
+    return build
+
+
+def _ours_factory(name: str) -> Callable[[], nn.Module]:
+    return lambda: build_classifier(name)
+
+
+def _register_defaults() -> None:
+    for v in variants():
+        if v.name not in BENCH_MODELS:
+            register_bench_model(BenchModel(v.name, v.family.name, _ours_factory(v.name),
+                                            paper_params_m=v.paper_params_m,
+                                            paper_gmacs=v.paper_gmacs))
+        timm_key = f'timm/{v.timm_name}'
+        if timm_key not in BENCH_MODELS:
+            register_bench_model(BenchModel(timm_key, 'timm', _timm_factory(v.timm_name),
+                                            paper_params_m=v.paper_params_m,
+                                            paper_gmacs=v.paper_gmacs, counterpart=v.name))
+    for cnn in REFERENCE_CNNS:
+        key = f'timm/{cnn}'
+        if key not in BENCH_MODELS:
+            params, gmacs = _REFERENCE_PAPER[cnn]
+            register_bench_model(BenchModel(key, 'CNN reference', _timm_factory(cnn),
+                                            paper_params_m=params, paper_gmacs=gmacs))
+    from mmeff.benchmark.segmentors import SEGMENTOR_ANCHOR, register_segmentors
+    if SEGMENTOR_ANCHOR not in BENCH_MODELS:
+        register_segmentors(register_bench_model, BenchModel)
+
+
+def bench_models() -> Dict[str, BenchModel]:
+    _register_defaults()
+    return BENCH_MODELS
+
+
+#: selection shortcuts accepted by the tool
+SELECTIONS = {
+    'ours': lambda m: not m.name.startswith('timm/') and m.task == 'classifier',
+    'timm': lambda m: m.group == 'timm',
+    'refs': lambda m: m.group == 'CNN reference',
+    'all': lambda m: m.task == 'classifier',
+    'segmentors': lambda m: m.task == 'segmentor',
+}
+
+
+def select(names: List[str]) -> List[BenchModel]:
+    """Resolve names and shortcuts ('ours', 'timm', 'refs', 'all', a group name) in order."""
+    registry = bench_models()
+    out: List[BenchModel] = []
+    for name in names:
+        if name in SELECTIONS:
+            picked = [m for m in registry.values() if SELECTIONS[name](m)]
+        elif name in registry:
+            picked = [registry[name]]
+        elif f'timm/{name}' in registry:
+            picked = [registry[f'timm/{name}']]
+        else:
+            picked = [m for m in registry.values() if m.group == name]
+            if not picked:
+                raise ValueError(f'unknown benchmark model {name!r}; known: '
+                                 f'{sorted(registry)} or one of {sorted(SELECTIONS)} or a '
+                                 f'group {sorted({m.group for m in registry.values()})}')
+        out.extend(m for m in picked if m not in out)
+    return out

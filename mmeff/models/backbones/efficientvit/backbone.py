@@ -1,0 +1,203 @@
+"""EfficientViT (Microsoft, CVPR 2023; M0-M5) as an OpenMMLab dense-prediction backbone.
+
+Not MIT's EfficientViT of the same name. Widths/depths/heads follow the paper's Table 1; the
+q depth-wise kernels per head are those of the released classification models (timm
+1.0.31 ``efficientvit_m*`` and microsoft/Cream ``classification/model/build.py``). The
+official *downstream* code used ``(7, 5, 3, 3)`` for M0 as well, which does not match the
+M0 classification checkpoint; mmeff refuses such a mix instead of silently skipping tensors.
+
+Outputs and FPNs. The native feature maps have strides 16/32/64 (``out_indices`` 0/1/2). A
+standard FPN wants stride 4/8 too; two documented ways:
+- ``extra_levels=(4, 8)`` prepends the patch-embedding activations at those strides (after
+  ReLU; ``C1/4`` and ``C1/2`` channels) to the outputs, so MMDet's ``FPN`` with
+  ``in_channels=backbone.out_channels`` gives P2-P6 (Mask R-CNN) or, with ``(8,)`` and
+  ``add_extra_convs='on_input'``, P3-P7 (RetinaNet);
+- or keep the three native levels and use :class:`mmeff.EfficientViTFPN`, which is what the
+  official downstream code did (transposed-conv levels for /4 and /8).
+
+Any input size works. Window attention pads to whole windows; the attention-bias rule: every
+attention keeps its offset table at the pretraining size, i.e. the window it saw at
+``img_size`` (7x7, except the 224 model's stage 3 whose 4x4 map clips the window to 4x4), and
+:class:`~mmeff.models.layers.AttentionBias2d` resizes that table in offset space to the window
+that occurs at run time (``min(window_size, H) x min(window_size, W)``). At 224x224 nothing is
+resized and the model equals timm's to float rounding. (The official detection code instead
+built 7x7 tables everywhere and resized the stage-3 checkpoint table once at load time; its
+checkpoints load here, their 7x7 tables resized back to 4x4.)
+
+Fine-tuning: the official recipes exclude the bias tables from weight decay; in mmengine,
+``paramwise_cfg=dict(custom_keys={'attn.bias.table': dict(decay_mult=0.)})``. The official
+detection code always kept every BN in eval mode and froze the patch embedding: here that is
+``norm_eval=True, frozen_stages=0``.
+Deployment: ``mmeff.models.layers.fusion(model)`` folds every BN, turns each attention into its
+token-layout deploy form and runs the stem channels-last on CPU; outputs stay NCHW.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from mmeff.models.backbones.efficientvit.checkpoint import EfficientViTConverter
+from mmeff.checkpoint.loader import ArchMismatchError, LoadReport
+from mmeff.registry import MODELS
+from mmeff.models.layers import drop_path_rates
+from mmeff.models.backbones.base import MobileBackbone
+from mmeff.models.backbones.efficientvit.blocks import (EfficientViTStage, PatchEmbed16, SandwichBlock,
+                                  SubsampleBlock)
+from mmeff.models.backbones.efficientvit.arch import EFFICIENTVIT_ARCHS
+
+def _conv_out(size: int, times: int) -> int:
+    """Spatial size after ``times`` stride-2 3x3 convs with padding 1."""
+    for _ in range(times):
+        size = (size - 1) // 2 + 1
+    return size
+
+
+def _pair(value: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    if len(value) != 2:
+        raise ValueError(f'img_size must be an int or (H, W), got {value!r}')
+    return int(value[0]), int(value[1])
+
+
+@MODELS.register_module()
+class EfficientViT(MobileBackbone):
+    """EfficientViT M0-M5 backbone (cascaded group attention, sandwich layout).
+
+    Args:
+        arch: 'm0'..'m5' or a dict with ``embed_dims``, ``depths``, ``num_heads``, ``kernels``
+            (per stage, per stage, per stage, per head) and optionally ``key_dim`` (16).
+        in_channels: input image channels.
+        out_indices: stages to output (0, 1, 2 -> strides 16, 32, 64).
+        frozen_stages: -1 none, 0 the patch embedding, k also stages 0..k-1.
+        norm_eval: keep all BatchNorms in eval mode during training.
+        drop_path_rate: stochastic depth, linear over the blocks (a stage's subsample block
+            counts as one block).
+        with_cp: activation checkpointing per block.
+        window_size: attention window (int or one per stage); 7 in all official models.
+        img_size: pretraining resolution (int or (H, W)); sets the bias-table sizes only.
+        extra_levels: patch-embedding strides (from 2, 4, 8) whose activations are prepended
+            to the outputs, finest first; e.g. ``(4, 8)`` for an FPN with P2.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads an official release,
+            timm or mmeff checkpoint (classifier or detector).
+
+    Attributes:
+        out_channels / out_strides: channels and strides of the returned maps, in order.
+    """
+
+    family = 'EfficientViT'
+    arch_zoo = EFFICIENTVIT_ARCHS
+    arch_keys = ('embed_dims', 'depths', 'num_heads', 'kernels')
+    min_input_size = 16
+
+    def __init__(self, arch: Union[str, dict] = 'm0', in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2), frozen_stages: int = -1,
+                 norm_eval: bool = False, drop_path_rate: float = 0.0, with_cp: bool = False,
+                 window_size: Union[int, Sequence[int]] = 7,
+                 img_size: Union[int, Sequence[int]] = 224, extra_levels: Sequence[int] = (),
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+        super().__init__(out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
+        self.arch_name, settings = self.resolve_arch(arch)
+        dims, depths, heads, kernels = self._validate(settings)
+        key_dim = int(settings.get('key_dim', 16))
+        if key_dim != 16:
+            self.arch_name = None  # same table entries, but not a released model
+        num_stages = len(dims)
+        self.arch_settings = settings
+        self.in_channels = in_channels
+        self.out_indices = self.normalize_out_indices(out_indices, num_stages)
+        if frozen_stages > num_stages:
+            raise ValueError(f'frozen_stages={frozen_stages} exceeds the {num_stages} stages '
+                             f'(use -1..{num_stages})')
+        windows = self._per_stage(window_size, num_stages, 'window_size')
+        self.extra_levels = self._check_extra_levels(extra_levels)
+
+        self.stem = PatchEmbed16(in_channels, dims[0])
+        img_h, img_w = _pair(img_size)
+        block_dpr = drop_path_rates(drop_path_rate,
+                                    [d + (i > 0) for i, d in enumerate(depths)])
+        stages = []
+        for i in range(num_stages):
+            res = (_conv_out(img_h, 4 + i), _conv_out(img_w, 4 + i))
+            table = (min(windows[i], res[0]), min(windows[i], res[1]))
+            dpr = block_dpr[i]
+            down = SubsampleBlock(dims[i - 1], dims[i], dpr.pop(0)) if i > 0 else None
+            blocks = [SandwichBlock(dims[i], key_dim, heads[i], windows[i], table, kernels, r)
+                      for r in dpr]
+            stages.append(EfficientViTStage(down, blocks))
+        self.stages = nn.ModuleList(stages)
+
+        self.out_channels = [self.stem.channels[s] for s in self.extra_levels] + \
+            [dims[i] for i in self.out_indices]
+        self.out_strides = list(self.extra_levels) + [16 * 2 ** i for i in self.out_indices]
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ argument checking
+    @classmethod
+    def _validate(cls, s: dict) -> Tuple[Tuple[int, ...], ...]:
+        dims, depths, heads = (tuple(int(v) for v in s[k])
+                               for k in ('embed_dims', 'depths', 'num_heads'))
+        kernels = tuple(int(k) for k in s['kernels'])
+        if not len(dims) == len(depths) == len(heads) or not dims:
+            raise ValueError(f'EfficientViT arch: embed_dims, depths and num_heads need one '
+                             f'entry per stage, got {len(dims)}, {len(depths)}, {len(heads)}')
+        if dims[0] % 8:
+            raise ValueError(f'EfficientViT arch: embed_dims[0]={dims[0]} must be divisible '
+                             'by 8 (the patch embedding uses C/8, C/4, C/2 channels)')
+        for d, h in zip(dims, heads):
+            if h < 1 or d % h:
+                raise ValueError(f'EfficientViT arch: width {d} is not divisible by '
+                                 f'num_heads={h}; choose heads that divide the width')
+        if min(depths) < 1:
+            raise ValueError(f'EfficientViT arch: every stage needs depth >= 1, got {depths}')
+        if len(kernels) < max(heads) or any(k < 1 or k % 2 == 0 for k in kernels):
+            raise ValueError(f'EfficientViT arch: kernels={kernels} needs one odd size per head '
+                             f'(at least {max(heads)} entries)')
+        return dims, depths, heads, kernels
+
+    @staticmethod
+    def _per_stage(value: Union[int, Sequence[int]], n: int, name: str) -> Tuple[int, ...]:
+        values = (value,) * n if isinstance(value, int) else tuple(value)
+        if len(values) != n or min(values) < 1:
+            raise ValueError(f'{name} must be a positive int or {n} positive ints, got {value!r}')
+        return values
+
+    @staticmethod
+    def _check_extra_levels(levels: Sequence[int]) -> Tuple[int, ...]:
+        levels = tuple(sorted(set(int(s) for s in levels)))
+        bad = [s for s in levels if s not in (2, 4, 8)]
+        if bad:
+            raise ValueError(f'extra_levels {bad} are not patch-embedding strides; choose from '
+                             '(2, 4, 8), e.g. extra_levels=(4, 8) for an FPN with P2')
+        return levels
+
+    # --------------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        self.check_input(x)
+        x, outs = self.stem(x, self.extra_levels)
+        for i, stage in enumerate(self.stages):
+            if stage.downsample is not None:
+                x = self.run_block(stage.downsample, x)
+            for block in stage.blocks:
+                x = self.run_block(block, x)
+            if i in self.out_indices:
+                outs.append(x)
+        # standard NCHW maps whatever layout the (deployed) layers used; no-op otherwise
+        return tuple(o.contiguous() for o in outs)
+
+    def checkpoint_converter(self) -> EfficientViTConverter:
+        return EfficientViTConverter()
+
+    def load_checkpoint(self, checkpoint: str) -> LoadReport:
+        """Load a checkpoint; q-kernel mismatches fail with a hint instead of being skipped."""
+        try:
+            return super().load_checkpoint(checkpoint)
+        except ArchMismatchError as err:
+            if '.attn.dws.' not in str(err):
+                raise
+            raise ArchMismatchError(
+                f'{err} The q depth-wise kernels differ: the official downstream EfficientViT '
+                "code built M0 with kernels (7, 5, 3, 3) but its classification checkpoint "
+                'uses (5, 5, 5, 5). Build the backbone with the kernels of the checkpoint, e.g. '
+                "arch=dict(embed_dims=..., depths=..., num_heads=..., kernels=(7, 5, 3, 3)).") \
+                from err
