@@ -1,4 +1,4 @@
-"""The contract every mmeff backbone follows (see DESIGN.md §2).
+"""The contract every mmeff backbone follows (docs/design.md, "The backbone contract").
 
 A family subclass builds ``self.stem`` (stride-4 or stride-16 patch embedding), ``self.stages``
 (an ``nn.ModuleList``; stage i includes the downsampling that enters it) and the per-output
