@@ -1,6 +1,6 @@
 """EfficientFormer (V1) checkpoint layouts and their conversion to mmeff's canonical layout.
 
-Layouts (facts read from the sources, see docs/design.md and the "Lessons" of the shared notes):
+Layouts (facts read from the sources and recorded by running them):
 
 * ``official`` — snap-research/EfficientFormer classification releases, ``{'model': sd}``:
   ``patch_embed.{0,1,3,4}`` (conv, BN, -, conv, BN), ``network.{2i}.{j}`` blocks of stage i,
