@@ -1,4 +1,4 @@
-# EfficientFormer (V1) on ImageNet-1k, the recipe of the paper: 300 epochs, DeiT augmentation and
+# EfficientFormer on ImageNet-1k, the recipe of the paper: 300 epochs, DeiT augmentation and
 # AdamW schedule, hard distillation from RegNetY-16GF, the classifier around the backbone. A leaf
 # sets the variant (backbone arch) and its head width. Drop path 0: the official models and
 # script use none.
