@@ -1,35 +1,6 @@
-"""Mask R-CNN 1x on COCO with an ImageNet-pretrained EfficientViT-M4 (the official recipe).
-
-EfficientViT's maps have strides 16/32/64; as in the official downstream code
-(microsoft/Cream ``EfficientViT/downstream``), ``mmeff.EfficientViTFPN`` adds two
-transposed-conv levels for strides 4 and 8, giving MMDet's P2-P6. AdamW lr 1e-4, weight decay
-0.05 (none on the attention-bias tables), 500-step warm-up, 12 epochs with LR steps at 8 and 11,
-1333x800, 16 images per step; BatchNorm statistics frozen as in the official backbone.
-Put the ImageNet checkpoint at ``checkpoints/efficientvit_m4.pth`` (pretrain it with
-``tools/train.py configs/cls/efficientvit_m4_in1k.py`` or convert the official release with
-``tools/convert_checkpoint.py``).
-"""
-_base_ = './_base_/maskrcnn_1x_coco_adamw.py'
+"""Mask R-CNN 1x on COCO with an ImageNet-pretrained EfficientViT-M4."""
+_base_ = './_base_/efficientvit/maskrcnn.py'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmeff.EfficientViT',
-        arch='m4',
-        out_indices=(0, 1, 2),
-        drop_path_rate=0.0,
-        frozen_stages=-1,
-        norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/efficientvit_m4.pth')),
-    neck=dict(
-        _delete_=True,
-        type='mmeff.EfficientViTFPN',
-        in_channels=[128, 256, 384],
-        out_channels=256,
-        start_level=0,
-        num_outs=5,
-        num_extra_trans_convs=2))
-
-optim_wrapper = dict(
-    optimizer=dict(lr=1e-4, weight_decay=0.05),
-    paramwise_cfg=dict(custom_keys={'attn.bias.table': dict(decay_mult=0.0)}))
+    backbone=dict(arch='m4', init_cfg=dict(checkpoint='checkpoints/efficientvit_m4.pth')),
+    neck=dict(in_channels=[128, 256, 384]))

@@ -1,39 +1,6 @@
-"""Semantic FPN on ADE20K (512x512, 40k iterations) with ImageNet-pretrained EfficientViT-M4.
-
-The EfficientFormer recipe (``_base_/semfpn_40k_ade20k_adamw.py``: AdamW lr 2e-4, weight decay
-1e-4, poly power 0.9, 32 images per step, test sizes rounded to multiples of 32). EfficientViT's
-maps have strides 16/32/64: ``mmeff.EfficientViTFPN`` adds transposed-conv levels for strides 4
-and 8 (as the official detection code did), and the FPN head fuses all five levels
-(4/8/16/32/64), so every parameter gets a gradient (no unused /64 branch under DDP).
-No weight decay on the attention-bias tables; BatchNorm statistics frozen as in the official
-backbone. Put the ImageNet checkpoint at ``checkpoints/efficientvit_m4.pth`` (pretrain it with
-``tools/train.py configs/cls/efficientvit_m4_in1k.py`` or convert the official release with
-``tools/convert_checkpoint.py``).
-"""
-_base_ = './_base_/semfpn_40k_ade20k_adamw.py'
+"""Semantic FPN on ADE20K with an ImageNet-pretrained EfficientViT-M4."""
+_base_ = './_base_/efficientvit/semfpn.py'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmeff.EfficientViT',
-        arch='m4',
-        out_indices=(0, 1, 2),
-        drop_path_rate=0.0,
-        frozen_stages=-1,
-        norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/efficientvit_m4.pth')),
-    neck=dict(
-        _delete_=True,
-        type='mmeff.EfficientViTFPN',
-        in_channels=[128, 256, 384],
-        out_channels=256,
-        start_level=0,
-        num_outs=5,
-        num_extra_trans_convs=2),
-    decode_head=dict(
-        in_channels=[256, 256, 256, 256, 256],
-        in_index=[0, 1, 2, 3, 4],
-        feature_strides=[4, 8, 16, 32, 64]))
-
-optim_wrapper = dict(
-    paramwise_cfg=dict(custom_keys={'attn.bias.table': dict(decay_mult=0.0)}))
+    backbone=dict(arch='m4', init_cfg=dict(checkpoint='checkpoints/efficientvit_m4.pth')),
+    neck=dict(in_channels=[128, 256, 384]))

@@ -1,23 +1,6 @@
-"""Semantic FPN on ADE20K (512x512, 40k iterations) with ImageNet-pretrained EfficientFormerV2-S1.
-
-Recipe in ``_base_/semfpn_40k_ade20k_adamw.py``: AdamW lr 2e-4, weight decay 1e-4 (the official
-V2 segmentation configs keep V1's value), poly power 0.9, 32 images per step, test sizes rounded
-to multiples of 32. As in the official V2 code, BatchNorm statistics stay frozen
-(``norm_eval=True``) and stochastic depth is 0.0.
-Put the ImageNet checkpoint at ``checkpoints/efficientformerv2_s1.pth`` (pretrain it with
-``tools/train.py configs/cls/efficientformer_v2_s1_in1k.py`` or convert the official release with
-``tools/convert_checkpoint.py``).
-"""
-_base_ = './_base_/semfpn_40k_ade20k_adamw.py'
+"""Semantic FPN on ADE20K with an ImageNet-pretrained EfficientFormerV2-S1."""
+_base_ = './_base_/efficientformer_v2/semfpn.py'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmeff.EfficientFormerV2',
-        arch='s1',
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.0,
-        frozen_stages=-1,
-        norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/efficientformerv2_s1.pth')),
+    backbone=dict(arch='s1', init_cfg=dict(checkpoint='checkpoints/efficientformerv2_s1.pth')),
     neck=dict(in_channels=[32, 48, 120, 224]))

@@ -1,11 +1,4 @@
-# EfficientFormerV2-L on ImageNet-1k: 300 epochs, DeiT recipe, hard distillation from
-# RegNetY-16GF (83.3% top-1 in the paper). Drop path 0.1 as in the official model definition.
-_base_ = [
-    './_base_/imagenet_bs128_deit.py', './_base_/schedule_adamw_300e.py',
-    './_base_/default_runtime.py', './_base_/distill_regnety_160.py'
-]
-model = dict(
-    type='mmeff.ImageClassifier',
-    backbone=dict(type='mmeff.EfficientFormerV2', arch='l', out_indices=(3, ),
-                  with_out_norms=False, drop_path_rate=0.1),
-    head=dict(type='mmeff.EfficientFormerV2ClsHead', in_channels=384, num_classes=1000))
+# EfficientFormerV2-L on ImageNet-1k (83.3% top-1 in the paper);
+# drop path 0.1 as in the official model definition.
+_base_ = './_base_/efficientformer_v2.py'
+model = dict(backbone=dict(arch='l', drop_path_rate=0.1), head=dict(in_channels=384))

@@ -2,8 +2,8 @@
 #   python tools/search.py configs/search/supernet_l1_toy.py --target-ratio 0.5 0.75 --compare
 # The supernet trains through the classification pretraining module (mmeff.ImageClassifier,
 # the configs/cls recipe, mmeff.engine.launch = tools/train.py); only sizes, data and the
-# schedule length are shrunk. For a real search use the L1 shape (widths 48/96/224/448,
-# depths 4/4/8/6), img_size 224 and data_root = 'data/imagenet'.
+# schedule length are shrunk. For a real search use the EfficientFormer-L1 shape (widths
+# 48/96/224/448, depths 4/4/8/6), img_size 224 and data_root = 'data/imagenet'.
 _base_ = [
     '../cls/_base_/imagenet_bs128_deit.py', '../cls/_base_/schedule_adamw_300e.py',
     '../cls/_base_/default_runtime.py'
