@@ -17,7 +17,6 @@ Usage: python tools/demo.py [--iters 300] [--work-dir work_dirs/demo] [--threads
 """
 import argparse
 import contextlib
-import io
 import json
 import math
 import os
