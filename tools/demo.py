@@ -17,12 +17,12 @@ Usage: python tools/demo.py [--iters 300] [--work-dir work_dirs/demo] [--threads
 """
 import argparse
 import contextlib
-import io
 import json
 import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -209,14 +209,155 @@ def draw_prediction(runner, out_file: Path, score_thr: float = 0.3,
     return dict(num_gt=len(gt), num_pred=kept)
 
 
+# ---------------------------------------------------------------------------------- phases
+def choose_threads(args: argparse.Namespace) -> str:
+    """Fill in ``args.threads`` (automatic unless given); returns how it was chosen."""
+    if args.threads is not None:
+        return f'{args.threads} thread(s) (--threads)'
+    args.threads, note = auto_threads()
+    return note
+
+
+def build_runner(cfg, args: argparse.Namespace):
+    """mmengine's Runner for ``cfg``, its model freshly initialised (random weights)."""
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg)  # not redirected: mmengine's logger keeps this stdout
+    model = runner.model
+    n_params = sum(p.numel() for p in model.parameters())
+    n_backbone = sum(p.numel() for p in model.backbone.parameters())
+    say(f'model: Mask R-CNN + EfficientFormer-L1 ({n_params / 1e6:.1f} M parameters, backbone '
+        f'{n_backbone / 1e6:.1f} M), random initialisation, {args.size}x{args.size} input')
+    model.init_weights()  # the same weights are evaluated now and trained next
+    return runner
+
+
+def train(runner, cfg, args: argparse.Namespace, log_file: Path) -> Tuple[ProgressHook, float]:
+    """Train ``args.iters`` steps; returns the progress record and the training time (s)."""
+    progress = ProgressHook(args.iters)
+    runner.register_hook(progress, priority='LOW')
+    say(f'training {args.iters} steps of {cfg.train_dataloader.batch_size} images '
+        f'(AdamW, lr {cfg.optim_wrapper.optimizer.lr:g}) ...')
+    t = time.time()
+    with chatter_to(log_file):
+        runner.train()
+    return progress, time.time() - t
+
+
+# --------------------------------------------------------------------------------- summary
+@dataclass
+class Outcome:
+    """What the demo measured; the summary (JSON and text) is read off it."""
+    args: argparse.Namespace
+    batch_size: int
+    work_dir: Path
+    data_root: Path
+    log_file: Path
+    picture: Path
+    before: Dict[str, float]
+    after: Dict[str, float]
+    progress: ProgressHook
+    train_seconds: float
+    drawn: Dict[str, int]
+    start: float
+
+    @property
+    def window(self) -> int:
+        """Steps averaged for the first and last loss."""
+        return max(1, min(10, len(self.progress.losses) // 4))
+
+    @property
+    def loss_first(self) -> float:
+        return sum(d['loss'] for d in self.progress.losses[:self.window]) / self.window
+
+    @property
+    def loss_last(self) -> float:
+        return sum(d['loss'] for d in self.progress.losses[-self.window:]) / self.window
+
+    @property
+    def seconds_per_step(self) -> float:
+        steady = self.progress.step_times[1:] or self.progress.step_times
+        return sum(steady) / len(steady)
+
+    @property
+    def ap50_ratio(self) -> float:
+        """bbox AP50 after / before training (inf from 0, nan when both are 0)."""
+        ap50_before, ap50_after = self.before['bbox_mAP_50'], self.after['bbox_mAP_50']
+        if ap50_before > 0:
+            return ap50_after / ap50_before
+        return math.inf if ap50_after > 0 else math.nan
+
+    @property
+    def learned(self) -> bool:
+        ap50_before, ap50_after = self.before['bbox_mAP_50'], self.after['bbox_mAP_50']
+        return (self.loss_last < self.loss_first and ap50_after >= 5 * ap50_before
+                and ap50_after > 0)
+
+
+def summarize(outcome: Outcome) -> dict:
+    """The summary written as ``summary.json``."""
+    args, losses, window = outcome.args, outcome.progress.losses, outcome.window
+    work_dir, ratio = outcome.work_dir, outcome.ap50_ratio
+    ckpt = work_dir / f'iter_{args.iters}.pth'
+    return dict(
+        iterations=args.iters, batch_size=outcome.batch_size,
+        image_size=args.size, threads=args.threads, init='random (no pretrained weights)',
+        loss_first=round(outcome.loss_first, 4), loss_last=round(outcome.loss_last, 4),
+        loss_window=window,
+        loss_terms_last={k: round(sum(d[k] for d in losses[-window:]) / window, 4)
+                         for k in losses[-1]},
+        before={k: outcome.before[k] for k in sorted(outcome.before) if 'mAP' in k},
+        after={k: outcome.after[k] for k in sorted(outcome.after) if 'mAP' in k},
+        bbox_ap50_ratio=round(ratio, 2) if math.isfinite(ratio) else None,
+        seconds_per_step=round(outcome.seconds_per_step, 3),
+        train_seconds=round(outcome.train_seconds, 1),
+        total_seconds=round(time.time() - outcome.start, 1), learned=outcome.learned,
+        files=dict(work_dir=str(work_dir), data=str(outcome.data_root),
+                   checkpoint=str(ckpt) if ckpt.is_file() else None,
+                   picture=str(outcome.picture), log=str(outcome.log_file),
+                   summary=str(work_dir / 'summary.json')))
+
+
+def summary_text(outcome: Outcome, summary: dict) -> str:
+    """The summary block printed at the end."""
+    args, before, after, window = outcome.args, outcome.before, outcome.after, outcome.window
+    ratio = outcome.ap50_ratio
+    ratio_txt = f'{ratio:.1f}x' if math.isfinite(ratio) else \
+        ('from 0' if math.isinf(ratio) else 'both 0')
+    lines = [
+        '',
+        '=' * 78,
+        'mmeff demo: Mask R-CNN + EfficientFormer-L1 (random init) on the toy COCO set, CPU',
+        '=' * 78,
+        f'steps           {args.iters} x {outcome.batch_size} images '
+        f'({args.size}x{args.size}), {args.threads} thread(s)',
+        f'loss            {outcome.loss_first:.3f} (mean of first {window} steps) -> '
+        f'{outcome.loss_last:.3f} (last {window})',
+        '                ' + '  '.join(f'{k} {v:.3f}' for k, v in
+                                       summary['loss_terms_last'].items() if k != 'loss'),
+        f'bbox mAP        {before["bbox_mAP"]:.3f} -> {after["bbox_mAP"]:.3f}   '
+        f'AP50 {before["bbox_mAP_50"]:.3f} -> {after["bbox_mAP_50"]:.3f} ({ratio_txt})',
+        f'segm mAP        {before["segm_mAP"]:.3f} -> {after["segm_mAP"]:.3f}   '
+        f'AP50 {before["segm_mAP_50"]:.3f} -> {after["segm_mAP_50"]:.3f}',
+        f'time            {outcome.seconds_per_step:.2f} s per step; training '
+        f'{outcome.train_seconds / 60:.1f} min, all {summary["total_seconds"] / 60:.1f} min',
+        f'picture         {outcome.picture} ({outcome.drawn["num_pred"]} predictions with score '
+        f'>= 0.3; {outcome.drawn["num_gt"]} objects in the image; ground truth on the left)',
+        f'checkpoint      {summary["files"]["checkpoint"]}',
+        f'COCO tables     {outcome.log_file} (with the rest of the libraries\' output)',
+        f'summary         {outcome.work_dir / "summary.json"}',
+        'verdict         ' + ('learned: losses fell and bbox AP50 >= 5x its value before '
+                              'training' if outcome.learned else
+                              'DID NOT LEARN ENOUGH: expected falling losses and bbox AP50 '
+                              '>= 5x its value before training'),
+    ]
+    return '\n'.join(lines)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     import torch
-    threads_note = f'{args.threads} thread(s) (--threads)'
-    if args.threads is None:
-        args.threads, threads_note = auto_threads()
+    threads_note = choose_threads(args)
     torch.set_num_threads(args.threads)
-    from mmengine.runner import Runner
 
     start = time.time()
     work_dir = Path(args.work_dir).resolve()
@@ -228,89 +369,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     prepare_data(data_root, args)
 
     cfg = build_config(args, data_root, work_dir)
-    runner = Runner.from_cfg(cfg)  # not redirected: mmengine's logger keeps this stdout
-    model = runner.model
-    n_params = sum(p.numel() for p in model.parameters())
-    n_backbone = sum(p.numel() for p in model.backbone.parameters())
-    say(f'model: Mask R-CNN + EfficientFormer-L1 ({n_params / 1e6:.1f} M parameters, backbone '
-        f'{n_backbone / 1e6:.1f} M), random initialisation, {args.size}x{args.size} input')
-    model.init_weights()  # the same weights are evaluated now and trained next
+    runner = build_runner(cfg, args)
     before = evaluate(runner, 'before training', log_file)
-
-    progress = ProgressHook(args.iters)
-    runner.register_hook(progress, priority='LOW')
-    say(f'training {args.iters} steps of {cfg.train_dataloader.batch_size} images '
-        f'(AdamW, lr {cfg.optim_wrapper.optimizer.lr:g}) ...')
-    t = time.time()
-    with chatter_to(log_file):
-        runner.train()
-    train_time = time.time() - t
+    progress, train_seconds = train(runner, cfg, args, log_file)
     after = evaluate(runner, 'after training', log_file)
-
     png = work_dir / 'prediction.png'
     drawn = draw_prediction(runner, png)
 
-    # ------------------------------------------------------------------------- summary
-    losses = progress.losses
-    window = max(1, min(10, len(losses) // 4))
-    first = sum(d['loss'] for d in losses[:window]) / window
-    last = sum(d['loss'] for d in losses[-window:]) / window
-    steady = progress.step_times[1:] or progress.step_times
-    per_step = sum(steady) / len(steady)
-    ap50_before, ap50_after = before['bbox_mAP_50'], after['bbox_mAP_50']
-    if ap50_before > 0:
-        ratio = ap50_after / ap50_before
-    else:
-        ratio = math.inf if ap50_after > 0 else math.nan
-    learned = last < first and ap50_after >= 5 * ap50_before and ap50_after > 0
-    ckpt = work_dir / f'iter_{args.iters}.pth'
-    summary = dict(
-        iterations=args.iters, batch_size=cfg.train_dataloader.batch_size,
-        image_size=args.size, threads=args.threads, init='random (no pretrained weights)',
-        loss_first=round(first, 4), loss_last=round(last, 4), loss_window=window,
-        loss_terms_last={k: round(sum(d[k] for d in losses[-window:]) / window, 4)
-                         for k in losses[-1]},
-        before={k: before[k] for k in sorted(before) if 'mAP' in k},
-        after={k: after[k] for k in sorted(after) if 'mAP' in k},
-        bbox_ap50_ratio=round(ratio, 2) if math.isfinite(ratio) else None,
-        seconds_per_step=round(per_step, 3), train_seconds=round(train_time, 1),
-        total_seconds=round(time.time() - start, 1), learned=learned,
-        files=dict(work_dir=str(work_dir), data=str(data_root),
-                   checkpoint=str(ckpt) if ckpt.is_file() else None, picture=str(png),
-                   log=str(log_file), summary=str(work_dir / 'summary.json')))
+    outcome = Outcome(args=args, batch_size=cfg.train_dataloader.batch_size, work_dir=work_dir,
+                      data_root=data_root, log_file=log_file, picture=png, before=before,
+                      after=after, progress=progress, train_seconds=train_seconds,
+                      drawn=drawn, start=start)
+    summary = summarize(outcome)
     (work_dir / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
-
-    ratio_txt = f'{ratio:.1f}x' if math.isfinite(ratio) else \
-        ('from 0' if math.isinf(ratio) else 'both 0')
-    lines = [
-        '',
-        '=' * 78,
-        'mmeff demo: Mask R-CNN + EfficientFormer-L1 (random init) on the toy COCO set, CPU',
-        '=' * 78,
-        f'steps           {args.iters} x {cfg.train_dataloader.batch_size} images '
-        f'({args.size}x{args.size}), {args.threads} thread(s)',
-        f'loss            {first:.3f} (mean of first {window} steps) -> {last:.3f} '
-        f'(last {window})',
-        '                ' + '  '.join(f'{k} {v:.3f}' for k, v in
-                                       summary['loss_terms_last'].items() if k != 'loss'),
-        f'bbox mAP        {before["bbox_mAP"]:.3f} -> {after["bbox_mAP"]:.3f}   '
-        f'AP50 {ap50_before:.3f} -> {ap50_after:.3f} ({ratio_txt})',
-        f'segm mAP        {before["segm_mAP"]:.3f} -> {after["segm_mAP"]:.3f}   '
-        f'AP50 {before["segm_mAP_50"]:.3f} -> {after["segm_mAP_50"]:.3f}',
-        f'time            {per_step:.2f} s per step; training {train_time / 60:.1f} min, '
-        f'all {summary["total_seconds"] / 60:.1f} min',
-        f'picture         {png} ({drawn["num_pred"]} predictions with score >= 0.3; '
-        f'{drawn["num_gt"]} objects in the image; ground truth on the left)',
-        f'checkpoint      {summary["files"]["checkpoint"]}',
-        f'COCO tables     {log_file} (with the rest of the libraries\' output)',
-        f'summary         {work_dir / "summary.json"}',
-        'verdict         ' + ('learned: losses fell and bbox AP50 >= 5x its value before '
-                              'training' if learned else
-                              'DID NOT LEARN ENOUGH: expected falling losses and bbox AP50 '
-                              '>= 5x its value before training'),
-    ]
-    print('\n'.join(lines), flush=True)
-    return 0 if learned else 1
+    print(summary_text(outcome, summary), flush=True)
+    return 0 if outcome.learned else 1
 
 
 if __name__ == '__main__':

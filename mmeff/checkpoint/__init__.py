@@ -8,8 +8,8 @@ This package never imports a model. Each backbone family keeps its own layouts i
 from mmeff.checkpoint.io import (load_file, read_state_dict, safe_globals, strip_prefix,
                                  unwrap_state_dict)
 from mmeff.checkpoint.loader import (CONVERTERS, ArchMismatchError, LayoutConverter, LoadReport,
-                                     detect_family, load_pretrained, register_converter,
-                                     rename_key, rename_keys)
+                                     detect_family, load_pretrained, register_converter)
+from mmeff.checkpoint.rules import rename_key, rename_keys
 
 __all__ = [
     'load_file', 'read_state_dict', 'safe_globals', 'strip_prefix', 'unwrap_state_dict',

@@ -4,42 +4,17 @@ Every family provides a :class:`LayoutConverter` that recognises the layouts it 
 release, timm, mmpretrain, mmeff) and renames them to mmeff's *canonical* layout: the state
 dict of mmeff's classification model, i.e. ``backbone.*`` plus head keys. Loading then means:
 read -> detect -> convert -> select the part the target model holds -> check shapes -> load ->
-report. Derived buffers (index tables) are never taken from a file; they are rebuilt.
+report. Derived buffers (index tables) are never taken from a file; they are rebuilt. The
+key-rename rules converters are written in live in :mod:`mmeff.checkpoint.rules`.
 """
-import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-import torch
 from mmengine.logging import print_log
 from torch import nn
 
 from mmeff.checkpoint.io import StateDict, read_state_dict, strip_prefix, unwrap_state_dict
-
-RenameRule = Tuple[str, Union[str, Callable, None]]
-
-
-def rename_key(key: str, rules: Sequence[RenameRule]) -> Optional[str]:
-    """Apply regex (pattern, replacement) rules in order; a replacement of None drops the key
-    (returns None) when its pattern matches. Replacements may be strings or functions."""
-    for pattern, repl in rules:
-        if repl is None:
-            if re.search(pattern, key):
-                return None
-        else:
-            key = re.sub(pattern, repl, key)
-    return key
-
-
-def rename_keys(state_dict: StateDict, rules: Sequence[RenameRule]) -> StateDict:
-    """Apply :func:`rename_key` to every key, leaving out the dropped ones."""
-    out = OrderedDict()
-    for key, value in state_dict.items():
-        key = rename_key(key, rules)
-        if key is not None:
-            out[key] = value
-    return out
 
 
 class LayoutConverter:
@@ -171,59 +146,89 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
     Raises:
         ArchMismatchError: when tensor shapes show the checkpoint is another architecture.
     """
-    if isinstance(checkpoint, str):
-        state_dict = read_state_dict(checkpoint)
-        source = checkpoint
-    else:
-        state_dict = strip_prefix(unwrap_state_dict(checkpoint), 'module.')
-        source = 'state dict'
+    state_dict, source = _read(checkpoint)
     canonical, layout = converter.convert(state_dict)
     report = LoadReport(layout=layout)
-
-    if prefix:
-        selected = OrderedDict((k[len(prefix):], v) for k, v in canonical.items()
-                               if k.startswith(prefix))
-        report.dropped = [k for k in canonical if not k.startswith(prefix)]
-    else:
-        selected = canonical
-
+    selected, report.dropped = _select(canonical, prefix)
     own = model.state_dict()
+    report.resized, mismatched = _check_shapes(model, own, selected)
+    _refuse_other_arch(converter, canonical, mismatched, arch_name, source)
+    result = model.load_state_dict(selected, strict=False)
+    fresh = _fill_report(report, result, selected, own, allowed_missing)
+    _log_report(report, source, fresh)
+    return report
+
+
+def _read(checkpoint: Union[str, StateDict]) -> Tuple[StateDict, str]:
+    """The raw state dict of a file or container, and how to name its source in messages."""
+    if isinstance(checkpoint, str):
+        return read_state_dict(checkpoint), checkpoint
+    return strip_prefix(unwrap_state_dict(checkpoint), 'module.'), 'state dict'
+
+
+def _select(canonical: StateDict, prefix: str) -> Tuple[StateDict, List[str]]:
+    """The tensors under ``prefix`` (prefix removed), and the canonical keys left out."""
+    if not prefix:
+        return canonical, []
+    selected = OrderedDict((k[len(prefix):], v) for k, v in canonical.items()
+                           if k.startswith(prefix))
+    return selected, [k for k in canonical if not k.startswith(prefix)]
+
+
+def _check_shapes(model: nn.Module, own: StateDict,
+                  selected: StateDict) -> Tuple[List[str], List[str]]:
+    """(resized, mismatched): tensors whose shape differs from the model's, split into those a
+    module resizes on load and those that cannot be loaded."""
     resizable = _resizable_from(model)
-    mismatched = []
+    resized, mismatched = [], []
     for key, value in list(selected.items()):
         if key not in own:
             continue
         if own[key].shape == value.shape:
             continue
         if key in resizable and resizable[key](tuple(value.shape)):
-            report.resized.append(f'{key}: {tuple(value.shape)} -> {tuple(own[key].shape)}')
+            resized.append(f'{key}: {tuple(value.shape)} -> {tuple(own[key].shape)}')
             continue  # the module's _load_from_state_dict resizes it
         mismatched.append(f'{key}: checkpoint {tuple(value.shape)} vs model '
                           f'{tuple(own[key].shape)}')
+    return resized, mismatched
 
+
+def _refuse_other_arch(converter: LayoutConverter, canonical: StateDict, mismatched: List[str],
+                       arch_name: Optional[str], source: str) -> None:
+    """Raise :class:`ArchMismatchError` when shapes or the guessed arch show another model."""
     guessed = converter.guess_arch(canonical)
-    if mismatched or (guessed and arch_name and guessed != arch_name):
-        family = converter.family
-        looks = f'{family}-{guessed}' if guessed else f'another {family} architecture'
-        wanted = f'{family}-{arch_name}' if arch_name else 'this model'
-        detail = '; '.join(mismatched[:5]) + (' ...' if len(mismatched) > 5 else '')
-        raise ArchMismatchError(
-            f'checkpoint {source!r} looks like {looks}, but the model is {wanted}'
-            + (f' (shape mismatches: {detail})' if detail else '')
-            + '. Use the checkpoint of the same arch, or set arch to match the checkpoint.')
+    if not mismatched and not (guessed and arch_name and guessed != arch_name):
+        return
+    family = converter.family
+    looks = f'{family}-{guessed}' if guessed else f'another {family} architecture'
+    wanted = f'{family}-{arch_name}' if arch_name else 'this model'
+    detail = '; '.join(mismatched[:5]) + (' ...' if len(mismatched) > 5 else '')
+    raise ArchMismatchError(
+        f'checkpoint {source!r} looks like {looks}, but the model is {wanted}'
+        + (f' (shape mismatches: {detail})' if detail else '')
+        + '. Use the checkpoint of the same arch, or set arch to match the checkpoint.')
 
-    result = model.load_state_dict(selected, strict=False)
+
+def _fill_report(report: LoadReport, result, selected: StateDict, own: StateDict,
+                 allowed_missing: Iterable[str]) -> List[str]:
+    """Record what ``load_state_dict`` loaded, missed and ignored; returns the missing keys
+    under ``allowed_missing`` (initialised fresh), which are not counted as missing."""
     allowed = tuple(allowed_missing)
-    report.missing = [k for k in result.missing_keys if not _is_derived(k)]
-    fresh = [k for k in report.missing if allowed and k.startswith(allowed)]
-    report.missing = [k for k in report.missing if k not in fresh]
+    missing = [k for k in result.missing_keys if not _is_derived(k)]
+    fresh = [k for k in missing if allowed and k.startswith(allowed)]
+    report.missing = [k for k in missing if k not in fresh]
     report.unexpected = list(result.unexpected_keys)
     report.loaded = [k for k in selected if k in own]
+    return fresh
+
+
+def _log_report(report: LoadReport, source: str, fresh: List[str]) -> None:
+    """One log line: a warning when anything is missing or unexpected, info otherwise."""
     msg = f'[mmeff] {source}: {report.summary()}'
     if fresh:
         msg += f'; initialised fresh (dense-only): {sorted({k.rsplit(".", 2)[0] for k in fresh})}'
     print_log(msg, logger='current', level=30 if (report.missing or report.unexpected) else 20)
-    return report
 
 
 def _is_derived(key: str) -> bool:

@@ -143,6 +143,33 @@ class ExportReport:
         return '\n'.join(lines)
 
 
+@dataclass
+class ExportJob:
+    """One export under way: what a writer (``_export_onnx``, ``_export_coreml``,
+    ``_export_torchscript``) needs to write the file and check it.
+
+    Args:
+        module: the deployed part (fused; in half precision for fp16 ONNX/TorchScript).
+        traced: its ``torch.jit.trace`` graph, the one that passed the deploy-path checks.
+        x: the example input, on the module's device and in its dtype.
+        ref_out: the outputs of the unfused (eager) reference for the example input.
+        names: the output names.
+        path: the file to write.
+        options: what to export and how.
+        report: what the checks found; the writer fills in its part.
+        verbose: show converter progress.
+    """
+    module: nn.Module
+    traced: torch.jit.ScriptModule
+    x: torch.Tensor
+    ref_out: List[torch.Tensor]
+    names: List[str]
+    path: str
+    options: ExportOptions
+    report: ExportReport
+    verbose: bool = False
+
+
 def check_options(options: ExportOptions, part: nn.Module) -> None:
     """Refuse unsupported combinations with a message that says what to do instead."""
     if options.fmt not in FORMATS:
@@ -209,15 +236,12 @@ def export(part: ExportPart, path: str, options: ExportOptions,
                           'written:\n' + report.text())
 
     if options.fp16 and options.fmt != 'coreml':  # CoreML: fp32 graph, fp16 compute precision
-        deployed = deployed.half()
-        x_run = x.half()
-    else:
-        x_run = x
+        deployed, x = deployed.half(), x.half()
+        traced = _trace(deployed, x)
     writer = {'onnx': _export_onnx, 'coreml': _export_coreml,
               'torchscript': _export_torchscript}[options.fmt]
-    if options.fp16 and options.fmt != 'coreml':
-        traced = _trace(deployed, x_run)
-    writer(deployed, traced, x_run, ref_out, names, path, options, report, verbose)
+    writer(ExportJob(module=deployed, traced=traced, x=x, ref_out=ref_out, names=names,
+                     path=path, options=options, report=report, verbose=verbose))
     report.seconds = time.time() - start
     return report
 
@@ -244,62 +268,70 @@ def _quiet_tracer():
 
 
 # ------------------------------------------------------------------------------------- ONNX
-def _export_onnx(module, traced, x, ref_out, names, path, options, report, verbose):
+def _export_onnx(job: ExportJob) -> None:
     import onnx
 
     from mmeff.deploy.onnx_check import graph_violations, op_histogram, ort_session, run_ort
 
-    dynamic_axes = None
-    if options.dynamic or options.dynamic_batch:
-        dynamic_axes = {'input': {0: 'batch'}}
-        if options.dynamic:
-            dynamic_axes['input'].update({2: 'height', 3: 'width'})
-        for name in names:
-            dynamic_axes[name] = {0: 'batch'}
-            if options.dynamic:
-                dynamic_axes[name].update({2: f'{name}_h', 3: f'{name}_w'})
+    options, report = job.options, job.report
+    dynamic_axes = _dynamic_axes(options, job.names)
     sink = io.StringIO()
     with torch.no_grad(), _quiet_tracer(), contextlib.redirect_stdout(sink):
         # the traced graph that passed the deploy checks is what gets exported
-        torch.onnx.export(traced, (x,), path, opset_version=options.opset, dynamo=False,
-                          input_names=['input'], output_names=list(names),
+        torch.onnx.export(job.traced, (job.x,), job.path, opset_version=options.opset,
+                          dynamo=False, input_names=['input'], output_names=list(job.names),
                           dynamic_axes=dynamic_axes, do_constant_folding=True)
-    model = onnx.load(path)
+    model = onnx.load(job.path)
     onnx.checker.check_model(model)
     report.graph_ops = op_histogram(model)
     report.violations = graph_violations(model)
 
     providers = ['CUDAExecutionProvider'] if options.fp16 else ['CPUExecutionProvider']
-    session = ort_session(path, providers, threads=1)  # a check, not a benchmark
-    array = x.detach().cpu().numpy()
+    session = ort_session(job.path, providers, threads=1)  # a check, not a benchmark
+    array = job.x.detach().cpu().numpy()
     report.runtime = f'ONNX Runtime ({providers[0]})'
-    report.runtime_parity = compare(ref_out, run_ort(session, array), names)
+    report.runtime_parity = compare(job.ref_out, run_ort(session, array), job.names)
     if dynamic_axes:
-        _check_second_shape(module, session, x, names, options, report)
+        _check_second_shape(job, session)
 
 
-def _check_second_shape(module, session, x, names, options, report):
+def _dynamic_axes(options: ExportOptions, names: List[str]) -> Optional[Dict[str, Dict]]:
+    """``torch.onnx.export``'s dynamic axes of the input and every output; None if static."""
+    if not (options.dynamic or options.dynamic_batch):
+        return None
+    dynamic_axes = {'input': {0: 'batch'}}
+    if options.dynamic:
+        dynamic_axes['input'].update({2: 'height', 3: 'width'})
+    for name in names:
+        dynamic_axes[name] = {0: 'batch'}
+        if options.dynamic:
+            dynamic_axes[name].update({2: f'{name}_h', 3: f'{name}_w'})
+    return dynamic_axes
+
+
+def _check_second_shape(job: ExportJob, session) -> None:
     """A dynamic graph must also be right at another batch (and size, if H/W are dynamic)."""
     from mmeff.deploy.onnx_check import run_ort
+    options, x = job.options, job.x
     h, w = options.input_hw
     shape = (x.shape[0] + 1, 3) + ((h + 32, w + 32) if options.dynamic else (h, w))
     x2 = example_input(shape, options.seed + 1).to(x.device, x.dtype)
     with torch.no_grad():
-        ref2 = output_list(module(x2))
-    report.extra_parity[f'ONNX Runtime at {list(shape)} (dynamic axes) vs PyTorch'] = \
-        compare(ref2, run_ort(session, x2.detach().cpu().numpy()), names)
+        ref2 = output_list(job.module(x2))
+    job.report.extra_parity[f'ONNX Runtime at {list(shape)} (dynamic axes) vs PyTorch'] = \
+        compare(ref2, run_ort(session, x2.detach().cpu().numpy()), job.names)
 
 
 # ------------------------------------------------------------------------------ TorchScript
-def _export_torchscript(module, traced, x, ref_out, names, path, options, report, verbose):
-    traced.save(path)
-    loaded = torch.jit.load(path, map_location=x.device)
-    report.graph_ops = {k.replace('aten::', ''): v for k, v in traced_op_kinds(loaded).items()
-                        if k.startswith('aten::')}
+def _export_torchscript(job: ExportJob) -> None:
+    job.traced.save(job.path)
+    loaded = torch.jit.load(job.path, map_location=job.x.device)
+    job.report.graph_ops = {k.replace('aten::', ''): v
+                            for k, v in traced_op_kinds(loaded).items() if k.startswith('aten::')}
     with torch.no_grad():
-        got = output_list(loaded(x))
-    report.runtime = 'reloaded TorchScript'
-    report.runtime_parity = compare(ref_out, got, names)
+        got = output_list(loaded(job.x))
+    job.report.runtime = 'reloaded TorchScript'
+    job.report.runtime_parity = compare(job.ref_out, got, job.names)
 
 
 # ----------------------------------------------------------------------------------- CoreML
@@ -348,19 +380,20 @@ def _decompose(program, op_names):
     return program.run_decompositions(table)
 
 
-def _convert_coreml(module, x, names, options, report, verbose):
+def _convert_coreml(job: ExportJob):
     """Convert with coremltools; an ATen op its frontend lacks is decomposed and retried."""
     import re
 
     import coremltools as ct
 
+    module, x, names, options, report = job.module, job.x, job.names, job.options, job.report
     target = getattr(ct.target, options.coreml_target)
     precision = ct.precision.FLOAT16 if options.fp16 else ct.precision.FLOAT32
     program = _capture(module, x, report)
     to_decompose = list(COREML_DECOMPOSE)
     for _ in range(8):
         source = _decompose(program, to_decompose) if program is not None else _trace(module, x)
-        progress = contextlib.nullcontext() if verbose else \
+        progress = contextlib.nullcontext() if job.verbose else \
             contextlib.redirect_stderr(io.StringIO())
         try:
             with _quiet_tracer(), progress:
@@ -387,20 +420,20 @@ def _convert_coreml(module, x, names, options, report, verbose):
     raise RuntimeError('coremltools kept failing on unsupported ops: ' + str(to_decompose))
 
 
-def _export_coreml(module, traced, x, ref_out, names, path, options, report, verbose):
+def _export_coreml(job: ExportJob) -> None:
     from mmeff.deploy.coreml_check import inspect_mlprogram
 
-    mlmodel, route, run, target, _ = _convert_coreml(module, x, names, options, report,
-                                                     verbose)
+    report, path = job.report, job.path
+    mlmodel, route, run, target, _ = _convert_coreml(job)
     with torch.no_grad():
-        got = output_list(run(x))
+        got = output_list(run(job.x))
     report.extra_parity[f'{route} graph given to coremltools vs eager PyTorch'] = \
-        compare(ref_out, got, names)
+        compare(job.ref_out, got, job.names)
     if os.path.isdir(path):
         import shutil
         shutil.rmtree(path)
     mlmodel.save(path)
-    affines = sum(isinstance(m, ChannelAffine) for m in module.modules())
+    affines = sum(isinstance(m, ChannelAffine) for m in job.module.modules())
     structure = inspect_mlprogram(mlmodel, target, affine_layers=affines)
     report.coreml = structure
     report.graph_ops = {}

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from mmeff.checkpoint.io import StateDict
-from mmeff.checkpoint.loader import LayoutConverter, register_converter, rename_key, rename_keys
+from mmeff.checkpoint import LayoutConverter, register_converter, rename_key, rename_keys
 from mmeff.models.backbones.efficientformer.arch import ARCH_SETTINGS
 from mmeff.models.layers.attention_bias import relative_offset_index, table_size_of
 

@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from mmeff.checkpoint.io import StateDict
-from mmeff.checkpoint.loader import LayoutConverter, register_converter, rename_keys
+from mmeff.checkpoint import LayoutConverter, register_converter, rename_keys
 from mmeff.models.backbones.efficientformer_v2.arch import ARCH_SETTINGS
 from mmeff.models.layers.attention_bias import relative_offset_index, table_size_of
 

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
 from mmeff.checkpoint.io import StateDict
-from mmeff.checkpoint.loader import LayoutConverter, register_converter, rename_keys
+from mmeff.checkpoint import LayoutConverter, register_converter, rename_key, rename_keys
 from mmeff.models.backbones.efficientvit.arch import EFFICIENTVIT_ARCHS
 
 _COMMON_RULES = [
@@ -39,12 +39,6 @@ _OFFICIAL_HEAD_RULES = [
 _SUBSAMPLE_PARTS = ('res1', 'patchmerge', 'res2')
 
 
-def _apply_rules(key: str, rules) -> str:
-    for pattern, repl in rules:
-        key = re.sub(pattern, repl, key)
-    return key
-
-
 def _official_backbone_key(key: str) -> str:
     """Rename one official backbone key (no prefix) to the canonical one."""
     m = re.match(r'^patch_embed\.(\d+)\.(c|bn)\.(.*)$', key)
@@ -62,7 +56,7 @@ def _official_backbone_key(key: str) -> str:
     else:
         where = f'blocks.{idx - 3}'
     rest = re.sub(r'(^|\.)c\.', r'\1conv.', rest)
-    return _apply_rules(f'backbone.stages.{stage}.{where}.{rest}', _COMMON_RULES)
+    return rename_key(f'backbone.stages.{stage}.{where}.{rest}', _COMMON_RULES)
 
 
 @register_converter
@@ -103,7 +97,7 @@ class EfficientViTConverter(LayoutConverter):
                     if value.dim() == 2 and not key.endswith('.table'):
                         value = value[:, :, None, None]  # 1x1 conv stored as a matrix
                 else:
-                    key = _apply_rules(key, _OFFICIAL_HEAD_RULES)
+                    key = rename_key(key, _OFFICIAL_HEAD_RULES)
                 out[key] = value
             return out
         if layout == 'mmeff':
