@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import platform
-import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Dict, List, Optional, Sequence
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from mmeff.benchmark.runner import BenchConfig, Row
+from mmeff.benchmark.timer import cpu_name
 
 OURS_BACKEND, REF_BACKEND = 'fused', 'eager'
 
@@ -36,10 +36,7 @@ def aggregate(rows: List[Row]) -> List[Row]:
                 target.samples_ms.extend(row.samples_ms)
     for row in merged.values():
         if row.status == 'ok' and row.samples_ms:
-            row.runs = len(row.samples_ms)
-            row.median_ms = statistics.median(row.samples_ms)
-            row.p90_ms = float(np.percentile(row.samples_ms, 90))
-            row.images_per_s = 1e3 * row.batch / row.median_ms
+            row.summarise()
     return list(merged.values())
 
 
@@ -121,18 +118,14 @@ def results_table(rows: List[Row], backends: Sequence[str]) -> str:
 
 # ------------------------------------------------------------------------------------- files
 def machine_info(config: BenchConfig) -> Dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     try:
         load = os.getloadavg()[0]
     except OSError:
         load = None
     return {'cpu': cpu, 'logical_cores': os.cpu_count(), 'threads': config.threads,
             'batch': config.batch, 'warmup': config.warmup, 'runs': config.runs,
+            'clock': config.clock,
             'load_average_at_start': load,
             'gpu': torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             'torch': torch.__version__, 'python': platform.python_version(),
@@ -144,7 +137,8 @@ def format_meta(meta: Dict[str, object]) -> str:
     return (f'machine: {meta["cpu"]}, {meta["logical_cores"]} logical cores'
             + (f' (load average {load:.1f} at start)' if load is not None else '')
             + f', {meta["threads"]} thread(s), batch {meta["batch"]}, {meta["warmup"]} warm-up '
-            f'+ {meta["runs"]} timed runs per backend (round-robin within a session); torch '
+            f'+ {meta["runs"]} timed runs per backend (round-robin within a session'
+            + ('; process CPU time' if meta.get('clock') == 'cpu' else '') + '); torch '
             f'{meta["torch"]}' + (f'; GPU {meta["gpu"]}' if meta.get('gpu') else '; no GPU'))
 
 
