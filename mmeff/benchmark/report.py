@@ -85,10 +85,12 @@ RATIO_COLUMNS = [('fused_over_eager', 'fused/eager'), ('fused_over_timm_eager', 
 
 
 def ratio_table(rows: List[Row]) -> str:
-    head = f'{"model":22s}' + ''.join(f' {title:>13s}' for _, title in RATIO_COLUMNS)
+    ratios = ratio_rows(rows)
+    width = max([22] + [len(r['model']) for r in ratios])
+    head = f'{"model":{width}s}' + ''.join(f' {title:>13s}' for _, title in RATIO_COLUMNS)
     lines = [head, '-' * len(head)]
-    for r in ratio_rows(rows):
-        lines.append(f'{r["model"]:22s}' + ''.join(
+    for r in ratios:
+        lines.append(f'{r["model"]:{width}s}' + ''.join(
             f' {r[key]:13.2f}' if r[key] is not None else f' {"-":>13s}'
             for key, _ in RATIO_COLUMNS))
     return '\n'.join(lines)
@@ -98,7 +100,8 @@ def results_table(rows: List[Row], backends: Sequence[str]) -> str:
     """Per model (all sessions pooled): params, MACs vs paper, median (p90) ms per backend."""
     rows = aggregate(rows)
     models = list(dict.fromkeys(r.model for r in rows))
-    head = f'{"model":26s} {"params M":>8s} {"GMACs":>7s} {"paper":>6s} {"diff":>6s}'
+    width = max([26] + [len(name) for name in models])
+    head = f'{"model":{width}s} {"params M":>8s} {"GMACs":>7s} {"paper":>6s} {"diff":>6s}'
     head += ''.join(f' {b + " ms":>17s}' for b in backends)
     lines = [head, '-' * len(head)]
     for name in models:
@@ -106,7 +109,7 @@ def results_table(rows: List[Row], backends: Sequence[str]) -> str:
         r0 = mine[0]
         diff = r0.macs_vs_paper_pct
         paper = f'{r0.paper_gmacs:6.3f}' if r0.paper_gmacs else f'{"-":>6s}'
-        line = (f'{name:26s} {r0.params_m:8.2f} {r0.gmacs:7.3f} {paper} '
+        line = (f'{name:{width}s} {r0.params_m:8.2f} {r0.gmacs:7.3f} {paper} '
                 f'{("%+5.1f%%" % diff) if diff is not None else "-":>6s}')
         for b in backends:
             r = next((x for x in mine if x.backend == b), None)
