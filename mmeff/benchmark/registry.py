@@ -22,7 +22,8 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 from torch import nn
 
 from mmeff.benchmark.segmentors import DEFAULT_CONFIG_DIR, register_segmentors
-from mmeff.models.zoo import build_backbone, build_classifier, variants
+from mmeff.models.zoo import (build_backbone, build_classifier, get_variant, is_variant_name,
+                              variants)
 
 
 @dataclass
@@ -140,6 +141,14 @@ def _is_segmentor_name(name: str) -> bool:
     return name == 'segmentors' or name.startswith(('semfpn_', 'Semantic FPN'))
 
 
+def _zoo_spelling(name: str) -> str:
+    """``name`` with a zoo alias replaced by the zoo's name (efficientformer_v2_s0 ->
+    efficientformerv2_s0, also after 'backbone/')."""
+    prefix = 'backbone/' if name.startswith('backbone/') else ''
+    rest = name[len(prefix):]
+    return prefix + get_variant(rest).name if is_variant_name(rest) else name
+
+
 def select(names: List[str],
            config_dir: Union[str, Path] = DEFAULT_CONFIG_DIR) -> List[BenchModel]:
     """Resolve names and shortcuts ('ours', 'timm', 'refs', 'all', 'backbones', 'segmentors',
@@ -155,6 +164,8 @@ def select(names: List[str],
             picked = [registry[name]]
         elif f'timm/{name}' in registry:
             picked = [registry[f'timm/{name}']]
+        elif _zoo_spelling(name) in registry:
+            picked = [registry[_zoo_spelling(name)]]
         else:
             picked = [m for m in registry.values() if m.group == name]
             if not picked:

@@ -69,6 +69,8 @@ def test_fused_needs_a_deploy_path_and_backends_are_checked():
 def test_dense_backbones_are_selectable():
     names = [m.name for m in select(['backbones'])]
     assert names == [f'backbone/{v}' for v in variant_names()]
+    assert [m.name for m in select(['EfficientFormer_V2-S0', 'backbone/efficientformer_v2_l'])] \
+        == ['efficientformerv2_s0', 'backbone/efficientformerv2_l']  # zoo aliases
     (model,) = select(['backbone/efficientformer_l1'])
     assert model.task == 'backbone' and 'backbone/efficientformer_l1' not in \
         {m.name for m in select(['all'])}
