@@ -119,10 +119,12 @@ def _register_segmentors(config_dir: Union[str, Path]) -> None:
     _SEGMENTORS.update(dir=resolved, names=names, error=error)
 
 
-def bench_models(config_dir: Union[str, Path] = DEFAULT_CONFIG_DIR) -> Dict[str, BenchModel]:
-    """Every registered model; the segmentors are those of ``config_dir``."""
+def bench_models(config_dir: Optional[Union[str, Path]] = None) -> Dict[str, BenchModel]:
+    """Every registered model; the segmentors are those of ``config_dir`` (None: those
+    registered before, else those of the default ``configs``)."""
     _register_defaults()
-    _register_segmentors(config_dir)
+    _register_segmentors(config_dir if config_dir is not None else
+                         _SEGMENTORS['dir'] or DEFAULT_CONFIG_DIR)
     return BENCH_MODELS
 
 
