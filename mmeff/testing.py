@@ -4,41 +4,42 @@ from typing import Dict
 
 import torch
 from torch import nn
-
-from mmeff.models.layers import AttentionBias2d
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 @torch.no_grad()
 def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm real statistics and affines and every attention-bias table random
-    values, in place.
+    """Give BN statistics and affines, layer scales and attention-bias tables non-trivial
+    random values, in place; returns the model.
 
-    Fresh BNs are identities and residual branches often start with a zero BN weight, bias
-    tables start at zero: comparisons on freshly built models would pass even with those parts
-    wired wrongly. Works on mmeff and timm models (timm's bias tables are plain parameters
-    named ``*attention_biases``).
+    Freshly built models have BNs at identity (residual branches often start with a zero BN
+    weight), layer scales at 1e-5 and zero bias tables: parity checks on them (fusion, export,
+    checkpoint conversion) would pass even with those parts wired wrongly. Works on mmeff and
+    timm models (timm's bias tables are parameters named ``attention_biases``, its layer
+    scales ``gamma``). Used by tests and ``tools/benchmarks/export_all.py`` (no real weights
+    are downloaded).
     """
-    g = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
 
-    def rand(t: torch.Tensor, scale: float = 1.0, offset: float = 0.0) -> torch.Tensor:
-        return (torch.rand(t.shape, generator=g) * scale + offset).to(t)
+    def rand(t: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        return (torch.rand(t.shape, generator=gen) * (high - low) + low).to(t)
 
-    def randn(t: torch.Tensor, scale: float) -> torch.Tensor:
-        return (torch.randn(t.shape, generator=g) * scale).to(t)
-
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            if module.affine:
-                module.weight.copy_(rand(module.weight, 1.0, 0.5))
-                module.bias.copy_(randn(module.bias, 0.1))
-            if module.track_running_stats:
-                module.running_mean.copy_(randn(module.running_mean, 0.1))
-                module.running_var.copy_(rand(module.running_var, 1.0, 0.5))
-        elif isinstance(module, AttentionBias2d):
-            module.table.copy_(randn(module.table, 1.0))
-    for name, param in model.named_parameters():
-        if name.endswith('attention_biases'):
-            param.copy_(randn(param, 1.0))
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            if m.running_mean is not None:
+                m.running_mean.copy_(rand(m.running_mean, -0.2, 0.2))
+                m.running_var.copy_(rand(m.running_var, 0.5, 1.5))
+            if m.affine:
+                m.weight.copy_(rand(m.weight, 0.5, 1.5))
+                m.bias.copy_(rand(m.bias, -0.2, 0.2))
+        for name, p in m.named_parameters(recurse=False):
+            if name == 'gamma' or name.startswith('layer_scale'):
+                p.copy_(rand(p, 0.05, 0.3))
+            elif name in ('table', 'attention_biases'):  # AttentionBias2d, timm
+                p.copy_(rand(p, -1.0, 1.0))
+        clear = getattr(m, 'clear_cache', None)
+        if callable(clear):
+            clear()
     return model
 
 

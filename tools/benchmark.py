@@ -11,26 +11,35 @@ Examples::
     python tools/benchmark.py efficientformer_l1 timm/efficientformer_l1 timm/resnet50 \\
         --backends eager fused onnxruntime --runs 20 --threads 2
 
+    # one variant against timm's implementation of it, at a chosen size: mmeff eager (unfused)
+    # and fused, timm eager and with a channels-last input, timed round-robin in one session
+    python tools/benchmark.py efficientformerv2_s0 timm/efficientformerv2_s0 \\
+        --backends eager channels-last fused --shape 224 224 --runs 30 --warmup 10
+    # the same on the process CPU clock (one thread: robust to other jobs on the machine)
+    python tools/benchmark.py efficientvit_m4 timm/efficientvit_m4 --backends eager fused \\
+        --runs 30 --clock cpu
+    # a dense backbone (every stage output) at a detection size
+    python tools/benchmark.py backbone/efficientformer_l1 --backends eager fused \\
+        --shape 800 1216 --runs 10
+
     # Semantic FPN segmentors at 512x512, each next to MMSeg's ResNet-50 one (images/s)
     python tools/benchmark.py segmentors --backends eager fused --threads 1 --runs 5
 
-Models: names, or the shortcuts ours / timm / refs / all / segmentors, or a group
-(EfficientFormer, ...).
+Models: names (a zoo variant, timm/<name>, backbone/<variant>, semfpn_<config key>), or the
+shortcuts ours / timm / refs / all / backbones / segmentors, or a group (EfficientFormer, ...).
+Segmentors are built from <config-dir>/semfpn_<key>_ade20k.py.
 Latency: median and p90 of --runs timed calls after --warmup calls. Results go to
 <out-dir>/<stem>.json and .csv; --plot writes the latency-vs-parameters PNG.
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mmeff.benchmark.registry import select  # noqa: E402
-from mmeff.benchmark.segmentors import SEGMENTOR_ANCHOR, throughput_table  # noqa: E402
-from mmeff.benchmark.report import (format_meta, load_results,  # noqa: E402
-                                       machine_info, ratio_table, results_table, save_outputs)
-from mmeff.benchmark.runner import (BACKENDS, DEFAULT_BACKENDS, BenchConfig,  # noqa: E402
-                                    run_benchmark)
+from mmeff.benchmark.registry import select
+from mmeff.benchmark.report import (format_meta, load_results, machine_info, ratio_table,
+                                    results_table, save_outputs)
+from mmeff.benchmark.runner import BACKENDS, DEFAULT_BACKENDS, BenchConfig, run_benchmark
+from mmeff.benchmark.segmentors import DEFAULT_CONFIG_DIR, SEGMENTOR_ANCHOR, throughput_table
+from mmeff.benchmark.timer import CLOCKS
 
 SHARED_CPU_NOTE = ('note: the CPU may be shared with other jobs; absolute times are noisy. '
                    'Compared models (ours, timm\'s same variant, ResNet-50) are timed round-robin '
@@ -49,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="input size (default: each model's own, 224x224 for classifiers)")
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--runs', type=int, default=10)
+    parser.add_argument('--clock', choices=sorted(CLOCKS), default='wall',
+                        help='wall time, or the process CPU time (with --threads 1: what the '
+                             'work takes on a core of its own, robust to other jobs)')
     parser.add_argument('--macs-only', action='store_true', help='count, do not time')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--stem', default='benchmark', help='file name stem of JSON/CSV')
@@ -60,6 +72,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='model timed in every session as the reference of the ratios '
                              '(default: semfpn_resnet50 when only segmentors are selected, '
                              'else timm/resnet50)')
+    parser.add_argument('--config-dir', default=DEFAULT_CONFIG_DIR,
+                        help='directory of the semfpn_<variant>_ade20k.py configs the '
+                             'segmentors are built from (default: %(default)s, relative to the '
+                             'working directory)')
     parser.add_argument('--no-progress', action='store_true')
     return parser.parse_args(argv)
 
@@ -73,7 +89,7 @@ def main(argv=None) -> int:
     if args.merge:
         return merge(args)
     try:
-        models = select(args.models)
+        models = select(args.models, config_dir=args.config_dir)
     except ValueError as err:
         print(f'[benchmark] error: {err}', file=sys.stderr)
         return 2
@@ -81,11 +97,12 @@ def main(argv=None) -> int:
         segmentors_only = all(m.task == 'segmentor' for m in models)
         args.anchor = SEGMENTOR_ANCHOR if segmentors_only else 'timm/resnet50'
     if args.anchor == SEGMENTOR_ANCHOR and args.anchor not in {m.name for m in models}:
-        models += select([args.anchor])  # segmentors are always shown next to the R50 one
+        # segmentors are always shown next to the R50 one
+        models += select([args.anchor], config_dir=args.config_dir)
     config = BenchConfig(backends=args.backends, batch=args.batch, threads=args.threads,
                          input_hw=tuple(args.shape) if args.shape else None,
                          warmup=args.warmup, runs=args.runs, macs_only=args.macs_only,
-                         anchor=args.anchor)
+                         anchor=args.anchor, clock=args.clock)
     meta = machine_info(config)
     meta['note'] = SHARED_CPU_NOTE
     print(f'[benchmark] {format_meta(meta)}')

@@ -13,14 +13,11 @@ mmeff/search/lut.py) and writes it in JSON/CSV.
 """
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from mmeff.search.lut import LatencyLUT, build_lut, measure_network_ms  # noqa: E402
-from mmeff.search.space import Subnet  # noqa: E402
+from mmeff.search.lut import BACKENDS, LatencyLUT, build_lut, measure_network_ms
+from mmeff.search.space import Subnet
 
 
 def main(argv=None) -> int:
@@ -29,7 +26,7 @@ def main(argv=None) -> int:
     p.add_argument('--img-size', type=int, default=224)
     p.add_argument('--max-widths', type=int, nargs=4, default=[48, 96, 224, 448])
     p.add_argument('--batch', type=int, default=1)
-    p.add_argument('--backend', default='eager', choices=('eager', 'fused', 'onnxruntime'))
+    p.add_argument('--backend', default='eager', choices=BACKENDS)
     p.add_argument('--step', type=int, default=16)
     p.add_argument('--min-width', type=int, default=16)
     p.add_argument('--num-classes', type=int, default=1000)

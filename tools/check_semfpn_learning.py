@@ -16,14 +16,11 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from mmengine.hooks import Hook
+
+from mmeff.engine.threads import auto_threads  # 1 thread on a busy machine
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from mmengine.hooks import Hook  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import auto_threads  # noqa: E402  (tools/demo.py: 1 thread on a busy machine)
 
 CONFIG = REPO / 'configs' / 'demo' / 'semfpn_l1_toyade.py'
 _CONSOLE = sys.stdout

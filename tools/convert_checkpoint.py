@@ -15,10 +15,8 @@ from typing import List, Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import mmeff.models  # noqa: E402,F401  (registers every family's converter)
-from mmeff.checkpoint import CONVERTERS, detect_family, read_state_dict  # noqa: E402
+import mmeff.models  # noqa: F401  (registers every family's converter)
+from mmeff.checkpoint import CONVERTERS, detect_family, read_state_dict
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

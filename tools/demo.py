@@ -19,18 +19,17 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
+
+from mmengine.hooks import Hook
+
+from mmeff.engine.threads import auto_threads
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(REPO))
-
-from mmengine.hooks import Hook  # noqa: E402
 
 DEMO_CONFIG = REPO / 'configs' / 'demo' / 'maskrcnn_l1_toycoco.py'
 
@@ -58,23 +57,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 _CONSOLE = sys.stdout  # progress goes here even while library chatter is redirected
-
-
-def auto_threads() -> Tuple[int, str]:
-    """All cores on an idle machine; 1 thread when the load average shows the cores are taken.
-
-    OpenMP threads wait for each other at every parallel region: when another process holds one
-    of the cores, a 2-thread step can take 10-20x longer than a 1-thread step (measured here:
-    ~80 s vs ~3.7 s per step with a load average of 9 on 2 cores).
-    """
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return cores, 'all cores'
-    if cores > 1 and load >= cores - 0.5:
-        return 1, f'1 thread: load average {load:.1f} on {cores} cores (busy machine)'
-    return cores, f'all {cores} cores (load average {load:.1f})'
 
 
 def say(msg: str) -> None:

@@ -22,12 +22,10 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mmeff.deploy.export import (COREML_TARGETS, FORMATS, ExportError,  # noqa: E402
+from mmeff.deploy.export import (COREML_TARGETS, FORMATS, ExportError,
                                  ExportOptions, export)
-from mmeff.models.loading import load_model  # noqa: E402
-from mmeff.deploy.parts import PARTS, make_part  # noqa: E402
+from mmeff.models.loading import load_model
+from mmeff.deploy.parts import PARTS, make_part
 
 
 def parse_args(argv=None) -> argparse.Namespace:

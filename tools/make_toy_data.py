@@ -7,13 +7,10 @@
 writes out/coco, out/ade/ADEChallengeData2016 and out/imagenet (see mmeff/datasets/toy_data.py).
 """
 import argparse
-import os.path as osp
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
-
-from mmeff.datasets.toy_data import DEFAULTS, MAKERS, make_toy_data  # noqa: E402
+from mmeff.datasets.toy_data import DEFAULTS, MAKERS, make_toy_data
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -13,14 +13,11 @@ latency from scratch with their written configs (Table 5 of the paper).
 """
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from mmengine.config import Config
 
-import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
-
-from mmeff.search.pipeline import run  # noqa: E402
+from mmeff.search.pipeline import run
 
 
 def main(argv=None) -> int:

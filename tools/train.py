@@ -7,13 +7,9 @@
 The config's default_scope ('mmdet', 'mmseg', 'mmeff') selects the package; see
 mmeff/engine/launch.py for what is checked and made safe before training starts.
 """
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
-
-import mmeff  # noqa: E402,F401  (first, so every config can name mmeff types)
-from mmeff.engine.launch import main  # noqa: E402
+import mmeff  # noqa: F401  (first, so every config can name mmeff types)
+from mmeff.engine.launch import main
 
 if __name__ == '__main__':
     main('train')

@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import platform
-import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Dict, List, Optional, Sequence
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from mmeff.benchmark.runner import BenchConfig, Row
+from mmeff.benchmark.timer import cpu_name
 
 OURS_BACKEND, REF_BACKEND = 'fused', 'eager'
 
@@ -36,10 +36,7 @@ def aggregate(rows: List[Row]) -> List[Row]:
                 target.samples_ms.extend(row.samples_ms)
     for row in merged.values():
         if row.status == 'ok' and row.samples_ms:
-            row.runs = len(row.samples_ms)
-            row.median_ms = statistics.median(row.samples_ms)
-            row.p90_ms = float(np.percentile(row.samples_ms, 90))
-            row.images_per_s = 1e3 * row.batch / row.median_ms
+            row.summarise()
     return list(merged.values())
 
 
@@ -88,10 +85,12 @@ RATIO_COLUMNS = [('fused_over_eager', 'fused/eager'), ('fused_over_timm_eager', 
 
 
 def ratio_table(rows: List[Row]) -> str:
-    head = f'{"model":22s}' + ''.join(f' {title:>13s}' for _, title in RATIO_COLUMNS)
+    ratios = ratio_rows(rows)
+    width = max([22] + [len(r['model']) for r in ratios])
+    head = f'{"model":{width}s}' + ''.join(f' {title:>13s}' for _, title in RATIO_COLUMNS)
     lines = [head, '-' * len(head)]
-    for r in ratio_rows(rows):
-        lines.append(f'{r["model"]:22s}' + ''.join(
+    for r in ratios:
+        lines.append(f'{r["model"]:{width}s}' + ''.join(
             f' {r[key]:13.2f}' if r[key] is not None else f' {"-":>13s}'
             for key, _ in RATIO_COLUMNS))
     return '\n'.join(lines)
@@ -101,7 +100,8 @@ def results_table(rows: List[Row], backends: Sequence[str]) -> str:
     """Per model (all sessions pooled): params, MACs vs paper, median (p90) ms per backend."""
     rows = aggregate(rows)
     models = list(dict.fromkeys(r.model for r in rows))
-    head = f'{"model":26s} {"params M":>8s} {"GMACs":>7s} {"paper":>6s} {"diff":>6s}'
+    width = max([26] + [len(name) for name in models])
+    head = f'{"model":{width}s} {"params M":>8s} {"GMACs":>7s} {"paper":>6s} {"diff":>6s}'
     head += ''.join(f' {b + " ms":>17s}' for b in backends)
     lines = [head, '-' * len(head)]
     for name in models:
@@ -109,7 +109,7 @@ def results_table(rows: List[Row], backends: Sequence[str]) -> str:
         r0 = mine[0]
         diff = r0.macs_vs_paper_pct
         paper = f'{r0.paper_gmacs:6.3f}' if r0.paper_gmacs else f'{"-":>6s}'
-        line = (f'{name:26s} {r0.params_m:8.2f} {r0.gmacs:7.3f} {paper} '
+        line = (f'{name:{width}s} {r0.params_m:8.2f} {r0.gmacs:7.3f} {paper} '
                 f'{("%+5.1f%%" % diff) if diff is not None else "-":>6s}')
         for b in backends:
             r = next((x for x in mine if x.backend == b), None)
@@ -121,18 +121,14 @@ def results_table(rows: List[Row], backends: Sequence[str]) -> str:
 
 # ------------------------------------------------------------------------------------- files
 def machine_info(config: BenchConfig) -> Dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     try:
         load = os.getloadavg()[0]
     except OSError:
         load = None
     return {'cpu': cpu, 'logical_cores': os.cpu_count(), 'threads': config.threads,
             'batch': config.batch, 'warmup': config.warmup, 'runs': config.runs,
+            'clock': config.clock,
             'load_average_at_start': load,
             'gpu': torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             'torch': torch.__version__, 'python': platform.python_version(),
@@ -144,7 +140,8 @@ def format_meta(meta: Dict[str, object]) -> str:
     return (f'machine: {meta["cpu"]}, {meta["logical_cores"]} logical cores'
             + (f' (load average {load:.1f} at start)' if load is not None else '')
             + f', {meta["threads"]} thread(s), batch {meta["batch"]}, {meta["warmup"]} warm-up '
-            f'+ {meta["runs"]} timed runs per backend (round-robin within a session); torch '
+            f'+ {meta["runs"]} timed runs per backend (round-robin within a session'
+            + ('; process CPU time' if meta.get('clock') == 'cpu' else '') + '); torch '
             f'{meta["torch"]}' + (f'; GPU {meta["gpu"]}' if meta.get('gpu') else '; no GPU'))
 
 

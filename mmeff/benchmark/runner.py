@@ -1,129 +1,29 @@
 """Latency / complexity benchmark over registered models and runtime backends.
 
 For every model (see :mod:`mmeff.benchmark.registry`) it counts parameters and MACs once
-(:mod:`mmeff.benchmark.complexity`) and times each backend: warm-up runs, then N timed runs,
-reporting the median and the 90th percentile. Backends:
-
-    eager        the model as built, eval mode
-    fused        mmeff's deploy path (BN folded, biases frozen); mmeff models only
-    compile      torch.compile of the fused model (eager for reference models)
-    onnxruntime  the fused model exported to ONNX, run by ONNX Runtime (CPU)
-    cuda-fp16    fused model in half precision on the GPU
+(:mod:`mmeff.benchmark.complexity`) and times each backend with the one timer
+(:mod:`mmeff.benchmark.timer`, which defines the backends eager / channels-last / fused /
+compile / onnxruntime / cuda-fp16): warm-up runs, then N timed runs, reporting the median and
+the 90th percentile.
 
 A backend that cannot run here (no GPU, no compiler, not an mmeff model) is skipped with the
 reason recorded in its row. Models that are compared (an mmeff model, timm's implementation of
 it, the ResNet-50 anchor) are timed in one *session*, round-robin, so the ratios in
 :mod:`mmeff.benchmark.report` survive the load drifts of a shared machine.
 """
-import os
-import shutil
-import statistics
-import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch import nn
 
-from mmeff.models.backbones.base import MobileBackbone
-from mmeff.models.layers.attention_bias import AttentionBias2d
-from mmeff.benchmark.registry import BenchModel
 from mmeff.benchmark.complexity import count_macs, count_params
-from mmeff.deploy.deploy_path import deploy
+from mmeff.benchmark.registry import BenchModel
+from mmeff.benchmark.timer import BACKENDS, Prepared, Skip, Timing, prepare, round_robin
 
-BACKENDS = ('eager', 'fused', 'compile', 'onnxruntime', 'cuda-fp16')
 DEFAULT_BACKENDS = ('eager', 'fused', 'onnxruntime', 'cuda-fp16')
-
-
-class Skip(Exception):
-    """A backend does not apply here; the message is the reason."""
-
-
-@dataclass
-class Timing:
-    median_ms: float
-    p90_ms: float
-    mean_ms: float
-    min_ms: float
-    runs: int
-
-
-def measure(fn: Callable[[], object], warmup: int, runs: int,
-            sync: Optional[Callable[[], None]] = None) -> Timing:
-    """Time ``fn`` ``runs`` times after ``warmup`` calls (``sync`` waits for a device)."""
-    for _ in range(warmup):
-        fn()
-    if sync:
-        sync()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return Timing(median_ms=statistics.median(times),
-                  p90_ms=float(np.percentile(times, 90)), mean_ms=statistics.fmean(times),
-                  min_ms=min(times), runs=runs)
-
-
-def is_mmeff_model(module: nn.Module) -> bool:
-    return any(isinstance(m, (MobileBackbone, AttentionBias2d)) for m in module.modules())
-
-
-# ------------------------------------------------------------------------------- backends
-def _prepare(backend: str, model: nn.Module, x: torch.Tensor, workdir: str,
-             threads: int) -> Tuple[Callable[[], object], Optional[Callable[[], None]], str]:
-    """Return (callable, sync, note) running ``model`` on ``backend`` or raise Skip."""
-    ours = is_mmeff_model(model)
-    if backend == 'eager':
-        return _no_grad(model, x), None, ''
-    if backend == 'fused':
-        if not ours:
-            raise Skip('not an mmeff model (no deploy path to apply)')
-        return _no_grad(deploy(model, x.shape), x), None, ''
-    if backend == 'compile':
-        if not (shutil.which('g++') or shutil.which('c++')):
-            raise Skip('torch.compile needs a C++ compiler for CPU code generation')
-        base = deploy(model, x.shape) if ours else model
-        compiled = torch.compile(base)
-        start = time.perf_counter()
-        with torch.no_grad():
-            compiled(x)
-        return _no_grad(compiled, x), None, f'compiled in {time.perf_counter() - start:.0f} s'
-    if backend == 'onnxruntime':
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise Skip('onnxruntime is not installed (pip install mmeff[export])')
-        from mmeff.deploy.onnx_check import ort_session
-        base = deploy(model, x.shape) if ours else model
-        path = os.path.join(workdir, 'model.onnx')
-        import warnings
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            torch.onnx.export(base, (x,), path, opset_version=17, dynamo=False,
-                              input_names=['input'], do_constant_folding=True)
-        session = ort_session(path, threads=threads)
-        feed = {'input': x.numpy()}
-        return (lambda: session.run(None, feed)), None, ''
-    if backend == 'cuda-fp16':
-        if not torch.cuda.is_available():
-            raise Skip('no CUDA device on this machine')
-        base = deploy(model, x.shape) if ours else model
-        base = base.half().cuda()
-        xc = x.half().cuda()
-        return _no_grad(base, xc), torch.cuda.synchronize, torch.cuda.get_device_name()
-    raise ValueError(f'unknown backend {backend!r}; choose from {BACKENDS}')
-
-
-def _no_grad(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
-    def run():
-        with torch.no_grad():
-            return module(x)
-    return run
+__all__ = ['BACKENDS', 'DEFAULT_BACKENDS', 'BenchConfig', 'Row', 'run_benchmark',
+           'plan_sessions', 'complexity_of']
 
 
 # ---------------------------------------------------------------------------------- runner
@@ -137,6 +37,7 @@ class BenchConfig:
     runs: int = 10
     macs_only: bool = False
     anchor: str = 'timm/resnet50'
+    clock: str = 'wall'  # or 'cpu': process CPU time (see mmeff.benchmark.timer)
 
 
 @dataclass
@@ -160,6 +61,13 @@ class Row:
     runs: int = 0
     note: str = ''
     samples_ms: List[float] = field(default_factory=list)
+
+    def summarise(self) -> 'Row':
+        """Fill runs, median, p90 and images/s from ``samples_ms``; returns the row."""
+        timing = Timing(self.samples_ms)
+        self.runs, self.median_ms, self.p90_ms = timing.runs, timing.median_ms, timing.p90_ms
+        self.images_per_s = 1e3 * self.batch / self.median_ms
+        return self
 
     @property
     def macs_vs_paper_pct(self) -> Optional[float]:
@@ -215,16 +123,14 @@ def run_benchmark(models: Sequence[BenchModel], config: BenchConfig,
     bar = tqdm(total=total, disable=not progress, unit='step', dynamic_ncols=True)
     complexity: Dict[str, Tuple[float, float]] = {}
     rows: List[Row] = []
-    with tempfile.TemporaryDirectory() as workdir:
-        for sid, members in enumerate(sessions):
-            rows.extend(_run_session(sid, members, backends, config, workdir, complexity, bar,
-                                     log))
+    for sid, members in enumerate(sessions):
+        rows.extend(_run_session(sid, members, backends, config, complexity, bar, log))
     bar.close()
     return rows
 
 
-def _run_session(sid, members, backends, config, workdir, complexity, bar, log) -> List[Row]:
-    prepared: List[Tuple[Row, Callable, Optional[Callable]]] = []
+def _run_session(sid, members, backends, config, complexity, bar, log) -> List[Row]:
+    prepared: List[Tuple[Row, Prepared]] = []
     rows: List[Row] = []
     for bm in members:
         hw = tuple(config.input_hw or bm.input_hw)
@@ -233,7 +139,7 @@ def _run_session(sid, members, backends, config, workdir, complexity, bar, log) 
         try:
             torch.manual_seed(0)
             model = bm.build().eval()
-        except ValueError as err:  # e.g. a family that has not been merged
+        except ValueError as err:  # a model that cannot be built here, e.g. a missing config
             log(f'[benchmark] skipping {bm.name}: {err}')
             bar.update(1 + len(backends))
             continue
@@ -250,41 +156,25 @@ def _run_session(sid, members, backends, config, workdir, complexity, bar, log) 
         x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
         for backend in backends:
             bar.set_description(f'{bm.name} {backend} (prepare)')
-            fresh = model if backend == 'eager' else bm.build().eval()
-            sub = os.path.join(workdir, f'{sid}_{bm.name.replace("/", "_")}_{backend}')
-            os.makedirs(sub, exist_ok=True)
+            fresh = model if backend in ('eager', 'channels-last') else bm.build().eval()
             try:
-                fn, sync, note = _prepare(backend, fresh, x, sub, config.threads)
-                row = Row(backend=backend, status='ok', note=note, **common)
+                fn = prepare(backend, fresh, x, threads=config.threads)
+                row = Row(backend=backend, status='ok', note=fn.note, **common)
                 for _ in range(config.warmup):
-                    fn()
-                prepared.append((row, fn, sync))
+                    fn.call()
+                prepared.append((row, fn))
             except Skip as reason:
                 rows.append(Row(backend=backend, status='skipped', note=str(reason), **common))
             bar.update(1)
-    # round-robin: every timed round runs each prepared (model, backend) once, in a rotated
-    # order, so slow drifts of the machine's load hit all of them alike
-    for r in range(config.runs if prepared else 0):
+
+    def after_round(r: int) -> None:
         bar.set_description(f'session {sid} run {r + 1}/{config.runs}')
-        order = prepared[r % len(prepared):] + prepared[:r % len(prepared)]
-        for row, fn, sync in order:
-            start = time.perf_counter()
-            fn()
-            if sync:
-                sync()
-            row.samples_ms.append((time.perf_counter() - start) * 1e3)
         bar.update(1)
+    timings = round_robin([fn for _, fn in prepared], config.runs, config.clock, after_round)
     if backends and not prepared:
         bar.update(config.runs)
-    for row, _, _ in prepared:
-        _summarise(row, config.batch)
-        rows.append(row)
+    for (row, _), timing in zip(prepared, timings):
+        row.samples_ms = timing.samples_ms
+        rows.append(row.summarise())
     return rows
 
-
-def _summarise(row: Row, batch: int) -> None:
-    samples = row.samples_ms
-    row.runs = len(samples)
-    row.median_ms = statistics.median(samples)
-    row.p90_ms = float(np.percentile(samples, 90))
-    row.images_per_s = 1e3 * batch / row.median_ms

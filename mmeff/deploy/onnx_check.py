@@ -1,6 +1,6 @@
 """ONNX graph inspection and ONNX Runtime execution for parity checks."""
 from collections import Counter
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Union
 
 import numpy as np
 
@@ -56,8 +56,10 @@ def io_shapes(model) -> Dict[str, List]:
             'outputs': [(v.name, dims(v)) for v in model.graph.output]}
 
 
-def ort_session(path: str, providers: Sequence[str] = ('CPUExecutionProvider',),
+def ort_session(path: Union[str, bytes], providers: Sequence[str] = ('CPUExecutionProvider',),
                 threads: int = 0):
+    """An ONNX Runtime session of a model file (or its serialized bytes); ``threads`` > 0
+    sets the intra-op threads (one inter-op thread)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     if threads:

@@ -18,6 +18,13 @@ v2_attn   one EfficientFormerV2 attention + FFN block (stride attention in stage
 A network's latency is predicted as the sum of its entries (:meth:`LatencyLUT.predict`);
 ``tools/build_latency_lut.py`` checks that sum against a direct measurement.
 
+Timing (:func:`module_latency_ms`) uses the benchmark's timer (:mod:`mmeff.benchmark.timer`) on
+one of three backends: ``eager``, ``fused`` (the deploy path, channels-last input as mmeff's
+stems hand it to the blocks) and ``onnxruntime``. An entry is the fastest of ``runs`` calls
+after ``warmup`` calls; with one thread the clock is the process CPU time, not the wall time
+(on a CPU shared with other jobs the wall time measures the neighbours too; one thread's CPU
+time is what the work takes on a core of its own), with several threads the wall clock.
+
 File formats (both read by :meth:`LatencyLUT.load`):
 
 * JSON: ``{"meta": {...}, "entries": [{"op", "stage", "in_width", "width", "mlp_ratio",
@@ -31,7 +38,6 @@ File formats (both read by :meth:`LatencyLUT.load`):
 import csv
 import json
 import math
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -39,10 +45,11 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 import torch
 from torch import nn
 
+from mmeff.benchmark.timer import cpu_name, measure, prepare
 from mmeff.search.space import Subnet
-from mmeff.search.timing import check_backend, module_latency_ms
 
 OPS = ('stem', 'embed', 'mb4d', 'mb3d', 'head', 'v2_ffn', 'v2_attn')
+BACKENDS = ('eager', 'fused', 'onnxruntime')
 CSV_FIELDS = ('op', 'stage', 'in_width', 'width', 'mlp_ratio', 'latency_ms')
 Key = Tuple[str, int, int, int, float]
 
@@ -237,6 +244,22 @@ def _parse_scalar(text: str) -> object:
 
 
 # ------------------------------------------------------------------------------- measurement
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f'unknown latency backend {backend!r}; choose one of {BACKENDS}')
+
+
+def module_latency_ms(module: nn.Module, shape: Sequence[int], backend: str = 'eager',
+                      runs: int = 30, warmup: int = 5, threads: int = 1) -> float:
+    """Latency (fastest of ``runs``) of ``module`` on a random input of ``shape`` (see the
+    module docstring for the clock)."""
+    check_backend(backend)
+    torch.set_num_threads(threads)
+    run = prepare(backend, module, torch.randn(*shape), threads=threads, fusable=True,
+                  channels_last=True)
+    return measure(run, warmup, runs, clock='cpu' if threads == 1 else 'wall').min_ms
+
+
 class _Instances(nn.Module):
     """Runs ``copies`` independently initialised instances of an op on the same input.
 
@@ -287,7 +310,7 @@ def build_lut(img_size: int, max_widths: Sequence[int], batch: int = 1,
     lut = LatencyLUT(meta=dict(img_size=img_size, batch=batch, backend=backend, threads=threads,
                                runs=runs, copies=copies, num_classes=num_classes,
                                in_channels=in_channels,
-                               device=platform.processor() or platform.machine(),
+                               device=cpu_name(),
                                torch=torch.__version__))
 
     def timed(factory: Callable[[], nn.Module], shape: Sequence[int]) -> float:

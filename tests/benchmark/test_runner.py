@@ -11,7 +11,8 @@ from mmeff.benchmark import registry as bench_registry
 from mmeff.benchmark.registry import BenchModel, register_bench_model, select
 from mmeff.benchmark.report import (aggregate, ratio_rows, ratio_table, results_table,
                                        save_outputs)
-from mmeff.benchmark.runner import BenchConfig, Row, measure, plan_sessions, run_benchmark
+from mmeff.benchmark.runner import BenchConfig, Row, plan_sessions, run_benchmark
+from mmeff.benchmark.timer import measure
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -15,19 +15,20 @@ from mmeff.deploy.deploy_path import (ChannelAffine, StableGroupNorm, all_finite
                                       deploy_violations, nan_bias_tables, traced_op_kinds)
 from mmeff.deploy.export import ExportError, ExportOptions, export
 from mmeff.deploy.onnx_check import graph_violations, ort_session, run_ort
-from mmeff.deploy.parity import compare, randomize_for_parity
+from mmeff.deploy.parity import compare
 from mmeff.deploy.parts import make_part
+from mmeff.testing import randomize_
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _export(model, tmp_path, **kwargs):
     options = ExportOptions(**{'input_hw': (160, 160), **kwargs})
-    return export(make_part(randomize_for_parity(model)), str(tmp_path / 'model'), options)
+    return export(make_part(randomize_(model)), str(tmp_path / 'model'), options)
 
 
 def test_onnx_classifier_matches_eager_and_graph_is_deployed(toys, tmp_path):
-    model = randomize_for_parity(toys.classifier())
+    model = randomize_(toys.classifier())
     x = torch.randn(1, 3, 160, 160)
     with torch.no_grad():
         expected = model(x)
@@ -48,10 +49,10 @@ def test_onnx_classifier_matches_eager_and_graph_is_deployed(toys, tmp_path):
 
 
 def test_random_weights_make_fusion_observable(toys):
-    """randomize_for_parity must move BN/layer-scale/bias away from identity values."""
-    plain, randomized = toys.classifier(), randomize_for_parity(toys.classifier())
+    """randomize_ must move BN/layer-scale/bias away from identity values."""
+    plain, randomized = toys.classifier(), randomize_(toys.classifier())
     randomized.load_state_dict(plain.state_dict())  # same weights ...
-    randomize_for_parity(randomized, seed=1)           # ... then BN stats, gammas, tables
+    randomize_(randomized, seed=1)                     # ... then BN stats, gammas, tables
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         assert not torch.allclose(plain(x), randomized(x), rtol=1e-3, atol=1e-5)
@@ -61,7 +62,7 @@ def test_random_weights_make_fusion_observable(toys):
 
 
 def test_deploy_removes_training_ops_that_the_check_would_see(toys):
-    model = randomize_for_parity(toys.classifier())
+    model = randomize_(toys.classifier())
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         unfused = torch.jit.trace(model, x, check_trace=False)
@@ -81,7 +82,7 @@ def test_deploy_removes_training_ops_that_the_check_would_see(toys):
 
 
 def test_nan_tables_expose_a_bias_that_is_not_frozen(toys):
-    model = randomize_for_parity(toys.classifier())
+    model = randomize_(toys.classifier())
     deploy(model, (1, 3, 128, 128))      # frozen for 128x128 ...
     x = torch.randn(1, 3, 160, 160)      # ... so at 160x160 the table is used again
     with torch.no_grad(), nan_bias_tables(model):
@@ -224,7 +225,7 @@ def test_stable_group_norm_is_group_norm(groups, shape):
 
 def test_norms_without_a_conv_become_plain_arithmetic():
     model = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(4), nn.GroupNorm(1, 4)).eval()
-    randomize_for_parity(model)
+    randomize_(model)
     x = torch.randn(2, 4, 6, 6)
     with torch.no_grad():
         expected = model(x)

@@ -16,8 +16,8 @@ from mmeff.deploy.deploy_path import ChannelAffine
 from mmeff.deploy.export import ExportOptions, export
 from mmeff.models.loading import load_model
 from mmeff.deploy.onnx_check import ort_session, run_ort
-from mmeff.deploy.parity import randomize_for_parity
 from mmeff.deploy.parts import make_part
+from mmeff.testing import randomize_
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -83,7 +83,7 @@ def _image(h, w, seed=3):
 def test_semantic_fpn_512_onnx_end_to_end_matches_pytorch(tmp_path, capsys):
     """tools/export.py on an MMSeg config + checkpoint: image -> per-pixel logits at 512x512."""
     config = _config(tmp_path, SEMANTIC_FPN_S0, 'fpn_s0')
-    model = randomize_for_parity(load_model(config), seed=5)
+    model = randomize_(load_model(config), seed=5)
     checkpoint = tmp_path / 'fpn_s0.pth'
     torch.save({'state_dict': model.state_dict()}, checkpoint)
     out = tmp_path / 'fpn_s0.onnx'
@@ -105,7 +105,7 @@ def test_semantic_fpn_512_onnx_end_to_end_matches_pytorch(tmp_path, capsys):
 
 
 def test_semantic_fpn_coreml_structure(tmp_path):
-    model = randomize_for_parity(load_model(_config(tmp_path, SEMANTIC_FPN_S0, 'fpn_s0')))
+    model = randomize_(load_model(_config(tmp_path, SEMANTIC_FPN_S0, 'fpn_s0')))
     part = make_part(model)
     report = export(part, str(tmp_path / 'seg'), ExportOptions(fmt='coreml', input_hw=(256, 256)))
     assert report.ok, report.text()
@@ -120,7 +120,7 @@ def test_semantic_fpn_coreml_structure(tmp_path):
 
 @pytest.mark.parametrize('fmt', ['onnx', 'coreml'])
 def test_retinanet_backbone_neck_and_raw_head(tmp_path, fmt):
-    model = randomize_for_parity(load_model(_config(tmp_path, RETINANET_M0, 'retina_m0')))
+    model = randomize_(load_model(_config(tmp_path, RETINANET_M0, 'retina_m0')))
     part = make_part(model)
     assert part.part == 'detector-head'
     report = export(part, str(tmp_path / 'retina'), ExportOptions(fmt=fmt, input_hw=(256, 256)))
@@ -145,7 +145,7 @@ def test_retinanet_backbone_neck_and_raw_head(tmp_path, fmt):
 
 
 def test_two_stage_detector_exports_backbone_and_neck(tmp_path):
-    model = randomize_for_parity(load_model(_config(tmp_path, MASK_RCNN_L1, 'mrcnn_l1')))
+    model = randomize_(load_model(_config(tmp_path, MASK_RCNN_L1, 'mrcnn_l1')))
     with pytest.raises(ValueError, match='two-stage.*--part detector-neck'):
         make_part(model, 'detector-head')
     part = make_part(model)
@@ -193,7 +193,7 @@ def test_every_project_config_has_an_export_part(name):
 
 def test_project_semantic_fpn_config_exports(tmp_path):
     model = load_model(os.path.join(ROOT, 'configs', 'semfpn_v2s0_ade20k.py'))
-    report = export(make_part(randomize_for_parity(model)), str(tmp_path / 'semfpn'),
+    report = export(make_part(randomize_(model)), str(tmp_path / 'semfpn'),
                     ExportOptions(input_hw=(256, 320)))
     assert report.ok, report.text()
     assert report.output_shapes == [(1, 150, 256, 320)]

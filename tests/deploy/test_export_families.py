@@ -10,9 +10,9 @@ import torch
 
 from mmeff.deploy.export import ExportOptions, export
 from mmeff.deploy.onnx_check import ort_session, run_ort
-from mmeff.deploy.parity import randomize_for_parity
 from mmeff.deploy.parts import make_part
 from mmeff.models.zoo import build_backbone, build_classifier
+from mmeff.testing import randomize_
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -21,7 +21,7 @@ SMALLEST = ['efficientformer_l1', 'efficientformerv2_s0', 'efficientvit_m0']
 
 @pytest.mark.parametrize('name', SMALLEST)
 def test_onnx_224_parity(name, tmp_path):
-    model = randomize_for_parity(build_classifier(name))
+    model = randomize_(build_classifier(name))
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         expected = model(x).numpy()
@@ -39,7 +39,7 @@ def test_onnx_224_parity(name, tmp_path):
 
 @pytest.mark.parametrize('name', SMALLEST)
 def test_coreml_224_structure(name, tmp_path):
-    model = randomize_for_parity(build_classifier(name))
+    model = randomize_(build_classifier(name))
     report = export(make_part(model), str(tmp_path / name),
                     ExportOptions(fmt='coreml', fp16=True))
     print(report.text())
@@ -57,7 +57,7 @@ def test_coreml_224_structure(name, tmp_path):
 
 def test_dense_backbone_any_size_multi_output(tmp_path):
     """The dense backbone (every stage out) at a non-square size that is not a multiple of 32."""
-    backbone = randomize_for_parity(build_backbone('efficientformerv2_s0'))
+    backbone = randomize_(build_backbone('efficientformerv2_s0'))
     report = export(make_part(backbone), str(tmp_path / 's0'),
                     ExportOptions(fmt='onnx', input_hw=(200, 296)))
     assert report.ok, report.text()

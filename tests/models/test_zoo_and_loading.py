@@ -17,6 +17,18 @@ def test_thirteen_variants_with_timm_names():
     assert {v.timm_name for v in zoo.variants()} <= set(timm.list_models())
 
 
+def test_variants_are_the_arch_tables_with_paper_figures():
+    from mmeff.models.backbones.efficientformer.arch import ARCH_SETTINGS as V1
+    from mmeff.models.backbones.efficientformer_v2.arch import ARCH_SETTINGS as V2
+    from mmeff.models.backbones.efficientvit.arch import EFFICIENTVIT_ARCHS as VIT
+    assert [(v.family.name, v.arch) for v in zoo.variants()] == \
+        [('EfficientFormer', a) for a in V1] + [('EfficientFormerV2', a) for a in V2] + \
+        [('EfficientViT', a) for a in VIT]
+    assert all(v.paper_params_m and v.paper_gmacs for v in zoo.variants())
+    assert [v.config_key for v in zoo.variants('EfficientFormerV2')] == \
+        ['v2s0', 'v2s1', 'v2s2', 'v2l']
+
+
 def test_aliases_and_unknown_names():
     assert zoo.get_variant('EfficientFormer_V2-S0').name == 'efficientformerv2_s0'
     assert zoo.get_variant('efficientvit_m5').paper_gmacs == pytest.approx(0.522)

@@ -14,13 +14,9 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def measure(arch: str, with_cp: bool, size, batch: int) -> dict:
-    sys.path.insert(0, str(ROOT))
     import torch
 
     from mmeff.benchmark.memory import saved_tensor_bytes

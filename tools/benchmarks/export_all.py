@@ -5,7 +5,7 @@ No weights are downloaded: each classifier is randomly initialised and its BN st
 layer scales and attention-bias tables are randomised (so a wrong fusion or a missing bias
 would show). Pass --checkpoint-dir to use real weights (``<dir>/<name>.pth``, any layout).
 
-    python tools/benchmarks/export_all.py                       # all 13, 224x224
+    python tools/benchmarks/export_all.py                       # every variant, 224x224
     python tools/benchmarks/export_all.py efficientvit_m0 efficientvit_m1 --no-keep
 
 Per model it prints: ONNX Runtime vs eager PyTorch (max abs / max rel error), the graph check,
@@ -20,20 +20,18 @@ import sys
 import time
 import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import torch
 
-import torch  # noqa: E402
-
-from mmeff.deploy.export import ExportOptions, export  # noqa: E402
-from mmeff.models.loading import load_model  # noqa: E402
-from mmeff.deploy.parity import randomize_for_parity  # noqa: E402
-from mmeff.deploy.parts import make_part  # noqa: E402
-from mmeff.models.zoo import variant_names  # noqa: E402
+from mmeff.deploy.export import ExportOptions, export
+from mmeff.models.loading import load_model
+from mmeff.deploy.parts import make_part
+from mmeff.models.zoo import variant_names
+from mmeff.testing import randomize_
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('models', nargs='*', default=None, help='default: all 13 variants')
+    parser.add_argument('models', nargs='*', default=None, help='default: every zoo variant')
     parser.add_argument('--shape', nargs=2, type=int, default=(224, 224), metavar=('H', 'W'))
     parser.add_argument('--coreml-fp32', action='store_true',
                         help='CoreML in fp32 (default fp16, what the Neural Engine runs)')
@@ -59,7 +57,7 @@ def export_one(name: str, args) -> dict:
     for fmt in ('onnx', 'coreml'):
         model = load_model(name, checkpoint)
         if checkpoint is None:
-            randomize_for_parity(model, seed=0)
+            randomize_(model, seed=0)
         options = ExportOptions(fmt=fmt, input_hw=tuple(args.shape),
                                 fp16=fmt == 'coreml' and not args.coreml_fp32)
         start = time.time()

@@ -9,13 +9,10 @@ implementation and ResNet-50; then the reference CNNs.
 """
 import argparse
 import json
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from mmeff.benchmark.report import aggregate, load_results, ratio_rows  # noqa: E402
-from mmeff.models.zoo import FAMILIES, variants  # noqa: E402
+from mmeff.benchmark.report import aggregate, load_results, ratio_rows
+from mmeff.models.zoo import FAMILIES, variants
 
 
 def _fmt(value, spec='.1f', missing='–'):
