@@ -4,13 +4,12 @@ from typing import Tuple
 
 import pytest
 import torch
-from timm.layers import DropPath
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmeff.models.backbones.base import MobileBackbone
 from mmeff.models.classifiers.classifier_net import MobileClassifierNet
-from mmeff.models.layers import AttentionBias2d, BNLinear, ConvBN, LayerScale, LinearBN
+from mmeff.models.layers import AttentionBias2d, BNLinear, ConvBN, DropPath, LayerScale, LinearBN
 
 
 @torch.no_grad()

@@ -22,8 +22,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmeff.models.layers.attention_bias import AttentionBias2d
-from mmeff.models.layers.conv_norm import fuse_conv_bn
+from mmeff.models.layers.conv_norm import ChannelAffine, fuse_conv_bn
 from mmeff.models.layers.fusion import fuse
+from mmeff.models.layers.scale_and_drop import is_drop_path
 
 #: TorchScript node kinds that must not survive the deploy path, with the reason
 FORBIDDEN_TORCH_OPS: Dict[str, str] = {
@@ -57,23 +58,6 @@ def fold_conv_modules(module: nn.Module) -> int:
         setattr(m, norm_name, nn.Identity())
         folded += 1
     return folded
-
-
-class ChannelAffine(nn.Module):
-    """``x * scale + shift`` per channel: an eval-mode BatchNorm with nothing to fold into."""
-
-    def __init__(self, bn: _BatchNorm):
-        super().__init__()
-        std = (bn.running_var + bn.eps).sqrt()
-        weight = bn.weight if bn.affine else torch.ones_like(std)
-        bias = bn.bias if bn.affine else torch.zeros_like(std)
-        scale = (weight / std).detach()
-        self.register_buffer('scale', scale.clone())
-        self.register_buffer('shift', (bias - bn.running_mean * scale).detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        return x * self.scale.reshape(shape) + self.shift.reshape(shape)
 
 
 def standalone_bns_to_affine(module: nn.Module) -> int:
@@ -201,8 +185,7 @@ def deploy_violations(module: nn.Module, traced: torch.jit.ScriptModule,
         if kinds.get(kind):
             problems.append(f'{kinds[kind]} x {kind}: {reason}')
     leftover = [type(m).__name__ for m in module.modules()
-                if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d))
-                or type(m).__name__ == 'DropPath']
+                if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d)) or is_drop_path(m)]
     if leftover:
         problems.append(f'modules left unfused: {dict(Counter(leftover))}')
     if not biases_constant:

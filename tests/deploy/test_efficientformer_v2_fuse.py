@@ -11,10 +11,10 @@ from mmeff.deploy import fuse
 from mmeff.models.backbones import EfficientFormerV2
 from mmeff.models.backbones.efficientformer_v2.blocks import (Attention2d, Attention2dDeploy,
                                                               AttentionDownsample,
-                                                              AttentionDownsampleDeploy, DropPath,
+                                                              AttentionDownsampleDeploy,
                                                               LocalGlobalQuery)
 from mmeff.models.classifiers import efficientformer_v2_classifier
-from mmeff.models.layers import AttentionBias2d, ConvBN, LayerScale
+from mmeff.models.layers import AttentionBias2d, ConvBN, DropPath, LayerScale
 
 DENSE_SIZES = [(224, 224), (512, 512), (800, 1216), (1333, 800), (512, 680), (225, 337)]
 

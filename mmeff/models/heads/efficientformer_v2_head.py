@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mmeff.registry import MODELS
-from mmeff.models.layers.conv_norm import _bn_scale_shift
+from mmeff.models.layers.conv_norm import ChannelAffine, _bn_scale_shift
 
 Logits = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
 
@@ -48,7 +48,7 @@ class EfficientFormerV2ClsHead(nn.Module):
         """Eval-mode equivalent: pool -> one Linear (BN folded, the two heads averaged)."""
         heads = [h for h in (self.head, self.head_dist) if h is not None]
         if not isinstance(self.head, nn.Linear):
-            return nn.Sequential(_GlobalAvgPool(), _ChannelAffine(self.norm))
+            return nn.Sequential(_GlobalAvgPool(), ChannelAffine(self.norm))
         weight = sum(h.weight for h in heads) / len(heads)
         bias = sum(h.bias for h in heads) / len(heads)
         scale, shift = _bn_scale_shift(self.norm)
@@ -61,16 +61,3 @@ class EfficientFormerV2ClsHead(nn.Module):
 class _GlobalAvgPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3))
-
-
-class _ChannelAffine(nn.Module):
-    """An eval-mode BatchNorm on pooled (B, C) features."""
-
-    def __init__(self, bn: nn.BatchNorm2d):
-        super().__init__()
-        scale, shift = _bn_scale_shift(bn)
-        self.register_buffer('scale', scale.detach().clone())
-        self.register_buffer('shift', shift.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale + self.shift

@@ -126,3 +126,30 @@ def folded(module: nn.Module) -> nn.Module:
     """
     fuse = getattr(module, 'fuse', None)
     return fuse() if callable(fuse) else copy.deepcopy(module)
+
+
+@torch.no_grad()
+def conv1x1_to_linear(conv: nn.Conv2d) -> nn.Linear:
+    """The ``nn.Linear`` that applies a 1x1 conv to the channels-last (..., C) view."""
+    linear = nn.Linear(conv.in_channels, conv.out_channels).to(conv.weight)
+    linear.weight.copy_(conv.weight.flatten(1))
+    if conv.bias is None:
+        linear.bias.zero_()
+    else:
+        linear.bias.copy_(conv.bias)
+    return linear
+
+
+class ChannelAffine(nn.Module):
+    """``x * scale + shift`` per channel (dim 1): an eval-mode BatchNorm with nothing to fold
+    into (a dense output norm, a classifier's norm on pooled (B, C) features)."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm):
+        super().__init__()
+        scale, shift = _bn_scale_shift(bn)
+        self.register_buffer('scale', scale.detach().clone())
+        self.register_buffer('shift', shift.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * self.scale.reshape(shape) + self.shift.reshape(shape)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from mmeff.models.layers.attention_bias import AttentionBias2d
+from mmeff.models.layers.scale_and_drop import is_drop_path
 
 _TRAINING_ONLY = (nn.Dropout, nn.Dropout2d, nn.Dropout1d)
 
@@ -28,10 +29,6 @@ def _takes_no_arguments(fn) -> bool:
                for p in params)
 
 
-def _is_drop_path(module: nn.Module) -> bool:
-    return type(module).__name__ == 'DropPath'
-
-
 def _fuse_children(module: nn.Module) -> None:
     for name, child in list(module.named_children()):
         _fuse_children(child)
@@ -39,7 +36,7 @@ def _fuse_children(module: nn.Module) -> None:
         if callable(fuse_fn) and not isinstance(child, AttentionBias2d) and \
                 _takes_no_arguments(fuse_fn):
             setattr(module, name, fuse_fn())
-        elif isinstance(child, _TRAINING_ONLY) or _is_drop_path(child):
+        elif isinstance(child, _TRAINING_ONLY) or is_drop_path(child):
             setattr(module, name, nn.Identity())
 
 

@@ -1,5 +1,10 @@
-"""Residual-branch helpers: layer scale and stochastic depth."""
+"""Residual-branch helpers: layer scale and stochastic depth.
+
+Stochastic depth is timm's ``DropPath`` in every family (timm's reference models use it too,
+so training-mode draws match theirs); the deploy path recognises it by class and removes it.
+"""
 import torch
+from timm.layers import DropPath
 from torch import nn
 
 
@@ -17,6 +22,16 @@ class LayerScale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * (self.gamma[:, None, None] if self.channels_first else self.gamma)
+
+
+def drop_path_or_identity(rate: float) -> nn.Module:
+    """``DropPath(rate)``, or an ``nn.Identity`` when ``rate`` is 0 (nothing to drop)."""
+    return DropPath(rate) if rate > 0 else nn.Identity()
+
+
+def is_drop_path(module: nn.Module) -> bool:
+    """Whether ``module`` is stochastic depth (removed by the deploy path)."""
+    return isinstance(module, DropPath)
 
 
 def drop_path_rates(drop_path_rate: float, depths) -> list:

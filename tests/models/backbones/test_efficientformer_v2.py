@@ -16,10 +16,9 @@ from mmeff.models.backbones.efficientformer_v2.checkpoint import EfficientFormer
 from mmeff.models.backbones import EfficientFormerV2
 from mmeff.models.backbones import base as backbone_base
 from mmeff.models.backbones.efficientformer_v2.backbone import ARCH_SETTINGS
-from mmeff.models.backbones.efficientformer_v2.blocks import DropPath
 from mmeff.models.classifiers import efficientformer_v2_classifier
 from mmeff.models.heads import EfficientFormerV2ClsHead
-from mmeff.models.layers import AttentionBias2d
+from mmeff.models.layers import AttentionBias2d, DropPath
 from mmeff.registry import MODELS
 
 OFFICIAL_PARAMS = {'s0': 3_600_256, 's1': 6_185_560, 's2': 12_710_112, 'l': 26_322_288}

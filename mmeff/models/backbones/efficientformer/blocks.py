@@ -16,17 +16,12 @@ from typing import Callable, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath
 from torch import nn
 
-from mmeff.models.layers import AttentionBias2d, ConvBN, LayerScale
+from mmeff.models.layers import (AttentionBias2d, ConvBN, LayerScale, conv1x1_to_linear,
+                                 drop_path_or_identity, folded)
 
 Size2d = Tuple[int, int]
-
-
-def _drop_path(rate: float) -> nn.Module:
-    return DropPath(rate) if rate > 0 else nn.Identity()
-
 
 def _output_scaled(layer: nn.Module, scale: torch.Tensor) -> nn.Module:
     """A copy of ``layer`` (Linear or Conv2d, with bias) with its output multiplied by ``scale``
@@ -64,7 +59,7 @@ class ConvStem(nn.Module):
         return self.act2(self.conv2(self.act1(self.conv1(x))))
 
     def fuse(self) -> 'ConvStemDeploy':
-        return ConvStemDeploy(_fused(self.conv1), _fused(self.conv2))
+        return ConvStemDeploy(folded(self.conv1), folded(self.conv2))
 
 
 class ConvStemDeploy(nn.Module):
@@ -122,7 +117,7 @@ class MB4D(nn.Module):
         self.ls1 = LayerScale(dim, layer_scale_init, channels_first=True)
         self.mlp = ConvMlp(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, layer_scale_init, channels_first=True)
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = drop_path_or_identity(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.ls1(self.token_mixer(x)))
@@ -130,9 +125,9 @@ class MB4D(nn.Module):
 
     def fuse(self) -> 'MB4DDeploy':
         mlp = self.mlp
-        fc2 = _output_scaled(_fused(mlp.fc2), self.ls2.gamma.detach())
+        fc2 = _output_scaled(folded(mlp.fc2), self.ls2.gamma.detach())
         return MB4DDeploy(self.ls1.gamma.detach(), self.token_mixer.pool,
-                          _conv1x1_as_linear(_fused(mlp.fc1)), mlp.act, _conv1x1_as_linear(fc2))
+                          conv1x1_to_linear(folded(mlp.fc1)), mlp.act, conv1x1_to_linear(fc2))
 
 
 class MB4DDeploy(nn.Module):
@@ -154,15 +149,6 @@ class MB4DDeploy(nn.Module):
         x = torch.lerp(x, self.pool(x), self.gamma1).permute(0, 2, 3, 1)
         x = x + self.fc2(self.act(self.fc1(x)))
         return x.permute(0, 3, 1, 2)
-
-
-def _conv1x1_as_linear(conv: nn.Conv2d) -> nn.Linear:
-    linear = nn.Linear(conv.in_channels, conv.out_channels).to(conv.weight.device,
-                                                                conv.weight.dtype)
-    with torch.no_grad():
-        linear.weight.copy_(conv.weight.flatten(1))
-        linear.bias.copy_(conv.bias)
-    return linear
 
 
 # ----------------------------------------------------------------------------------------- MB3D
@@ -224,7 +210,7 @@ class MB3D(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = LinearMlp(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, layer_scale_init)
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = drop_path_or_identity(drop_path)
 
     def forward(self, x: torch.Tensor, hw: Size2d) -> torch.Tensor:
         x = x + self.drop_path(self.ls1(self.token_mixer(self.norm1(x), hw)))
@@ -277,11 +263,6 @@ class MB3DDeploy(nn.Module):
         return x + self.fc2(self.act(self.fc1(y)))
 
 
-def _fused(layer: nn.Module) -> nn.Module:
-    """A ConvBN's fused conv (``mmeff.models.layers.fusion`` has usually replaced it already)."""
-    return layer.fuse() if isinstance(layer, ConvBN) else layer
-
-
 # ---------------------------------------------------------------------------------------- stage
 def tokens_to_map(x: torch.Tensor, hw: Size2d) -> torch.Tensor:
     """(B, H*W, C) tokens -> (B, C, H, W) view (channels-last strides, no copy)."""
@@ -332,7 +313,7 @@ class EfficientFormerStage(nn.Module):
         here the embedding conv is folded and stored channels-last, the layout
         :class:`ConvStemDeploy` switches the network to."""
         if not isinstance(self.downsample, nn.Identity):
-            self.downsample = _fused(self.downsample).to(memory_format=torch.channels_last)
+            self.downsample = folded(self.downsample).to(memory_format=torch.channels_last)
         return self
 
 

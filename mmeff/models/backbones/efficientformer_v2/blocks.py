@@ -18,18 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmeff.models.layers import AttentionBias2d, ConvBN, LayerScale
+from mmeff.models.layers import (AttentionBias2d, ConvBN, LayerScale, drop_path_or_identity,
+                                 folded)
 
 Size2d = Tuple[int, int]
 
 
 # ------------------------------------------------------------------------------ small helpers
-def _fused(module: nn.Module) -> nn.Module:
-    """``module.fuse()`` if it has one (ConvBN, a block), else the module itself."""
-    fuse = getattr(module, 'fuse', None)
-    return fuse() if callable(fuse) and not isinstance(module, AttentionBias2d) else module
-
-
 @torch.no_grad()
 def _scale_conv_output(conv: nn.Conv2d, scale: torch.Tensor) -> None:
     """In place: ``conv(x) * scale`` (per output channel) becomes ``conv(x)``."""
@@ -116,8 +111,8 @@ class Stem(nn.Module):
         return self.act(self.conv2(self.act(self.conv1(x))))
 
     def fuse(self) -> 'Stem':
-        self.conv1 = _channels_last_weight(_fused(self.conv1))
-        self.conv2 = _channels_last_weight(_fused(self.conv2))
+        self.conv1 = _channels_last_weight(folded(self.conv1))
+        self.conv2 = _channels_last_weight(folded(self.conv2))
         return self
 
 
@@ -141,7 +136,7 @@ class UnifiedFFN(nn.Module):
         return self.drop(self.fc2(self.drop(x)))
 
     def fuse(self) -> 'UnifiedFFN':
-        self.fc1, self.mid, self.fc2 = _fused(self.fc1), _fused(self.mid), _fused(self.fc2)
+        self.fc1, self.mid, self.fc2 = folded(self.fc1), folded(self.mid), folded(self.fc2)
         self.drop = nn.Identity()
         return self
 
@@ -222,13 +217,13 @@ class Attention2dDeploy(nn.Module):
     def __init__(self, attn: Attention2d):
         super().__init__()
         self.num_heads, self.stride = attn.num_heads, attn.stride
-        self.stride_conv = _fused(attn.stride_conv) if attn.stride_conv is not None else None
-        q, k = _fused(attn.q), _fused(attn.k)
+        self.stride_conv = folded(attn.stride_conv) if attn.stride_conv is not None else None
+        q, k = folded(attn.q), folded(attn.k)
         self.qk_dim = q.out_channels
         self.qk = nn.Conv2d(q.in_channels, 2 * self.qk_dim, 1).to(q.weight)
         self.qk.weight.copy_(torch.cat([q.weight * attn.scale, k.weight]))
         self.qk.bias.copy_(torch.cat([q.bias * attn.scale, k.bias]))
-        self.v, self.v_local, self.proj = _fused(attn.v), _fused(attn.v_local), _fused(attn.proj)
+        self.v, self.v_local, self.proj = folded(attn.v), folded(attn.v_local), folded(attn.proj)
         self.act = attn.act
         th1 = attn.talking_head1.weight.reshape(self.num_heads, self.num_heads)
         self.register_buffer('head_mix1', th1.detach().clone())
@@ -236,7 +231,8 @@ class Attention2dDeploy(nn.Module):
             self.num_heads, self.num_heads).clone())
         self.register_buffer('head_bias2', attn.talking_head2.bias.detach()[:, None].clone())
         self.attn_bias = copy.deepcopy(attn.attn_bias)
-        self.attn_bias.table.copy_(th1 @ attn.attn_bias.table + attn.talking_head1.bias[:, None])
+        self.attn_bias.table.copy_(th1 @ attn.attn_bias.table
+                                        + attn.talking_head1.bias[:, None])
         self.attn_bias.clear_cache()
         self.attn_bias.frozen = None
 
@@ -330,11 +326,11 @@ class AttentionDownsampleDeploy(AttentionDownsample):
         self.num_heads, self.key_dim = attn.num_heads, attn.key_dim
         local = copy.deepcopy(attn.q.local)
         local.weight[:, 0, 1, 1] += 1.0
-        q_proj = copy.deepcopy(_fused(attn.q.proj))
+        q_proj = folded(attn.q.proj)
         _scale_conv_output(q_proj, torch.full((q_proj.out_channels,), attn.scale))
         self.q = nn.Sequential(local, q_proj)
-        self.k, self.v = _fused(attn.k), _fused(attn.v)
-        self.v_local, self.proj = _fused(attn.v_local), _fused(attn.proj)
+        self.k, self.v = folded(attn.k), folded(attn.v)
+        self.v_local, self.proj = folded(attn.v_local), folded(attn.proj)
         self.act = attn.act
         self.attn_bias = attn.attn_bias
 
@@ -363,31 +359,13 @@ class Downsample(nn.Module):
         return out if self.attn is None else self.attn(x) + out
 
     def fuse(self) -> 'Downsample':
-        self.conv = _channels_last_weight(_fused(self.conv))
+        self.conv = _channels_last_weight(folded(self.conv))
         if self.attn is not None:
-            self.attn = _fused(self.attn)
+            self.attn = folded(self.attn)
         return self
 
 
 # -------------------------------------------------------------------------------- the block
-class DropPath(nn.Module):
-    """Stochastic depth per sample (identity in eval; replaced by Identity when fused)."""
-
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)
-
-    def extra_repr(self) -> str:
-        return f'drop_prob={self.drop_prob}'
-
-
 class EfficientFormerV2Block(nn.Module):
     """``x + ls1 * attn(x)`` (optional) then ``x + ls2 * ffn(x)``, with stochastic depth.
 
@@ -414,12 +392,12 @@ class EfficientFormerV2Block(nn.Module):
         if use_attn:
             self.token_mixer = Attention2d(dim, table_size=table_size, stride=stride)
             self.ls1 = layer_scale()
-            self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+            self.drop_path1 = drop_path_or_identity(drop_path)
         else:
             self.token_mixer = self.ls1 = self.drop_path1 = None
         self.mlp = UnifiedFFN(dim, int(dim * mlp_ratio))
         self.ls2 = layer_scale()
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path2 = drop_path_or_identity(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.token_mixer is not None:
@@ -429,13 +407,13 @@ class EfficientFormerV2Block(nn.Module):
     @torch.no_grad()
     def fuse(self) -> 'EfficientFormerV2Block':
         """Fold BNs, and each layer scale into the last conv of its branch (in place)."""
-        self.mlp = _fused(self.mlp)
+        self.mlp = folded(self.mlp)
         if isinstance(self.ls2, LayerScale):
             _scale_conv_output(self.mlp.fc2, self.ls2.gamma)
             self.ls2 = nn.Identity()
         self.drop_path2 = nn.Identity()
         if self.token_mixer is not None:
-            self.token_mixer = _fused(self.token_mixer)
+            self.token_mixer = folded(self.token_mixer)
             if isinstance(self.ls1, LayerScale):
                 _scale_conv_output(self.token_mixer.proj, self.ls1.gamma)
                 self.ls1 = nn.Identity()

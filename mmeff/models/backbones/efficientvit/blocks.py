@@ -18,16 +18,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath
 from torch import nn
 
-from mmeff.models.layers import AttentionBias2d, ConvBN, folded, fuse_conv_bn
+from mmeff.models.layers import (AttentionBias2d, ConvBN, conv1x1_to_linear,
+                                 drop_path_or_identity, folded, fuse_conv_bn)
 
 Size2d = Tuple[int, int]
-
-
-def _drop_path(rate: float) -> nn.Module:
-    return DropPath(rate) if rate > 0 else nn.Identity()
 
 
 class ResidualDWConv(nn.Module):
@@ -44,7 +40,7 @@ class ResidualDWConv(nn.Module):
         self.bn = nn.BatchNorm2d(dim)
         nn.init.constant_(self.bn.weight, bn_weight_init)
         nn.init.zeros_(self.bn.bias)
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = drop_path_or_identity(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.drop_path(self.bn(self.conv(x)))
@@ -64,7 +60,7 @@ class ResidualFFN(nn.Module):
         self.pw1 = ConvBN(dim, hidden)
         self.act = nn.ReLU(inplace=True)
         self.pw2 = ConvBN(hidden, dim, bn_weight_init=0.0)
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = drop_path_or_identity(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.drop_path(self.pw2(self.act(self.pw1(x))))
@@ -128,13 +124,6 @@ class CascadedGroupAttention(nn.Module):
         return CascadedGroupAttentionDeploy(self)
 
 
-def _pointwise_linear(conv: nn.Conv2d) -> nn.Linear:
-    linear = nn.Linear(conv.in_channels, conv.out_channels).to(conv.weight)
-    linear.weight.copy_(conv.weight.flatten(1))
-    linear.bias.copy_(conv.bias)
-    return linear
-
-
 def dw_conv_matrix_index(hw: Size2d, kernel: int, device=None) -> torch.Tensor:
     """(N, N) index into a flat k*k kernel (+1 zero slot) such that a depth-wise conv with
     zero padding on an (h, w) map equals ``out[c] = M[c] @ in[c] + b[c]`` with
@@ -162,14 +151,14 @@ class CascadedGroupAttentionDeploy(nn.Module):
     def __init__(self, src: CascadedGroupAttention):
         super().__init__()
         self.num_heads, self.key_dim, self.val_dim = src.num_heads, src.key_dim, src.val_dim
-        self.qkvs = nn.ModuleList(_pointwise_linear(folded(m)) for m in src.qkvs)
+        self.qkvs = nn.ModuleList(conv1x1_to_linear(folded(m)) for m in src.qkvs)
         self.dws = nn.ModuleList()
         for m in src.dws:
             conv = folded(m)
             conv.weight.mul_(src.scale)
             conv.bias.mul_(src.scale)
             self.dws.append(conv)
-        self.proj = _pointwise_linear(folded(src.proj))
+        self.proj = conv1x1_to_linear(folded(src.proj))
         self.bias = copy.deepcopy(src.bias)
         self._cache: Dict[tuple, List[torch.Tensor]] = {}
 
@@ -262,7 +251,7 @@ class SandwichBlock(nn.Module):
         self.ffn0 = ResidualFFN(dim, 2 * dim, drop_path)
         self.mixer = LocalWindowAttention(dim, key_dim, num_heads, window_size, table_size,
                                           kernels)
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = drop_path_or_identity(drop_path)
         self.dw1 = ResidualDWConv(dim, bn_weight_init=0.0, drop_path=drop_path)
         self.ffn1 = ResidualFFN(dim, 2 * dim, drop_path)
 
