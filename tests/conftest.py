@@ -75,14 +75,14 @@ class ToyAttention(nn.Module):
         self.heads, self.dim_head = heads, dim // heads
         self.qkv = LinearBN(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
-        self.bias = AttentionBias2d(heads, (4, 4))
+        self.attention_bias = AttentionBias2d(heads, (4, 4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         t = x.flatten(2).transpose(1, 2)
         q, k, v = self.qkv(t).reshape(b, h * w, 3, self.heads, self.dim_head).permute(
             2, 0, 3, 1, 4)
-        attn = (q @ k.transpose(-2, -1)) * self.dim_head ** -0.5 + self.bias((h, w))
+        attn = (q @ k.transpose(-2, -1)) * self.dim_head ** -0.5 + self.attention_bias((h, w))
         out = (attn.softmax(-1) @ v).transpose(1, 2).reshape(b, h * w, c)
         return self.proj(out).transpose(1, 2).reshape(b, c, h, w)
 

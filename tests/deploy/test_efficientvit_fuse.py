@@ -64,7 +64,7 @@ def test_frozen_biases_are_constants_and_other_grids_still_work():
     fused = fuse(copy.deepcopy(model), input_shape=(1, 3, 225, 337))
     biases = [m for m in fused.modules() if isinstance(m, AttentionBias2d)]
     assert biases and all(b.frozen is not None for b in biases)
-    assert fused.stages[2].blocks[0].mixer.attn.bias.frozen.shape == (4, 24, 24)  # 4x6 window
+    assert fused.stages[2].blocks[0].mixer.attn.attention_bias.frozen.shape == (4, 24, 24)  # 4x6 window
     for hw in [(225, 337), (337, 225), (224, 224)]:  # (337, 225): a 6x4 window, also 24 tokens
         x = torch.randn(1, 3, *hw)
         with torch.no_grad():

@@ -16,4 +16,4 @@ model = dict(
 
 optim_wrapper = dict(
     optimizer=dict(lr=1e-4, weight_decay=0.05),
-    paramwise_cfg=dict(custom_keys={'attn.bias.table': dict(decay_mult=0.0)}))
+    paramwise_cfg=dict(custom_keys={'attention_bias': dict(decay_mult=0.0)}))

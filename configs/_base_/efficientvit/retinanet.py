@@ -23,7 +23,7 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999),
                    weight_decay=0.05),
-    paramwise_cfg=dict(custom_keys={'attn.bias.table': dict(decay_mult=0.0)}),
+    paramwise_cfg=dict(custom_keys={'attention_bias': dict(decay_mult=0.0)}),
     clip_grad=None)
 
 train_dataloader = dict(batch_size=2)

@@ -19,4 +19,4 @@ model = dict(
         feature_strides=[4, 8, 16, 32, 64]))
 
 optim_wrapper = dict(
-    paramwise_cfg=dict(custom_keys={'attn.bias.table': dict(decay_mult=0.0)}))
+    paramwise_cfg=dict(custom_keys={'attention_bias': dict(decay_mult=0.0)}))

@@ -71,7 +71,7 @@ def test_attention_layout_of_s0():
     tables = {n: mod.table_size for n, mod in m.named_modules()
               if isinstance(mod, AttentionBias2d)}
     assert set(tables.values()) == {(7, 7), (14, 14)}
-    assert tables['stages.3.downsample.attn.attn_bias'] == (14, 14)
+    assert tables['stages.3.downsample.attn.attention_bias'] == (14, 14)
 
 
 @pytest.mark.parametrize('arch, match', [
@@ -162,7 +162,7 @@ def test_bias_is_exact_at_224_and_resized_per_grid(perturb):
         assert key == table_size  # the pretraining grid: no resizing ...
     down = [c for c in calls if c[0] == (14, 14)][0]
     assert down[1:4] == ((7, 7), (14, 14), 2)
-    attn = model.stages[3].blocks[-1].token_mixer.attn_bias
+    attn = model.stages[3].blocks[-1].token_mixer.attention_bias
     idx = torch.tensor([[abs(qy - ky) * 7 + abs(qx - kx) for ky in range(7) for kx in range(7)]
                         for qy in range(7) for qx in range(7)])
     assert torch.equal(attn((7, 7)), attn.table[:, idx])  # ... and bit for bit the table
@@ -175,7 +175,7 @@ def test_bias_is_exact_at_224_and_resized_per_grid(perturb):
 
 def test_bias_cached_in_eval_not_in_train():
     model = EfficientFormerV2('s0', out_indices=(3,)).eval()
-    bias = model.stages[3].blocks[-1].token_mixer.attn_bias
+    bias = model.stages[3].blocks[-1].token_mixer.attention_bias
     x = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
         model(x)

@@ -178,6 +178,29 @@ def test_backbone_init_cfg_loads_every_layout(tmp_path, layout, perturb):
         assert {k.split('.')[0] for k in report.dropped} == {'head'}
 
 
+@pytest.mark.parametrize('container', ['detector', 'backbone'])
+def test_mmeff_checkpoint_with_the_old_bias_table_name_loads(tmp_path, container):
+    """mmeff files written when V2's bias modules were named ``attn_bias`` still load."""
+    torch.manual_seed(0)
+    source = EfficientFormerV2('s0')
+    with torch.no_grad():
+        for p in source.parameters():
+            p.normal_()
+    old = {k.replace('.attention_bias.table', '.attn_bias.table'): v
+           for k, v in source.state_dict().items()}
+    assert sum(k.endswith('.attn_bias.table') for k in old) == 5
+    obj = {'detector': {'state_dict': {'backbone.' + k: v for k, v in old.items()}},
+           'backbone': old}[container]
+    assert CONVERTER.detect_layout(obj.get('state_dict', obj)) == 'mmeff'
+    path = tmp_path / 'old.pth'
+    torch.save(obj, path)
+    target = EfficientFormerV2('s0')
+    report = target.load_checkpoint(str(path))
+    assert report.layout == 'mmeff' and not report.missing and not report.unexpected
+    own = target.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in source.state_dict().items())
+
+
 def test_other_arch_fails_naming_both(tmp_path):
     path = tmp_path / 's1.pth'
     torch.save(timm.create_model('efficientformerv2_s1', pretrained=False).state_dict(), path)
@@ -201,7 +224,7 @@ def test_tables_resized_for_another_pretraining_size():
     report = load_pretrained(model, ref.state_dict(), CONVERTER, arch_name='s0',
                              allowed_missing=model.dense_only_prefixes)
     assert len(report.resized) == 5 and not report.missing
-    assert model.stages[3].downsample.attn.attn_bias.table.shape == (8, 256)
+    assert model.stages[3].downsample.attn.attention_bias.table.shape == (8, 256)
     assert [o.shape[-1] for o in model.eval()(torch.randn(1, 3, 256, 256))] == [64, 32, 16, 8]
 
 
@@ -235,5 +258,5 @@ def test_generic_convert_tool_handles_v2(tmp_path, capsys):
     canonical = torch.load(mmeff, weights_only=True)['state_dict']
     model = efficientformer_v2_classifier('s1')
     model.load_state_dict(canonical, strict=True)  # every key, nothing extra
-    assert torch.equal(model.backbone.stages[3].downsample.attn.attn_bias.table,
+    assert torch.equal(model.backbone.stages[3].downsample.attn.attention_bias.table,
                        timm_sd['stages.3.downsample.attn.attention_biases'])

@@ -85,7 +85,7 @@ def test_registered_in_mmeff_scope():
 
 # ---------------------------------------------------------------------- bias-table sizes
 def _table_sizes(model):
-    return [stage.blocks[0].mixer.attn.bias.table_size for stage in model.stages]
+    return [stage.blocks[0].mixer.attn.attention_bias.table_size for stage in model.stages]
 
 
 def test_bias_tables_follow_the_pretraining_window():
@@ -103,8 +103,8 @@ def test_runtime_window_resizes_the_table_in_offset_space():
     model(torch.randn(1, 3, 225, 337))
     handle.remove()
     assert seen == [(4, 6)]
-    bias = attn.bias((4, 6))
-    table = resize_offset_table(attn.bias.table, (4, 4), (4, 6)).view(-1, 4, 6)
+    bias = attn.attention_bias((4, 6))
+    table = resize_offset_table(attn.attention_bias.table, (4, 4), (4, 6)).view(-1, 4, 6)
     # query (0, 0) vs key (dy, dx) reads table[dy, dx]
     torch.testing.assert_close(bias[:, 0].view(-1, 4, 6), table)
 
@@ -230,7 +230,8 @@ def test_with_cp_checkpoints_every_block_and_gives_the_same_gradients(monkeypatc
         model.train()
         x.grad = None
         sum(o.square().mean() for o in model(x)).backward()
-        grads.append((x.grad.clone(), model.stages[0].blocks[0].mixer.attn.bias.table.grad))
+        table = model.stages[0].blocks[0].mixer.attn.attention_bias.table
+        grads.append((x.grad.clone(), table.grad))
     assert calls.count('SandwichBlock') == 6 and calls.count('SubsampleBlock') == 2
     torch.testing.assert_close(grads[0][0], grads[1][0])
     torch.testing.assert_close(grads[0][1], grads[1][1])
@@ -254,7 +255,7 @@ def test_documented_no_decay_key_selects_exactly_the_bias_tables():
     model = EfficientViT('m0')
     wrapper = build_optim_wrapper(model, dict(
         optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05),
-        paramwise_cfg=dict(custom_keys={'attn.bias.table': dict(decay_mult=0.)})))
+        paramwise_cfg=dict(custom_keys={'attention_bias': dict(decay_mult=0.)})))
     no_decay = {id(p) for g in wrapper.optimizer.param_groups if g['weight_decay'] == 0
                 for p in g['params']}
     tables = {id(m.table) for m in model.modules() if type(m).__name__ == 'AttentionBias2d'}

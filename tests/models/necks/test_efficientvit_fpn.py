@@ -165,7 +165,7 @@ def _retinanet_train_step_and_predict(tmp_path):
     total = sum(v if torch.is_tensor(v) else sum(v) for k, v in losses.items() if 'loss' in k)
     total.backward()
     assert torch.isfinite(total)
-    assert model.backbone.stages[0].blocks[0].mixer.attn.bias.table.grad is not None
+    assert model.backbone.stages[0].blocks[0].mixer.attn.attention_bias.table.grad is not None
     assert all(p.grad is None for p in model.backbone.stem.parameters())  # frozen_stages=0
 
     model.eval()

@@ -2,7 +2,7 @@
 
 Module and parameter names follow timm's ``efficientformer_v2.py`` (``mlp.fc1.conv``,
 ``token_mixer.q.bn``, ``ls1.gamma``, ...), so converting timm checkpoints is a matter of a few
-renames; the only own names are ``attn_bias.table`` (the shared :class:`AttentionBias2d`).
+renames; the only own names are ``attention_bias.table`` (the shared :class:`AttentionBias2d`).
 
 Every block works at any input size and in either memory format (the backbone runs eval in
 channels_last, where depth-wise convs are many times faster on CPU). ``fuse()`` folds the
@@ -180,7 +180,7 @@ class Attention2d(nn.Module):
         self.talking_head2 = nn.Conv2d(num_heads, num_heads, 1)
         self.act = GELU2d()
         self.proj = ConvBN(v_dim, dim, 1, bias=True)
-        self.attn_bias = AttentionBias2d(num_heads, table_size)
+        self.attention_bias = AttentionBias2d(num_heads, table_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
@@ -191,7 +191,7 @@ class Attention2d(nn.Module):
         k = _heads_first(self.k(x), self.num_heads).transpose(-2, -1)
         v = self.v(x)
         v_local = self.v_local(v)
-        attn = (q @ k) * self.scale + self.attn_bias(hw)
+        attn = (q @ k) * self.scale + self.attention_bias(hw)
         attn = _mix_heads(attn, self.talking_head1.weight, self.talking_head1.bias[:, None])
         attn = attn.softmax(dim=-1)
         attn = _mix_heads(attn, self.talking_head2.weight, self.talking_head2.bias[:, None])
@@ -230,11 +230,11 @@ class Attention2dDeploy(nn.Module):
         self.register_buffer('head_mix2', attn.talking_head2.weight.detach().reshape(
             self.num_heads, self.num_heads).clone())
         self.register_buffer('head_bias2', attn.talking_head2.bias.detach()[:, None].clone())
-        self.attn_bias = copy.deepcopy(attn.attn_bias)
-        self.attn_bias.table.copy_(th1 @ attn.attn_bias.table
+        self.attention_bias = copy.deepcopy(attn.attention_bias)
+        self.attention_bias.table.copy_(th1 @ attn.attention_bias.table
                                         + attn.talking_head1.bias[:, None])
-        self.attn_bias.clear_cache()
-        self.attn_bias.frozen = None
+        self.attention_bias.clear_cache()
+        self.attention_bias.frozen = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
@@ -247,7 +247,7 @@ class Attention2dDeploy(nn.Module):
         v = self.v(x)
         v_local = self.v_local(v)
         n = hw[0] * hw[1]
-        bias = self.attn_bias(hw).reshape(self.num_heads, n * n)
+        bias = self.attention_bias(hw).reshape(self.num_heads, n * n)
         attn = _mix_heads(q @ k, self.head_mix1, bias).softmax(dim=-1)
         attn = _mix_heads(attn, self.head_mix2, self.head_bias2)
         out = _tokens_to_map(attn @ _heads_first(v, self.num_heads), hw, v_local) + v_local
@@ -292,7 +292,7 @@ class AttentionDownsample(nn.Module):
         self.v_local = ConvBN(v_dim, v_dim, 3, stride=2, groups=v_dim, bias=True)
         self.act = GELU2d()
         self.proj = ConvBN(v_dim, out_dim, 1, bias=True)
-        self.attn_bias = AttentionBias2d(num_heads, table_size)
+        self.attention_bias = AttentionBias2d(num_heads, table_size)
 
     def _attend(self, q_map: torch.Tensor, x: torch.Tensor, scale: float) -> torch.Tensor:
         key_hw, query_hw = (x.shape[-2], x.shape[-1]), (q_map.shape[-2], q_map.shape[-1])
@@ -303,7 +303,7 @@ class AttentionDownsample(nn.Module):
         attn = q @ k
         if scale != 1.0:
             attn = attn * scale
-        attn = (attn + self.attn_bias(query_hw, key_hw, query_stride=2)).softmax(dim=-1)
+        attn = (attn + self.attention_bias(query_hw, key_hw, query_stride=2)).softmax(dim=-1)
         out = _tokens_to_map(attn @ _heads_first(v, self.num_heads), query_hw, v_local)
         return self.proj(self.act(out + v_local))
 
@@ -332,7 +332,7 @@ class AttentionDownsampleDeploy(AttentionDownsample):
         self.k, self.v = folded(attn.k), folded(attn.v)
         self.v_local, self.proj = folded(attn.v_local), folded(attn.proj)
         self.act = attn.act
-        self.attn_bias = attn.attn_bias
+        self.attention_bias = attn.attention_bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._attend(self.q(x), x, 1.0)

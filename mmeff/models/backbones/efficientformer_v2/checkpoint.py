@@ -9,9 +9,11 @@
   ``backbone.`` prefix (plus neck/head keys) and ``fork_feat`` models ``norm{0,2,4,6}``.
 * ``timm``: ``stem.conv{1,2}``, ``stages.s.downsample`` / ``stages.s.blocks.j``, ``.conv/.bn``
   pairs, ``ls{1,2}.gamma``, ``attention_biases``, ``norm``, ``head``, ``head_dist``.
-* ``mmeff``: the canonical layout (``backbone.*`` = timm's names with ``attn_bias.table`` and
-  ``out_norm{i}``; ``head.norm``, ``head.head``, ``head.head_dist``), a plain backbone state dict
-  (no prefix), or a detector/segmentor checkpoint (``backbone.*`` next to ``neck.*`` ...).
+* ``mmeff``: the canonical layout (``backbone.*`` = timm's names with ``attention_bias.table``
+  and ``out_norm{i}``; ``head.norm``, ``head.head``, ``head.head_dist``), a plain backbone state
+  dict (no prefix), or a detector/segmentor checkpoint (``backbone.*`` next to ``neck.*`` ...).
+  Files written before the bias tables of all families were named alike hold
+  ``attn_bias.table``; they load too (:data:`_OLD_MMEFF_NAMES`).
 """
 import re
 from collections import OrderedDict
@@ -63,21 +65,24 @@ _OFFICIAL_TO_CANONICAL = [
     (r'\.mlp\.norm2\.', '.mlp.fc2.bn.'),
     (r'\.mlp\.mid_norm\.', '.mlp.mid.bn.'),
     (r'\.layer_scale_(\d)$', r'.ls\1.gamma'),
-    (r'\.attention_biases$', '.attn_bias.table'),
+    (r'\.attention_biases$', '.attention_bias.table'),
     # outputs and heads
     (r'^norm([0246])\.', lambda m: f'out_norm{int(m.group(1)) // 2}.'),
     (r'^(stem|stages|out_norm)', r'backbone.\1'),
     (r'^(norm|head|dist_head)\.', lambda m: _HEAD_KEYS[m.group(1)]),
 ]
 
+#: mmeff checkpoints of earlier versions named the bias tables ``attn_bias``
+_OLD_MMEFF_NAMES = [(r'\.attn_bias\.table$', '.attention_bias.table')]
+
 _TIMM_TO_CANONICAL = [
-    (r'\.attention_biases$', '.attn_bias.table'),
+    (r'\.attention_biases$', '.attention_bias.table'),
     (r'^(stem|stages)\.', r'backbone.\1.'),
     (r'^(norm|head|head_dist)\.', lambda m: _HEAD_KEYS[m.group(1)]),
 ]
 
 _CANONICAL_TO_TIMM = [
-    (r'\.attn_bias\.table$', '.attention_biases'),
+    (r'\.attention_bias\.table$', '.attention_biases'),
     (r'^backbone\.', ''),
     (r'^head\.norm\.', 'norm.'),
     (r'^head\.head\.', 'head.'),
@@ -104,7 +109,7 @@ _CANONICAL_TO_OFFICIAL = [
     (r'\.mlp\.fc2\.bn\.', '.mlp.norm2.'),
     (r'\.mlp\.mid\.bn\.', '.mlp.mid_norm.'),
     (r'\.ls(\d)\.gamma$', r'.layer_scale_\1'),
-    (r'\.attn_bias\.table$', '.attention_biases'),
+    (r'\.attention_bias\.table$', '.attention_biases'),
     (r'\.q\.local\.', '.q.local.0.'),
     (r'\.q\.proj\.conv\.', '.q.proj.0.'),
     (r'\.q\.proj\.bn\.', '.q.proj.1.'),
@@ -145,8 +150,8 @@ class EfficientFormerV2Converter(LayoutConverter):
         if any(_OFFICIAL_MARK.search(k) for k in keys):
             return 'official'
         if any(_STAGES_MARK.match(k) for k in keys):
-            if any(k.endswith('.attn_bias.table') or k.startswith(('out_norm', 'backbone.'))
-                   for k in keys):
+            if any(k.endswith(('.attention_bias.table', '.attn_bias.table')) or
+                   k.startswith(('out_norm', 'backbone.')) for k in keys):
                 return 'mmeff'
             return 'timm'
         raise ValueError('not an EfficientFormerV2 state dict: none of its keys looks like an '
@@ -159,8 +164,9 @@ class EfficientFormerV2Converter(LayoutConverter):
         if layout == 'timm':
             return rename_keys(self._drop_index_buffers(state_dict), _TIMM_TO_CANONICAL)
         if layout == 'mmeff':
+            state_dict = rename_keys(state_dict, _OLD_MMEFF_NAMES)
             if any(k.startswith('backbone.') for k in state_dict):
-                return OrderedDict(state_dict)
+                return state_dict
             return OrderedDict(('backbone.' + k, v) for k, v in state_dict.items())
         raise ValueError(f'unknown EfficientFormerV2 layout {layout!r}; known: official, timm, '
                          'mmeff')

@@ -25,7 +25,7 @@ built 7x7 tables everywhere and resized the stage-3 checkpoint table once at loa
 checkpoints load here, their 7x7 tables resized back to 4x4.)
 
 Fine-tuning: the official recipes exclude the bias tables from weight decay; in mmengine,
-``paramwise_cfg=dict(custom_keys={'attn.bias.table': dict(decay_mult=0.)})``. The official
+``paramwise_cfg=dict(custom_keys={'attention_bias': dict(decay_mult=0.)})``. The official
 detection code always kept every BN in eval mode and froze the patch embedding: here that is
 ``norm_eval=True, frozen_stages=0``.
 Deployment: ``mmeff.models.layers.fusion(model)`` folds every BN, turns each attention into its

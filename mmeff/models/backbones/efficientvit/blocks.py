@@ -99,11 +99,11 @@ class CascadedGroupAttention(nn.Module):
             ConvBN(key_dim, key_dim, k, groups=key_dim) for k in kernels[:num_heads])
         self.act = nn.ReLU(inplace=True)
         self.proj = ConvBN(self.val_dim * num_heads, dim, bn_weight_init=0.0)
-        self.bias = AttentionBias2d(num_heads, table_size)
+        self.attention_bias = AttentionBias2d(num_heads, table_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
-        bias = self.bias((H, W))
+        bias = self.attention_bias((H, W))
         splits = x.chunk(self.num_heads, dim=1)
         kd, vd = self.key_dim, self.val_dim
         outs: List[torch.Tensor] = []
@@ -159,7 +159,7 @@ class CascadedGroupAttentionDeploy(nn.Module):
             conv.bias.mul_(src.scale)
             self.dws.append(conv)
         self.proj = conv1x1_to_linear(folded(src.proj))
-        self.bias = copy.deepcopy(src.bias)
+        self.attention_bias = copy.deepcopy(src.attention_bias)
         self._cache: Dict[tuple, List[torch.Tensor]] = {}
 
     def _dw_matrices(self, hw: Size2d) -> List[torch.Tensor]:
@@ -189,7 +189,7 @@ class CascadedGroupAttentionDeploy(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         tokens = x.permute(0, 2, 3, 1).reshape(B, H * W, C)
-        bias = self.bias((H, W))
+        bias = self.attention_bias((H, W))
         mats = self._dw_matrices((H, W))
         kd, vd = self.key_dim, self.val_dim
         splits = tokens.split(vd, dim=-1)

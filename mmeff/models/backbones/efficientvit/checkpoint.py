@@ -12,6 +12,8 @@ Layouts (facts from microsoft/Cream EfficientViT and timm 1.0.31 ``efficientvit_
   ``stages.{s}.blocks.{j}``, ``.m.`` wrappers, ``head.{bn,linear}``.
 - ``mmeff``: canonical (``backbone.*`` + ``head.head``/``head.head_dist``), a plain backbone
   state dict (``stem.*``, ``stages.*``), or an MMDet/MMSeg checkpoint (``backbone.*``, ...).
+  The bias tables are ``mixer.attn.attention_bias.table``; files written before the tables of
+  all families were named alike hold ``mixer.attn.bias.table`` and load too.
 Index buffers (``attention_bias_idxs``) are derived data and dropped.
 """
 import re
@@ -25,8 +27,10 @@ from mmeff.models.backbones.efficientvit.arch import EFFICIENTVIT_ARCHS
 _COMMON_RULES = [
     (r'\.m\.', '.'),                       # residual wrappers
     (r'\.attn\.proj\.1\.', '.attn.proj.'),  # Sequential(ReLU, ConvBN) -> ConvBN
-    (r'\.attention_biases$', '.bias.table'),
+    (r'\.attention_biases$', '.attention_bias.table'),
 ]
+#: mmeff checkpoints of earlier versions named the bias tables ``attn.bias``
+_OLD_MMEFF_NAMES = [(r'\.attn\.bias\.table$', '.attn.attention_bias.table')]
 _TIMM_RULES = [
     (r'^patch_embed\.', 'backbone.stem.'),
     (r'^stages\.', 'backbone.stages.'),
@@ -103,7 +107,7 @@ class EfficientViTConverter(LayoutConverter):
         if layout == 'mmeff':
             return OrderedDict(
                 ('backbone.' + k if k.startswith(('stem.', 'stages.')) else k, v)
-                for k, v in sd.items())
+                for k, v in rename_keys(sd, _OLD_MMEFF_NAMES).items())
         raise ValueError(f'unknown EfficientViT layout {layout!r}')
 
     def guess_arch(self, canonical: StateDict) -> Optional[str]:
