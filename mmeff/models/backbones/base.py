@@ -1,14 +1,22 @@
 """The contract every mmeff backbone follows (docs/design.md, "The backbone contract").
 
-A family subclass builds ``self.stem`` (stride-4 or stride-16 patch embedding), ``self.stages``
-(an ``nn.ModuleList``; stage i includes the downsampling that enters it) and the per-output
-norms, and implements ``forward``. This base class supplies what must behave the same in all
-families, the way MMDet's ResNet does it: arch lookup with a clear error, ``out_indices``
-validation, ``frozen_stages``, ``norm_eval`` (also after SyncBN conversion), activation
-checkpointing, input validation, ``init_cfg`` checkpoint loading of every supported layout,
-and ``switch_to_deploy``.
+A family subclass provides its arch table (``arch_zoo``) and arch-dict check
+(``validate_arch``, from the family's ``arch.py``), builds ``self.stem`` (stride-4 or stride-16
+patch embedding), ``self.stages`` (an ``nn.ModuleList``; stage i includes the downsampling that
+enters it) and the per-output norms, declares its stages with :meth:`set_stages` and implements
+``forward``. This base class supplies what must behave the same in all families, the way MMDet's
+ResNet does it: arch lookup and validation with clear errors (:meth:`resolve_arch`), validation
+of ``in_channels``, ``out_indices`` and ``frozen_stages``, ``out_channels`` / ``out_strides``,
+stage freezing, ``norm_eval`` (also after SyncBN conversion), activation checkpointing, input
+validation, ``init_cfg`` checkpoint loading of every supported layout, and ``switch_to_deploy``.
+
+Every family names its learned attention-bias modules ``attention_bias`` (parameters
+``...attention_bias.table``), so one optimizer entry reaches the tables of all of them:
+``paramwise_cfg=dict(custom_keys={'attention_bias': dict(decay_mult=0.)})``.
 """
+import collections.abc
 import copy
+from numbers import Integral
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -22,22 +30,32 @@ from mmeff.checkpoint.loader import LayoutConverter, LoadReport, load_pretrained
 
 def _as_tuples(value):
     """Lists and tuples compare equal (configs turn tuples into lists)."""
+    if isinstance(value, dict):
+        return {k: _as_tuples(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return tuple(_as_tuples(v) for v in value)
     return value
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 class MobileBackbone(BaseModule):
     """Base class of the EfficientFormer, EfficientFormerV2 and EfficientViT backbones.
 
     Args:
-        out_indices: which stages to output (negative indices allowed).
+        out_indices: which stages to output (ints; negative indices allowed).
         frozen_stages: stages to freeze (their parameters get no gradient and their norms stay
             in eval mode). -1 freezes nothing, 0 the stem only, k the stem and stages 0..k-1.
         norm_eval: keep every BatchNorm (including SyncBatchNorm) in eval mode when training.
         with_cp: activation checkpointing of the blocks (saves memory, costs recompute).
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=PATH)`` accepts
             any layout the family's converter knows.
+        in_channels: input image channels (a positive int).
+
+    ``out_indices`` and ``frozen_stages`` are checked against the number of stages when the
+    family calls :meth:`set_stages`.
     """
 
     #: name -> arch dict; set by each family
@@ -51,55 +69,116 @@ class MobileBackbone(BaseModule):
 
     def __init__(self, out_indices: Sequence[int], frozen_stages: int = -1,
                  norm_eval: bool = False, with_cp: bool = False,
-                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+                 init_cfg: Optional[Union[dict, List[dict]]] = None, in_channels: int = 3):
         super().__init__(init_cfg=init_cfg)
+        if not _is_int(in_channels) or in_channels < 1:
+            raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
+        self.in_channels = int(in_channels)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
         self._raw_out_indices = out_indices
 
     # ----------------------------------------------------------------- configuration helpers
+    @staticmethod
+    def validate_arch(settings: dict) -> dict:
+        """Check an arch dict (its required ``arch_keys`` are present) and return it in the
+        family's normal form (defaults filled, tuples or lists as the family wants); a
+        ValueError names what is wrong. Each family sets this to the function of its
+        ``arch.py``; two arch dicts with the same normal form are the same arch."""
+        return settings
+
     @classmethod
     def resolve_arch(cls, arch: Union[str, dict]) -> Tuple[Optional[str], dict]:
-        """Return (arch name or None, arch settings) with clear errors for bad input."""
+        """Return (arch name or None, validated arch settings) with clear errors for bad input.
+
+        A dict that spells out a published arch (lists for tuples, defaults written out) gets
+        its name; one that differs in anything, optional keys included, is custom (None)."""
         if isinstance(arch, str):
             name = arch.lower()
             if name not in cls.arch_zoo:
                 raise ValueError(f'unknown {cls.family} arch {arch!r}; valid names are '
                                  f'{sorted(cls.arch_zoo)}, or pass a dict with keys '
                                  f'{list(cls.arch_keys)}')
-            return name, copy.deepcopy(cls.arch_zoo[name])
+            return name, cls.validate_arch(copy.deepcopy(cls.arch_zoo[name]))
         if isinstance(arch, dict):
             missing = [k for k in cls.arch_keys if k not in arch]
             if missing:
                 raise ValueError(f'custom {cls.family} arch dict lacks keys {missing}; '
                                  f'required keys are {list(cls.arch_keys)}')
-            settings = copy.deepcopy(dict(arch))
-            for name, known in cls.arch_zoo.items():
-                if all(_as_tuples(settings.get(k)) == _as_tuples(known.get(k))
-                       for k in cls.arch_keys):
-                    return name, settings
-            return None, settings
+            settings = cls.validate_arch(copy.deepcopy(dict(arch)))
+            name = next((n for n, known in cls.arch_zoo.items()
+                         if _as_tuples(cls.validate_arch(copy.deepcopy(known)))
+                         == _as_tuples(settings)), None)
+            return name, settings
         raise TypeError(f'arch must be a name {sorted(cls.arch_zoo)} or a dict, '
                         f'got {type(arch).__name__}')
 
+    #: channels and stride of each stage's output (set by :meth:`set_stages`)
+    stage_channels: Tuple[int, ...] = ()
+    stage_strides: Tuple[int, ...] = ()
+
+    def set_stages(self, channels: Sequence[int], strides: Sequence[int]) -> None:
+        """Declare the stages (output channels and stride of each), once the arch is known.
+
+        Checks ``out_indices`` (-> ``self.out_indices``, sorted non-negative) and
+        ``frozen_stages`` against the number of stages."""
+        self.stage_channels = tuple(int(c) for c in channels)
+        self.stage_strides = tuple(int(s) for s in strides)
+        self.num_stages = len(self.stage_channels)
+        self.out_indices = self.normalize_out_indices(self._raw_out_indices, self.num_stages)
+        self.frozen_stages = self.check_frozen_stages(self.frozen_stages, self.num_stages)
+
+    @staticmethod
+    def check_frozen_stages(frozen_stages: int, num_stages: int) -> int:
+        if _is_int(frozen_stages) and frozen_stages > num_stages:
+            raise ValueError(f'frozen_stages={frozen_stages} exceeds the {num_stages} stages '
+                             f'(use -1..{num_stages})')
+        if not _is_int(frozen_stages) or frozen_stages < -1:
+            raise ValueError(f'frozen_stages must be an int in -1..{num_stages} (-1: nothing, '
+                             f'0: the stem, k: the stem and stages 0..k-1), got '
+                             f'{frozen_stages!r}')
+        return int(frozen_stages)
+
     @staticmethod
     def normalize_out_indices(out_indices: Iterable[int], num_stages: int) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
+        if _is_int(out_indices):
             out_indices = (out_indices,)
+        if isinstance(out_indices, (str, bytes)) or \
+                not isinstance(out_indices, collections.abc.Iterable):
+            raise ValueError(f'out_indices must be an int or a sequence of ints (stage '
+                             f'indices), got {out_indices!r}')
+        out_indices = tuple(out_indices)
         result = []
         for i in out_indices:
+            if not _is_int(i):
+                raise ValueError(f'out_indices entries must be ints (stage indices 0..'
+                                 f'{num_stages - 1} or negative), got {i!r} in {out_indices!r}')
             j = i + num_stages if i < 0 else i
             if not 0 <= j < num_stages:
                 raise ValueError(f'out_indices entry {i} is out of range for {num_stages} '
                                  f'stages (valid: 0..{num_stages - 1} or negative)')
-            result.append(j)
+            result.append(int(j))
         if not result:
             raise ValueError('out_indices must name at least one stage')
         return tuple(sorted(set(result)))
 
+    # ------------------------------------------------------------------------------ outputs
+    def output_levels(self) -> List[Tuple[int, int]]:
+        """(channels, stride) of each map ``forward`` returns, in order."""
+        return [(self.stage_channels[i], self.stage_strides[i]) for i in self.out_indices]
+
+    @property
+    def out_channels(self) -> Tuple[int, ...]:
+        """Channels of each output, in order (e.g. for a neck's ``in_channels``)."""
+        return tuple(c for c, _ in self.output_levels())
+
+    @property
+    def out_strides(self) -> Tuple[int, ...]:
+        """Stride of each output relative to the input, in order."""
+        return tuple(s for _, s in self.output_levels())
+
     # ----------------------------------------------------------------------- input checking
-    in_channels: int = 3
     #: smallest H/W the network accepts
     min_input_size: int = 32
 

@@ -178,29 +178,6 @@ def test_backbone_init_cfg_loads_every_layout(tmp_path, layout, perturb):
         assert {k.split('.')[0] for k in report.dropped} == {'head'}
 
 
-@pytest.mark.parametrize('container', ['detector', 'backbone'])
-def test_mmeff_checkpoint_with_the_old_bias_table_name_loads(tmp_path, container):
-    """mmeff files written when V2's bias modules were named ``attn_bias`` still load."""
-    torch.manual_seed(0)
-    source = EfficientFormerV2('s0')
-    with torch.no_grad():
-        for p in source.parameters():
-            p.normal_()
-    old = {k.replace('.attention_bias.table', '.attn_bias.table'): v
-           for k, v in source.state_dict().items()}
-    assert sum(k.endswith('.attn_bias.table') for k in old) == 5
-    obj = {'detector': {'state_dict': {'backbone.' + k: v for k, v in old.items()}},
-           'backbone': old}[container]
-    assert CONVERTER.detect_layout(obj.get('state_dict', obj)) == 'mmeff'
-    path = tmp_path / 'old.pth'
-    torch.save(obj, path)
-    target = EfficientFormerV2('s0')
-    report = target.load_checkpoint(str(path))
-    assert report.layout == 'mmeff' and not report.missing and not report.unexpected
-    own = target.state_dict()
-    assert all(torch.equal(own[k], v) for k, v in source.state_dict().items())
-
-
 def test_other_arch_fails_naming_both(tmp_path):
     path = tmp_path / 's1.pth'
     torch.save(timm.create_model('efficientformerv2_s1', pretrained=False).state_dict(), path)

@@ -78,9 +78,9 @@ def test_bad_inputs_give_clear_errors():
 
 def test_registered_in_mmeff_scope():
     model = MODELS.build(dict(type='EfficientViT', arch='m1', out_indices=(2,)))
-    assert isinstance(model, EfficientViT) and model.out_channels == [192]
+    assert isinstance(model, EfficientViT) and model.out_channels == (192,)
     from mmengine.registry import MODELS as ROOT
-    assert ROOT.build(dict(type='mmeff.EfficientViT', arch='m0')).out_strides == [16, 32, 64]
+    assert ROOT.build(dict(type='mmeff.EfficientViT', arch='m0')).out_strides == (16, 32, 64)
 
 
 # ---------------------------------------------------------------------- bias-table sizes
@@ -119,8 +119,8 @@ def test_output_shapes_at_many_sizes(arch, train):
     torch.manual_seed(0)
     model = EfficientViT(arch, extra_levels=(4, 8)).train(train)
     dims = model.arch_settings['embed_dims']
-    assert model.out_channels == [dims[0] // 4, dims[0] // 2, *dims]
-    assert model.out_strides == [4, 8, 16, 32, 64]
+    assert model.out_channels == (dims[0] // 4, dims[0] // 2, *dims)
+    assert model.out_strides == (4, 8, 16, 32, 64)
     with torch.no_grad():
         for h, w in SIZES:
             outs = model(torch.randn(1, 3, h, w))
@@ -133,7 +133,7 @@ def test_output_shapes_at_many_sizes(arch, train):
 def test_out_indices_select_stages_and_extra_levels_come_first():
     model = EfficientViT('m0', out_indices=(-1, 1), extra_levels=(8,)).eval()
     outs = model(torch.randn(1, 3, 128, 96))
-    assert model.out_strides == [8, 32, 64]
+    assert model.out_strides == (8, 32, 64)
     assert [o.shape[1] for o in outs] == [32, 128, 192]
 
 

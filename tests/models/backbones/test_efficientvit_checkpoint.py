@@ -140,20 +140,3 @@ def test_mmeff_detector_and_plain_backbone_checkpoints(tmp_path):
         torch.testing.assert_close(target.stages[2].blocks[2].mixer.attn.attention_bias.table,
                                    source.stages[2].blocks[2].mixer.attn.attention_bias.table)
 
-
-@pytest.mark.parametrize('container', ['detector', 'backbone'])
-def test_mmeff_checkpoint_with_the_old_bias_table_name_loads(tmp_path, container):
-    """mmeff files written when the bias modules were named ``attn.bias`` still load."""
-    source = randomize_(EfficientViT('m0'))
-    old = {k.replace('.attn.attention_bias.table', '.attn.bias.table'): v
-           for k, v in source.state_dict().items()}
-    assert sum(k.endswith('.attn.bias.table') for k in old) == 6
-    obj = {'detector': {'state_dict': {'backbone.' + k: v for k, v in old.items()}},
-           'backbone': old}[container]
-    path = tmp_path / 'old.pth'
-    torch.save(obj, path)
-    target = EfficientViT('m0')
-    report = target.load_checkpoint(str(path))
-    assert report.layout == 'mmeff' and not report.missing and not report.unexpected
-    own = target.state_dict()
-    assert all(torch.equal(own[k], v) for k, v in source.state_dict().items())

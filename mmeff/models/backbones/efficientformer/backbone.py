@@ -13,7 +13,7 @@ norms named as in the official detection code (so its checkpoints map), ``frozen
 """
 import math
 from numbers import Integral
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.model.weight_init import trunc_normal_
@@ -24,7 +24,7 @@ from mmeff.registry import MODELS
 from mmeff.models.layers import drop_path_rates
 from mmeff.models.backbones.base import MobileBackbone
 from mmeff.models.backbones.efficientformer.blocks import ConvStem, EfficientFormerStage, count_from_end
-from mmeff.models.backbones.efficientformer.arch import ARCH_SETTINGS, ARCH_DEFAULTS, validate_arch
+from mmeff.models.backbones.efficientformer.arch import ARCH_SETTINGS, validate_arch
 
 @MODELS.register_module()
 class EfficientFormer(MobileBackbone):
@@ -59,6 +59,7 @@ class EfficientFormer(MobileBackbone):
 
     arch_zoo = ARCH_SETTINGS
     arch_keys = ('widths', 'depths', 'num_vit')
+    validate_arch = staticmethod(validate_arch)
     family = 'EfficientFormer'
     dense_only_prefixes = ('out_norm',)
     num_stages = 4
@@ -69,23 +70,15 @@ class EfficientFormer(MobileBackbone):
                  layer_scale_init: float = 1e-5, with_cp: bool = False,
                  with_out_norms: bool = True, img_size: Union[int, Sequence[int]] = 224,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
-        super().__init__(out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
-        name, settings = self.resolve_arch(arch)
-        settings = validate_arch(settings)
-        if name is not None and settings != validate_arch(self.arch_zoo[name]):
-            name = None  # same widths/depths/num_vit but other mlp_ratio/pool_size: custom
-        self.arch_name = name
+        super().__init__(out_indices, frozen_stages, norm_eval, with_cp, init_cfg,
+                         in_channels=in_channels)
+        # a dict with other mlp_ratio/pool_size than Table 6 is custom (arch_name None)
+        self.arch_name, settings = self.resolve_arch(arch)
         self.arch_settings = settings
         self.widths: List[int] = settings['widths']
         self.depths: List[int] = settings['depths']
         self.num_vit: int = settings['num_vit']
-        self.out_indices = self.normalize_out_indices(out_indices, self.num_stages)
-        if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'frozen_stages must be in -1..{self.num_stages}, got '
-                             f'{frozen_stages}')
-        if not isinstance(in_channels, Integral) or in_channels < 1:
-            raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
-        self.in_channels = int(in_channels)
+        self.set_stages(self.widths, (4, 8, 16, 32))
         self.with_out_norms = with_out_norms
         self.table_size = self._table_size(img_size)
 
@@ -110,11 +103,6 @@ class EfficientFormer(MobileBackbone):
         if len(size) != 2 or not all(isinstance(s, Integral) and s >= 32 for s in size):
             raise ValueError(f'img_size must be an int or (H, W) of ints >= 32, got {img_size!r}')
         return (math.ceil(size[0] / 32), math.ceil(size[1] / 32))
-
-    @property
-    def out_channels(self) -> Tuple[int, ...]:
-        """Channels of each output, e.g. for an FPN's ``in_channels``."""
-        return tuple(self.widths[i] for i in self.out_indices)
 
     def _init_fresh(self) -> None:
         """The official initialisation: trunc-normal(0.02) linears and MLP 1x1 convs, zero

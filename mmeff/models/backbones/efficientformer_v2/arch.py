@@ -36,7 +36,7 @@ def _int_tuple(value, name: str, length: int) -> Tuple[int, ...]:
     return tuple(int(v) for v in value)
 
 
-def normalize_arch(settings: dict) -> dict:
+def validate_arch(settings: dict) -> dict:
     """Validate an arch dict and return it with tuples everywhere (per-block mlp ratios)."""
     widths = _int_tuple(settings['widths'], 'widths', 4)
     depths = _int_tuple(settings['depths'], 'depths', 4)

@@ -11,7 +11,7 @@ code's ``fork_feat`` mode (``with_out_norms=False`` gives the raw stage outputs 
 ``detection/backbonev2.py`` returned, with its norms commented out, and that classification needs).
 """
 import numbers
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ from mmeff.models.layers import drop_path_rates
 from mmeff.models.backbones.base import MobileBackbone
 from mmeff.models.backbones.efficientformer_v2.blocks import (Downsample, EfficientFormerV2Block,
                                         EfficientFormerV2Stage, Stem, ceil_div)
-from mmeff.models.backbones.efficientformer_v2.arch import ARCH_SETTINGS, PRETRAIN_DROP_PATH, ARCH_KEYS, normalize_arch
+from mmeff.models.backbones.efficientformer_v2.arch import ARCH_SETTINGS, ARCH_KEYS, validate_arch
 
 @MODELS.register_module()
 class EfficientFormerV2(MobileBackbone):
@@ -67,6 +67,7 @@ class EfficientFormerV2(MobileBackbone):
 
     arch_zoo = ARCH_SETTINGS
     arch_keys = ARCH_KEYS
+    validate_arch = staticmethod(validate_arch)
     family = 'EfficientFormerV2'
     dense_only_prefixes = ('out_norm',)
     #: run eval-mode forwards in channels_last memory format (faster depth-wise convs)
@@ -84,38 +85,42 @@ class EfficientFormerV2(MobileBackbone):
                  with_out_norms: bool = True,
                  img_size: Union[int, Sequence[int]] = 224,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
-        super().__init__(out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
-                         with_cp=with_cp, init_cfg=init_cfg)
-        name, settings = self.resolve_arch(arch)
-        settings = normalize_arch(settings)
-        if name is None:  # a dict spelling out a published arch (lists instead of tuples)
-            name = next((n for n, s in ARCH_SETTINGS.items()
-                         if normalize_arch(s) == settings), None)
-        self.arch_name = name
+        super().__init__(out_indices, frozen_stages, norm_eval, with_cp, init_cfg,
+                         in_channels=in_channels)
+        self.arch_name, settings = self.resolve_arch(arch)
         self.arch_settings = settings
-        widths, depths = settings['widths'], settings['depths']
-        if not -1 <= frozen_stages <= len(depths):
-            raise ValueError(f'frozen_stages must be in -1..{len(depths)}, got {frozen_stages}')
+        self.widths: Tuple[int, ...] = settings['widths']
+        self.depths: Tuple[int, ...] = settings['depths']
+        self.set_stages(self.widths, (4, 8, 16, 32))
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
+        self.img_size = self._check_img_size(img_size)
+        self.with_out_norms = with_out_norms
+
+        self.stem = Stem(self.in_channels, self.widths[0])
+        self.stages = self._build_stages(settings, drop_path_rate, layer_scale_init)
+        if with_out_norms:
+            for i in self.out_indices:
+                self.add_module(f'out_norm{i}', nn.BatchNorm2d(self.widths[i]))
+        self._init_fresh()
+        self._freeze_stages()
+
+    def _check_img_size(self, img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
         if isinstance(img_size, numbers.Integral):
             img_size = (int(img_size), int(img_size))
         img_size = tuple(int(s) for s in img_size)
         if len(img_size) != 2 or min(img_size) < self.min_input_size:
             raise ValueError(f'img_size must be an int or (H, W) of at least '
                              f'{self.min_input_size}, got {img_size}')
-        if not isinstance(in_channels, numbers.Integral) or in_channels < 1:
-            raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
-        self.in_channels = int(in_channels)
-        self.img_size = img_size
-        self.out_indices = self.normalize_out_indices(out_indices, len(depths))
-        self.widths: Tuple[int, ...] = widths
-        self.depths: Tuple[int, ...] = depths
-        self.with_out_norms = with_out_norms
+        return img_size
 
-        grid16 = tuple(ceil_div(s, 16) for s in img_size)  # attention downsampling's keys
-        grid32 = tuple(ceil_div(s, 32) for s in img_size)  # every other attention grid
-        self.stem = Stem(in_channels, widths[0])
+    def _build_stages(self, settings: dict, drop_path_rate: float,
+                      layer_scale_init: Optional[float]) -> nn.ModuleList:
+        """Stage i: its entry (Identity, a strided conv, or for stage 4 attention downsampling
+        too) and its blocks, attention in the last ``num_attn`` blocks of stages 3 and 4."""
+        widths, depths = self.widths, self.depths
+        grid16 = tuple(ceil_div(s, 16) for s in self.img_size)  # attention downsampling's keys
+        grid32 = tuple(ceil_div(s, 32) for s in self.img_size)  # every other attention grid
         rates = drop_path_rates(drop_path_rate, depths)
         stages = []
         for i, depth in enumerate(depths):
@@ -129,17 +134,7 @@ class EfficientFormerV2(MobileBackbone):
                     layer_scale_init=layer_scale_init) for j in range(depth)
             ]
             stages.append(EfficientFormerV2Stage(downsample, blocks))
-        self.stages = nn.ModuleList(stages)
-        if with_out_norms:
-            for i in self.out_indices:
-                self.add_module(f'out_norm{i}', nn.BatchNorm2d(widths[i]))
-        self._init_fresh()
-        self._freeze_stages()
-
-    @property
-    def out_channels(self) -> Tuple[int, ...]:
-        """Channels of each output, e.g. for an FPN's ``in_channels``."""
-        return tuple(self.widths[i] for i in self.out_indices)
+        return nn.ModuleList(stages)
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:

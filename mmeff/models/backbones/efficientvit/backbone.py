@@ -31,7 +31,7 @@ detection code always kept every BN in eval mode and froze the patch embedding: 
 Deployment: ``mmeff.models.layers.fusion(model)`` folds every BN, turns each attention into its
 token-layout deploy form and runs the stem channels-last on CPU; outputs stay NCHW.
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -43,7 +43,7 @@ from mmeff.models.layers import drop_path_rates
 from mmeff.models.backbones.base import MobileBackbone
 from mmeff.models.backbones.efficientvit.blocks import (EfficientViTStage, PatchEmbed16, SandwichBlock,
                                   SubsampleBlock)
-from mmeff.models.backbones.efficientvit.arch import EFFICIENTVIT_ARCHS
+from mmeff.models.backbones.efficientvit.arch import EFFICIENTVIT_ARCHS, validate_arch
 
 def _conv_out(size: int, times: int) -> int:
     """Spatial size after ``times`` stride-2 3x3 convs with padding 1."""
@@ -82,12 +82,14 @@ class EfficientViT(MobileBackbone):
             timm or mmeff checkpoint (classifier or detector).
 
     Attributes:
-        out_channels / out_strides: channels and strides of the returned maps, in order.
+        out_channels / out_strides: channels and strides of the returned maps, in order
+            (tuples; the extra levels first).
     """
 
     family = 'EfficientViT'
     arch_zoo = EFFICIENTVIT_ARCHS
     arch_keys = ('embed_dims', 'depths', 'num_heads', 'kernels')
+    validate_arch = staticmethod(validate_arch)
     min_input_size = 16
 
     def __init__(self, arch: Union[str, dict] = 'm0', in_channels: int = 3,
@@ -96,23 +98,18 @@ class EfficientViT(MobileBackbone):
                  window_size: Union[int, Sequence[int]] = 7,
                  img_size: Union[int, Sequence[int]] = 224, extra_levels: Sequence[int] = (),
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
-        super().__init__(out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
+        super().__init__(out_indices, frozen_stages, norm_eval, with_cp, init_cfg,
+                         in_channels=in_channels)
+        # a dict with another key_dim than the released models is custom (arch_name None)
         self.arch_name, settings = self.resolve_arch(arch)
-        dims, depths, heads, kernels = self._validate(settings)
-        key_dim = int(settings.get('key_dim', 16))
-        if key_dim != 16:
-            self.arch_name = None  # same table entries, but not a released model
-        num_stages = len(dims)
         self.arch_settings = settings
-        self.in_channels = in_channels
-        self.out_indices = self.normalize_out_indices(out_indices, num_stages)
-        if frozen_stages > num_stages:
-            raise ValueError(f'frozen_stages={frozen_stages} exceeds the {num_stages} stages '
-                             f'(use -1..{num_stages})')
+        dims, depths = settings['embed_dims'], settings['depths']
+        num_stages = len(dims)
+        self.set_stages(dims, [16 * 2 ** i for i in range(num_stages)])
         windows = self._per_stage(window_size, num_stages, 'window_size')
         self.extra_levels = self._check_extra_levels(extra_levels)
 
-        self.stem = PatchEmbed16(in_channels, dims[0])
+        self.stem = PatchEmbed16(self.in_channels, dims[0])
         img_h, img_w = _pair(img_size)
         block_dpr = drop_path_rates(drop_path_rate,
                                     [d + (i > 0) for i, d in enumerate(depths)])
@@ -122,39 +119,18 @@ class EfficientViT(MobileBackbone):
             table = (min(windows[i], res[0]), min(windows[i], res[1]))
             dpr = block_dpr[i]
             down = SubsampleBlock(dims[i - 1], dims[i], dpr.pop(0)) if i > 0 else None
-            blocks = [SandwichBlock(dims[i], key_dim, heads[i], windows[i], table, kernels, r)
-                      for r in dpr]
+            blocks = [SandwichBlock(dims[i], settings['key_dim'], settings['num_heads'][i],
+                                    windows[i], table, settings['kernels'], r) for r in dpr]
             stages.append(EfficientViTStage(down, blocks))
         self.stages = nn.ModuleList(stages)
-
-        self.out_channels = [self.stem.channels[s] for s in self.extra_levels] + \
-            [dims[i] for i in self.out_indices]
-        self.out_strides = list(self.extra_levels) + [16 * 2 ** i for i in self.out_indices]
         self._freeze_stages()
 
-    # ------------------------------------------------------------------ argument checking
-    @classmethod
-    def _validate(cls, s: dict) -> Tuple[Tuple[int, ...], ...]:
-        dims, depths, heads = (tuple(int(v) for v in s[k])
-                               for k in ('embed_dims', 'depths', 'num_heads'))
-        kernels = tuple(int(k) for k in s['kernels'])
-        if not len(dims) == len(depths) == len(heads) or not dims:
-            raise ValueError(f'EfficientViT arch: embed_dims, depths and num_heads need one '
-                             f'entry per stage, got {len(dims)}, {len(depths)}, {len(heads)}')
-        if dims[0] % 8:
-            raise ValueError(f'EfficientViT arch: embed_dims[0]={dims[0]} must be divisible '
-                             'by 8 (the patch embedding uses C/8, C/4, C/2 channels)')
-        for d, h in zip(dims, heads):
-            if h < 1 or d % h:
-                raise ValueError(f'EfficientViT arch: width {d} is not divisible by '
-                                 f'num_heads={h}; choose heads that divide the width')
-        if min(depths) < 1:
-            raise ValueError(f'EfficientViT arch: every stage needs depth >= 1, got {depths}')
-        if len(kernels) < max(heads) or any(k < 1 or k % 2 == 0 for k in kernels):
-            raise ValueError(f'EfficientViT arch: kernels={kernels} needs one odd size per head '
-                             f'(at least {max(heads)} entries)')
-        return dims, depths, heads, kernels
+    def output_levels(self) -> List[Tuple[int, int]]:
+        """The patch-embedding levels of ``extra_levels`` first, then the stages."""
+        return [(self.stem.channels[s], s) for s in self.extra_levels] + \
+            super().output_levels()
 
+    # ------------------------------------------------------------------ argument checking
     @staticmethod
     def _per_stage(value: Union[int, Sequence[int]], n: int, name: str) -> Tuple[int, ...]:
         values = (value,) * n if isinstance(value, int) else tuple(value)
