@@ -93,9 +93,11 @@ def test_mmdet_fpn_on_stem_levels_gives_p2_p6_and_p3_p7(m0_feats):
     from mmdet.models.necks import FPN
     feats = m0_feats[(256, 320)]
     backbone = EfficientViT('m0', extra_levels=(4, 8))
-    p2_p6 = FPN(backbone.out_channels, 32, num_outs=5)(feats)
+    # MMDet's FPN asserts a list; out_channels is a tuple in every mmeff backbone
+    p2_p6 = FPN(list(backbone.out_channels), 32, num_outs=5)(feats)
     assert _sizes(p2_p6) == [(64, 80), (32, 40), (16, 20), (8, 10), (4, 5)]
-    p3_p7 = FPN(backbone.out_channels[1:], 32, num_outs=5, add_extra_convs='on_input')(feats[1:])
+    p3_p7 = FPN(list(backbone.out_channels[1:]), 32, num_outs=5,
+                add_extra_convs='on_input')(feats[1:])
     assert _sizes(p3_p7) == [(32, 40), (16, 20), (8, 10), (4, 5), (2, 3)]
 
 

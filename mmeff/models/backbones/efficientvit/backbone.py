@@ -10,8 +10,9 @@ Outputs and FPNs. The native feature maps have strides 16/32/64 (``out_indices``
 standard FPN wants stride 4/8 too; two documented ways:
 - ``extra_levels=(4, 8)`` prepends the patch-embedding activations at those strides (after
   ReLU; ``C1/4`` and ``C1/2`` channels) to the outputs, so MMDet's ``FPN`` with
-  ``in_channels=backbone.out_channels`` gives P2-P6 (Mask R-CNN) or, with ``(8,)`` and
-  ``add_extra_convs='on_input'``, P3-P7 (RetinaNet);
+  ``in_channels=list(backbone.out_channels)`` (MMDet's FPN wants a list, ``out_channels`` is a
+  tuple) gives P2-P6 (Mask R-CNN) or, with ``(8,)`` and ``add_extra_convs='on_input'``, P3-P7
+  (RetinaNet);
 - or keep the three native levels and use :class:`mmeff.EfficientViTFPN`, which is what the
   official downstream code did (transposed-conv levels for /4 and /8).
 
