@@ -111,7 +111,7 @@ class ToyBackbone(MobileBackbone):
         super().__init__(out_indices, **kwargs)
         self.arch_name, settings = self.resolve_arch(arch)
         widths = settings['widths']
-        self.out_indices = self.normalize_out_indices(out_indices, len(widths))
+        self.set_stages(widths, (4, 8, 16, 32))
         self.stem = nn.Sequential(ConvBN(3, widths[0], 3, 2), nn.ReLU(),
                                   ConvBN(widths[0], widths[0], 3, 2))
         stages, prev = [], widths[0]

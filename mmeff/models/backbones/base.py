@@ -166,6 +166,9 @@ class MobileBackbone(BaseModule):
     # ------------------------------------------------------------------------------ outputs
     def output_levels(self) -> List[Tuple[int, int]]:
         """(channels, stride) of each map ``forward`` returns, in order."""
+        if not self.stage_channels:  # AttributeError: hasattr() (e.g. torch.jit) says False
+            raise AttributeError(f'{type(self).__name__} has not declared its stages: call '
+                                 'set_stages(channels, strides) in __init__')
         return [(self.stage_channels[i], self.stage_strides[i]) for i in self.out_indices]
 
     @property
