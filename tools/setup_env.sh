@@ -2,7 +2,7 @@
 # Creates (or refreshes) the project's virtual environment with the whole OpenMMLab stack.
 #
 #   tools/setup_env.sh               install / refresh the environment
-#   tools/setup_env.sh --print-plan  print how mmcv would be built or which cached wheel used
+#   tools/setup_env.sh --print-plan  print how mmcv would be built, or which cached wheel it uses
 #                                    (KEY=VALUE lines); installs nothing; needs torch in the venv
 #   tools/setup_env.sh --check       run only the final stack check against the venv
 #
