@@ -24,9 +24,10 @@ setup(
     python_requires='>=3.10',
     packages=find_packages(include=['mmeff', 'mmeff.*']),
     include_package_data=True,
-    # mmcv must be the full build with compiled ops (tools/setup_env.sh builds and caches it).
-    install_requires=read_requirements('torch.txt') + read_requirements('runtime.txt')
-    + ['setuptools>=77,<81'],
+    # Ranges, not the tested pins: `pip install -e .` into an existing OpenMMLab environment keeps
+    # its torch and mmcv. The exact stack (requirements/torch.txt, runtime.txt) is what
+    # tools/setup_env.sh installs on a fresh machine; it satisfies these ranges.
+    install_requires=read_requirements('install.txt'),
     extras_require={
         'export': read_requirements('export.txt'),
         'tests': read_requirements('tests.txt'),
