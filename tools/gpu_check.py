@@ -612,9 +612,9 @@ def _fmt(value, digits=2):
     if isinstance(value, float):
         if value == 0:
             return '0'
-        if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e5):
+        if abs(value) < 1e-2:
             return f'{value:.1e}'
-        return f'{value:.{digits}f}'
+        return f'{value:.{0 if abs(value) >= 1000 else 1 if abs(value) >= 100 else digits}f}'
     return str(value)
 
 
@@ -779,7 +779,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         choices=['fp32', 'fp16', 'bf16'])
     parser.add_argument('--compile-mode', default='default')
     parser.add_argument('--budget-s', type=float, default=None,
-                        help='wall-time budget; what does not fit is skipped (default 420)')
+                        help='wall-time budget; what does not fit is skipped (default 420; quick 600)')
     parser.add_argument('--threads', type=int, default=None, help='CPU threads for torch')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
@@ -791,7 +791,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     train_size=[64, 96] if quick else [800, 1344],
                     train_batch=1 if quick else 2, train_amp='bf16' if cpu else 'fp16',
                     warmup=1 if quick else 3, iters=2 if quick else 50,
-                    target_s=0.05 if quick else 0.3, budget_s=120 if quick else 420)
+                    target_s=0.05 if quick else 0.3, budget_s=600 if quick else 420)
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
