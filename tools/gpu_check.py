@@ -309,11 +309,13 @@ class Runner:
     def time_calls(self, fn: Callable[[], object]) -> dict:
         """Warm-up, then time each call: as many as fit in --target-s, at least 3 (or --iters)."""
         torch, args = self.torch, self.args
-        t0 = time.perf_counter()
-        for _ in range(max(args.warmup, 1)):
+        for _ in range(args.warmup - 1):  # the first calls pay for autotuning and caches
             fn()
         self.sync()
-        per_call = (time.perf_counter() - t0) / max(args.warmup, 1)
+        t0 = time.perf_counter()
+        fn()  # the last warm-up call says how many timed calls fit in --target-s
+        self.sync()
+        per_call = time.perf_counter() - t0
         iters = int(min(args.iters, max(3, args.target_s / max(per_call, 1e-6))))
         if self.cuda:
             events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
@@ -766,7 +768,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--no-latency', action='store_true', help='numerics only')
     parser.add_argument('--no-train', action='store_true',
                         help='leave out the dense training step')
-    parser.add_argument('--warmup', type=int, default=None, help='warm-up calls (default 3)')
+    parser.add_argument('--warmup', type=int, default=None, help='warm-up calls, at least 1 (default 3)')
     parser.add_argument('--iters', type=int, default=None,
                         help='most timed calls per measurement (default 50)')
     parser.add_argument('--target-s', type=float, default=None,
@@ -808,7 +810,7 @@ def check_args(args) -> Optional[str]:
     numbers = dict(batches=min(args.batches), size=args.size, accuracy_batch=args.accuracy_batch,
                    train_batch=args.train_batch, train_size=min(args.train_size),
                    iters=args.iters, budget_s=args.budget_s, target_s=args.target_s)
-    bad = [k for k, v in numbers.items() if not v > 0] + (['warmup'] if args.warmup < 0 else [])
+    bad = [k for k, v in numbers.items() if not v > 0] + (['warmup'] if args.warmup < 1 else [])
     if bad:
         return f'{", ".join("--" + b.replace("_", "-") for b in bad)} must be positive'
     if min(args.train_size) < 64:
