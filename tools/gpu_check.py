@@ -768,7 +768,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--no-latency', action='store_true', help='numerics only')
     parser.add_argument('--no-train', action='store_true',
                         help='leave out the dense training step')
-    parser.add_argument('--warmup', type=int, default=None, help='warm-up calls, at least 1 (default 3)')
+    parser.add_argument('--warmup', type=int, default=None,
+                        help='warm-up calls, at least 1 (default 3)')
     parser.add_argument('--iters', type=int, default=None,
                         help='most timed calls per measurement (default 50)')
     parser.add_argument('--target-s', type=float, default=None,
@@ -781,7 +782,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         choices=['fp32', 'fp16', 'bf16'])
     parser.add_argument('--compile-mode', default='default')
     parser.add_argument('--budget-s', type=float, default=None,
-                        help='wall-time budget; what does not fit is skipped (default 420; quick 600)')
+                        help='wall-time budget; what does not fit is skipped '
+                             '(default 420; quick 600)')
     parser.add_argument('--threads', type=int, default=None, help='CPU threads for torch')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)

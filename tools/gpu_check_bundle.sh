@@ -56,7 +56,8 @@ with zipfile.ZipFile(whl) as z:
 EOF
 echo
 echo "device command (run from the repository root, carry [\"$DEST\"], timeout_s 600):"
-echo "set -o pipefail; mkdir -p \$OUT/gpu_check && python3 -m pip install -q --no-index --no-deps --no-compile" \
+echo "set -o pipefail; mkdir -p \$OUT/gpu_check && python3 -m pip install -q --no-index" \
+  "--no-deps --no-compile" \
   "--no-cache-dir --upgrade --target /tmp/site $DEST/*.whl && export" \
   "PYTHONPATH=/tmp/site:\$PWD PYTHONUNBUFFERED=1 && python3 tools/gpu_check.py --device cuda" \
   "--out \$OUT/gpu_check 2>&1 | tee \$OUT/gpu_check/run.log"
