@@ -2,7 +2,13 @@
 
 torch >= 2.6 loads with ``weights_only=True``. Checkpoints written by mmengine's runner also hold
 numpy scalars/arrays and ``HistoryBuffer`` objects in their message hub, which the safe unpickler
-rejects; ``safe_globals()`` allow-lists exactly those types instead of turning the safety off.
+rejects. ``allow_runner_checkpoints()`` (called by ``import mmeff``) adds exactly those types to
+torch's process-wide allow-list, so that MMDet's ``init_detector`` / ``DetInferencer`` and MMSeg's
+``init_model`` / ``MMSegInferencer`` load the checkpoints ``tools/train.py`` writes, with no
+wrapper; ``safe_globals()`` does the same inside a block only. Neither turns the safety off: the
+types are data containers whose unpickling runs no code of the file's choosing, and the one
+callable, ``getattr``, is replaced by a stand-in that only returns ``HistoryBuffer``'s public
+statistics methods (docs/weights.md, "Why loading runner checkpoints stays safe").
 """
 import contextlib
 import os
@@ -12,6 +18,8 @@ from typing import Any, Dict, Iterator, Mapping
 
 import numpy as np
 import torch
+
+from mmeff.checkpoint.remote import resolve_checkpoint
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -56,25 +64,42 @@ def _mmengine_safe_globals() -> list:
     return [HistoryBuffer, (history_buffer_method, 'builtins.getattr')]
 
 
+def runner_safe_globals() -> list:
+    """Everything an mmengine runner checkpoint holds besides tensors and containers."""
+    return _numpy_safe_globals() + _mmengine_safe_globals()
+
+
+def allow_runner_checkpoints() -> None:
+    """Allow-list :func:`runner_safe_globals` for every ``torch.load(weights_only=True)`` of the
+    process (``import mmeff`` calls it), so OpenMMLab's inference APIs read our checkpoints."""
+    torch.serialization.add_safe_globals(runner_safe_globals())
+
+
 @contextlib.contextmanager
 def safe_globals() -> Iterator[None]:
     """Allow-list numpy types (and mmengine's ``HistoryBuffer``) for
     ``torch.load(weights_only=True)`` inside the block: what a checkpoint written by mmengine's
     runner holds besides tensors, so that resuming works without turning the safety off."""
-    with torch.serialization.safe_globals(_numpy_safe_globals() + _mmengine_safe_globals()):
+    with torch.serialization.safe_globals(runner_safe_globals()):
         yield
 
 
 def load_file(path: str, map_location: str = 'cpu') -> Any:
-    """``torch.load`` with weights_only=True and numpy allow-listed; clear errors."""
-    path = os.fspath(path)
+    """Read a checkpoint: a local file, a URL or a ``timm:`` tag (``remote.py`` fetches those
+    once into their caches); ``torch.load`` with weights_only=True, ``.safetensors`` through
+    safetensors; clear errors."""
+    path = resolve_checkpoint(os.fspath(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f'checkpoint not found: {path!r}. mmeff never downloads weights: pass the path of a '
-            'local file (an official release .pth, a timm state dict, or an mmeff/mmengine '
-            'checkpoint). To obtain one, pretrain it with tools/train.py '
+            f'checkpoint not found: {path!r}. Pass the path of a local file (an official '
+            'release .pth, a timm state dict, or an mmeff/mmengine checkpoint), an http(s) URL '
+            "or a timm tag such as 'timm:efficientformer_l1.snap_dist_in1k' (docs/weights.md "
+            'lists every official weight). To make one, pretrain it with tools/train.py '
             'configs/cls/<variant>_in1k.py, or convert an official release with '
             'tools/convert_checkpoint.py SRC DST')
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file as load_safetensors
+        return load_safetensors(path, device=map_location)
     with safe_globals():
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
