@@ -3,18 +3,17 @@
 torch >= 2.6 loads with ``weights_only=True``. Checkpoints written by mmengine's runner also hold
 numpy scalars/arrays and ``HistoryBuffer`` objects in their message hub, which the safe unpickler
 rejects. ``allow_runner_checkpoints()`` (called by ``import mmeff``) adds exactly those types to
-torch's process-wide allow-list, so that MMDet's ``init_detector`` / ``DetInferencer`` and MMSeg's
-``init_model`` / ``MMSegInferencer`` load the checkpoints ``tools/train.py`` writes, with no
-wrapper; ``safe_globals()`` does the same inside a block only. Neither turns the safety off: the
+torch's process-wide allow-list, so that mmengine's runner (resume) and MMDet's ``init_detector``
+/ ``DetInferencer`` and MMSeg's ``init_model`` / ``MMSegInferencer`` load the checkpoints
+``tools/train.py`` writes, with no wrapper. That does not turn the safety off: the
 types are data containers whose unpickling runs no code of the file's choosing, and the one
 callable, ``getattr``, is replaced by a stand-in that only returns ``HistoryBuffer``'s public
 statistics methods (docs/weights.md, "Why loading runner checkpoints stays safe").
 """
-import contextlib
 import os
 import pickle
 from collections import OrderedDict
-from typing import Any, Dict, Iterator, Mapping
+from typing import Any, Dict, Mapping
 
 import numpy as np
 import torch
@@ -40,6 +39,18 @@ def _numpy_safe_globals() -> list:
     return out
 
 
+def _history_buffer_method(obj: Any, name: str) -> Any:
+    """The stand-in for ``builtins.getattr`` in weights_only loading: ``HistoryBuffer``'s public
+    methods (how its pickled state names its statistics), and nothing else."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    attr = vars(obj).get(name) if obj is HistoryBuffer else None
+    if name.startswith('_') or not callable(attr):
+        raise pickle.UnpicklingError(
+            f'checkpoint calls getattr({obj!r}, {name!r}); with weights_only=True only '
+            "HistoryBuffer's statistics methods may be looked up")
+    return getattr(HistoryBuffer, name)
+
+
 def _mmengine_safe_globals() -> list:
     """What mmengine's runner pickles besides tensors and numpy values.
 
@@ -52,16 +63,7 @@ def _mmengine_safe_globals() -> list:
         from mmengine.logging.history_buffer import HistoryBuffer
     except ImportError:  # loading plain weights does not need mmengine
         return []
-
-    def history_buffer_method(obj: Any, name: str) -> Any:
-        attr = vars(obj).get(name) if obj is HistoryBuffer else None
-        if name.startswith('_') or not callable(attr):
-            raise pickle.UnpicklingError(
-                f'checkpoint calls getattr({obj!r}, {name!r}); with weights_only=True only '
-                "HistoryBuffer's statistics methods may be looked up")
-        return getattr(HistoryBuffer, name)
-
-    return [HistoryBuffer, (history_buffer_method, 'builtins.getattr')]
+    return [HistoryBuffer, (_history_buffer_method, 'builtins.getattr')]
 
 
 def runner_safe_globals() -> list:
@@ -71,17 +73,13 @@ def runner_safe_globals() -> list:
 
 def allow_runner_checkpoints() -> None:
     """Allow-list :func:`runner_safe_globals` for every ``torch.load(weights_only=True)`` of the
-    process (``import mmeff`` calls it), so OpenMMLab's inference APIs read our checkpoints."""
+    process (``import mmeff`` calls it; calling again is harmless), so that mmengine's runner
+    (resume, ``load_from``) and OpenMMLab's inference APIs read runner checkpoints.
+
+    Process-wide on purpose: torch's ``safe_globals`` context manager *removes* its entries on
+    exit, so a block-scoped allow-list would also undo this one for the rest of the process.
+    """
     torch.serialization.add_safe_globals(runner_safe_globals())
-
-
-@contextlib.contextmanager
-def safe_globals() -> Iterator[None]:
-    """Allow-list numpy types (and mmengine's ``HistoryBuffer``) for
-    ``torch.load(weights_only=True)`` inside the block: what a checkpoint written by mmengine's
-    runner holds besides tensors, so that resuming works without turning the safety off."""
-    with torch.serialization.safe_globals(runner_safe_globals()):
-        yield
 
 
 def load_file(path: str, map_location: str = 'cpu') -> Any:
@@ -100,11 +98,11 @@ def load_file(path: str, map_location: str = 'cpu') -> Any:
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file as load_safetensors
         return load_safetensors(path, device=map_location)
-    with safe_globals():
-        try:
-            return torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # UnpicklingError and friends
-            raise RuntimeError(
+    allow_runner_checkpoints()
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # UnpicklingError and friends
+        raise RuntimeError(
                 f'{path!r} could not be loaded with torch.load(weights_only=True): {err}. '
                 'Only tensors, containers and numpy values are accepted. If you trust this '
                 'file, re-save its state dict with torch.save(state_dict, path).') from err

@@ -6,10 +6,11 @@ and the run is built with mmengine's ``Runner.from_cfg`` (or ``RUNNERS`` when th
 ``runner_type``), as MMDet's and MMSeg's own tools do. On top of them it adds:
 
 * a check of every dataset path before anything is built (``data_paths.check_data_paths``);
-* checkpoint loading under ``mmeff.checkpoint.safe_globals()``: torch >= 2.6 loads with
+* checkpoint loading with mmengine's runner types allow-listed: torch >= 2.6 loads with
   ``weights_only=True`` and mmengine 0.10.7 does not say otherwise, so resuming a checkpoint whose
-  message hub holds numpy values / ``HistoryBuffer``s would raise ``UnpicklingError``. The
-  allow-list admits exactly those types; arbitrary pickled objects stay refused;
+  message hub holds numpy values / ``HistoryBuffer``s would raise ``UnpicklingError``.
+  ``import mmeff`` admits exactly those types (``mmeff.checkpoint.io.allow_runner_checkpoints``);
+  arbitrary pickled objects stay refused;
 * ``AtomicCheckpointHook`` in place of a plain ``CheckpointHook``, so an interrupted save never
   leaves a corrupt latest checkpoint behind.
 """
@@ -23,7 +24,6 @@ from typing import List, Optional, Sequence
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from mmeff.checkpoint.io import safe_globals
 from mmeff.engine.data_paths import MissingDataError, check_data_paths
 
 #: default_scope -> module whose ``register_all_modules`` registers that package
@@ -215,16 +215,14 @@ def build_runner(cfg: Config) -> Runner:
 def train(argv: Optional[List[str]] = None) -> Runner:
     """tools/train.py: returns the runner after training (its ``model`` holds the weights)."""
     runner = build_runner(build_train_config(argv))
-    with safe_globals():  # resume / load_from go through torch.load(weights_only=True)
-        runner.train()
+    runner.train()  # resume / load_from: torch.load(weights_only=True), types allowed on import
     return runner
 
 
 def test(argv: Optional[List[str]] = None) -> dict:
     """tools/test.py: returns the metrics."""
     runner = build_runner(build_test_config(argv))
-    with safe_globals():
-        return runner.test()
+    return runner.test()
 
 
 def main(mode: str, argv: Optional[List[str]] = None) -> None:

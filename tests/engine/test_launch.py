@@ -11,7 +11,7 @@ import torch
 from mmengine.fileio.backends.local_backend import LocalBackend
 from mmengine.runner.checkpoint import _load_checkpoint
 
-from mmeff.checkpoint import safe_globals
+import mmeff  # noqa: F401  (allows the runner checkpoint types)
 from mmeff.engine import launch
 from mmeff.engine.atomic_io import atomic_target, write_text_atomic
 
@@ -34,8 +34,7 @@ def _latest(work_dir) -> str:
 
 def _loads(path: str) -> bool:
     try:
-        with safe_globals():
-            _load_checkpoint(path, map_location='cpu')
+        _load_checkpoint(path, map_location='cpu')  # weights_only; import mmeff allows the types
         return True
     except Exception:
         return False
