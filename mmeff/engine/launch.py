@@ -32,6 +32,9 @@ SCOPE_REGISTRARS = {'mmdet': 'mmdet.utils', 'mmseg': 'mmseg.utils', 'mmeff': Non
 _MMEFF_MODULES = ('mmeff.models', 'mmeff.datasets', 'mmeff.engine', 'mmeff.evaluation')
 _LAUNCHERS = ['none', 'pytorch', 'slurm', 'mpi']
 ATOMIC_CHECKPOINT_HOOK = 'mmeff.AtomicCheckpointHook'
+DUMP_EXTENSIONS = ('.pkl', '.pickle')
+#: default_scope -> the metric that dumps predictions (MMDet's tools/test.py uses DumpDetResults)
+DUMP_METRICS = {'mmdet': 'DumpDetResults'}
 
 
 # ----------------------------------------------------------------------------------- arguments
@@ -72,8 +75,16 @@ def parse_test_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--show-dir', help='save drawn predictions under this directory')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
+    parser.add_argument('--out', metavar='FILE.pkl',
+                        help='also dump every prediction to this pickle file, as MMDet\'s '
+                             'tools/test.py does (detectors: DumpDetResults, masks RLE-encoded; '
+                             'segmentors / classifiers: mmengine DumpResults)')
     _common_args(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.out is not None and not args.out.endswith(DUMP_EXTENSIONS):
+        parser.error(f'--out {args.out!r}: the dump is a pickle, give a file name ending in '
+                     f"{' or '.join(DUMP_EXTENSIONS)}")
+    return args
 
 
 # ------------------------------------------------------------------------------------- config
@@ -200,8 +211,26 @@ def build_test_config(argv: Optional[Sequence[str]] = None) -> Config:
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         _trigger_visualization(cfg, args)
+    if args.out:
+        add_dump_metric(cfg, args.out)
     check_data_paths(cfg, 'test')
     return cfg
+
+
+def add_dump_metric(cfg: Config, out_file: str) -> None:
+    """Append the metric that pickles every prediction to ``out_file`` to the test evaluator
+    (``--out``), next to the config's own metrics, so one pass scores and dumps."""
+    dump = dict(type=DUMP_METRICS.get(cfg.get('default_scope'), 'DumpResults'),
+                out_file_path=out_file)
+    evaluator = cfg.get('test_evaluator')
+    if isinstance(evaluator, dict) and 'metrics' in evaluator:  # dict(type='Evaluator', ...)
+        metrics = evaluator['metrics']
+        evaluator['metrics'] = list(metrics if isinstance(metrics, (list, tuple))
+                                    else [metrics]) + [dump]
+    elif isinstance(evaluator, (list, tuple)):
+        cfg.test_evaluator = list(evaluator) + [dump]
+    else:
+        cfg.test_evaluator = ([evaluator] if evaluator else []) + [dump]
 
 
 # ------------------------------------------------------------------------------------ running
