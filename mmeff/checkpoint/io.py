@@ -18,7 +18,7 @@ from typing import Any, Dict, Mapping
 import numpy as np
 import torch
 
-from mmeff.checkpoint.remote import resolve_checkpoint
+from mmeff.checkpoint.remote import TIMM_PREFIX, URL_SCHEMES, resolve_checkpoint
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -97,7 +97,8 @@ def load_file(path: str, map_location: str = 'cpu') -> Any:
             'tools/convert_checkpoint.py SRC DST')
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file as load_safetensors
-        return load_safetensors(path, device=map_location)
+        return load_safetensors(path, device=map_location if isinstance(map_location, str)
+                                else 'cpu')
     allow_runner_checkpoints()
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
@@ -106,6 +107,29 @@ def load_file(path: str, map_location: str = 'cpu') -> Any:
                 f'{path!r} could not be loaded with torch.load(weights_only=True): {err}. '
                 'Only tensors, containers and numpy values are accepted. If you trust this '
                 'file, re-save its state dict with torch.save(state_dict, path).') from err
+
+
+def _load_for_mmengine(filename: str, map_location: Any = None) -> Any:
+    """mmengine's ``CheckpointLoader`` scheme for URLs and ``timm:`` tags: mmeff's cache and
+    ``weights_only`` loading (mmengine's own ``load_from_http`` loads with
+    ``weights_only=False`` and keeps a cut download). In a distributed run rank 0 fetches the
+    file first and the other ranks read it from the cache, as mmengine does."""
+    from mmengine.dist import barrier, get_dist_info
+    rank, world_size = get_dist_info()
+    if rank == 0:
+        resolve_checkpoint(filename)
+    if world_size > 1:
+        barrier()
+    return load_file(filename, map_location=map_location or 'cpu')
+
+
+def register_checkpoint_schemes() -> None:
+    """Route mmengine's loading of ``http(s)://`` and ``timm:`` names (``load_from``, MMDet's
+    ``init_detector``, MMSeg's ``init_model``, ``Pretrained`` init of any module) through
+    :func:`load_file` (``import mmeff`` calls it)."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    CheckpointLoader.register_scheme(prefixes=URL_SCHEMES + (TIMM_PREFIX,),
+                                     loader=_load_for_mmengine, force=True)
 
 
 def unwrap_state_dict(obj: Any) -> StateDict:

@@ -7,7 +7,8 @@ MMDet's ``demo/image_demo.py`` is the model: the config's ``default_scope`` pick
 ``OUT_DIR/preds/<name>.json``; MMSeg: ``OUT_DIR/pred/<name>.png``, the class indices).
 
 The checkpoint is any file the project writes (``tools/train.py``'s ``iter_N.pth`` / ``epoch_N.pth``,
-``tools/convert_checkpoint.py`` output) or a URL. No wrapper is needed around the inferencers:
+``tools/convert_checkpoint.py`` output) or a URL (fetched once into torch hub's cache through
+the loader ``import mmeff`` registers with mmengine). No wrapper is needed around the inferencers:
 ``import mmeff`` (the configs' ``custom_imports``) allows the runner types of those checkpoints in
 ``torch.load(weights_only=True)`` (``mmeff.checkpoint.io.allow_runner_checkpoints``).
 """
@@ -19,7 +20,7 @@ from typing import List, Optional, Sequence
 
 from mmengine.config import Config
 
-from mmeff.checkpoint.remote import is_remote, resolve_checkpoint
+from mmeff.checkpoint.remote import is_remote
 from mmeff.engine.launch import register_scope
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -86,16 +87,15 @@ def infer(argv: Optional[Sequence[str]] = None) -> List[str]:
     args = parse_infer_args(argv)
     cfg = _check_inputs(args)
     images = list_images(args.inputs)
-    weights = resolve_checkpoint(args.checkpoint)  # URLs: the same cache as checkpoint= uses
     if cfg.default_scope == 'mmdet':
         from mmdet.apis import DetInferencer
-        inferencer = DetInferencer(model=args.config, weights=weights, device=args.device,
+        inferencer = DetInferencer(model=args.config, weights=args.checkpoint, device=args.device,
                                    show_progress=False)
         inferencer(images, batch_size=args.batch_size, out_dir=args.out_dir,
                    pred_score_thr=args.score_thr, no_save_pred=False)
     else:
         from mmseg.apis import MMSegInferencer
-        inferencer = MMSegInferencer(model=args.config, weights=weights, device=args.device)
+        inferencer = MMSegInferencer(model=args.config, weights=args.checkpoint, device=args.device)
         inferencer(images, batch_size=args.batch_size, out_dir=args.out_dir,
                    opacity=args.opacity)
     vis_dir = osp.join(args.out_dir, 'vis')

@@ -90,11 +90,28 @@ def test_url_downloads_once_into_torch_hub_cache(server, torch_home):
     assert httpd.requests == ['/weights/efficientvit_m0_rand.pth']
 
 
-def test_url_file_is_still_loaded_with_weights_only(server, torch_home):
+def test_mmengine_loads_urls_through_the_same_cache(server, torch_home):
+    """``load_from`` / init_detector / Pretrained init of any module: mmengine's loader."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+    base, httpd = server
+    state = _backbone_state(seed=2)
+    httpd.files['/det.pth'] = _saved({'state_dict': state, 'meta': {'epoch': 12}})
+    loaded = _load_checkpoint(base + '/det.pth', map_location='cpu')
+    assert loaded['meta'] == {'epoch': 12}
+    assert all(torch.equal(loaded['state_dict'][k], v) for k, v in state.items())
+    assert (torch_home / 'det.pth').is_file()
+
+
+@pytest.mark.parametrize('loader', ['mmeff', 'mmengine'])
+def test_url_file_is_still_loaded_with_weights_only(server, torch_home, loader):
+    from mmengine.runner.checkpoint import _load_checkpoint
     base, httpd = server
     httpd.files['/evil.pth'] = _saved({'state_dict': {}, 'payload': threading.Lock})
     with pytest.raises(RuntimeError, match='weights_only=True'):
-        _pretrained(base + '/evil.pth')
+        if loader == 'mmeff':
+            _pretrained(base + '/evil.pth')
+        else:
+            _load_checkpoint(base + '/evil.pth', map_location='cpu')
 
 
 @pytest.mark.parametrize('path', ['/cut/m0.pth', '/missing.pth'])
