@@ -65,54 +65,51 @@ class FamilyIndex:
 V1_TABLE2 = 'EfficientFormer paper, Table 2'
 V2_TEXT = 'EfficientFormerV2 paper, section 5 (S2 / L versus PoolFormer-S12 / EfficientFormer)'
 
+
+def _snap_classifiers(timm_prefix: str, table: Dict[str, Tuple[float, str]]
+                      ) -> Dict[str, Classifier]:
+    """arch -> (top-1, Google Drive file id) of the snap-research README's table."""
+    return {arch: Classifier(top1, DRIVE.format(file_id), f'{timm_prefix}{arch}.snap_dist_in1k')
+            for arch, (top1, file_id) in table.items()}
+
+
+def _snap_dense(key: str, source: str, box_mask: Tuple[float, float],
+                miou: Optional[float] = None) -> List[Dense]:
+    """Mask R-CNN (and Semantic FPN) results of one snap-research backbone."""
+    out = [Dense(f'maskrcnn_{key}_coco', 'Instance Segmentation',
+                 {'box AP': box_mask[0], 'mask AP': box_mask[1]}, source, SNAP_COCO_FOLDER)]
+    if miou is not None:
+        out.append(Dense(f'semfpn_{key}_ade20k', 'Semantic Segmentation', {'mIoU': miou},
+                         source, SNAP_ADE_FOLDER))
+    return out
+
+
 FAMILIES: Dict[str, FamilyIndex] = {
     'EfficientFormer': FamilyIndex(
         Collection('EfficientFormer', 'EfficientFormer: Vision Transformers at MobileNet Speed',
                    'https://arxiv.org/abs/2206.01191', SNAP_CODE,
                    ('Pooling', 'Multi-Head Self-Attention', 'Attention Bias', 'Layer Scale')),
         'efficientformer', 'efficientformer_',
-        classifiers={
-            'l1': Classifier(79.2, DRIVE.format('1wtEmkshLFEYFsX5YhBttBOGYaRvDR7nu'),
-                             'efficientformer_l1.snap_dist_in1k'),
-            'l3': Classifier(82.4, DRIVE.format('1OyyjKKxDyMj-BcfInp4GlDdwLu3hc30m'),
-                             'efficientformer_l3.snap_dist_in1k'),
-            'l7': Classifier(83.3, DRIVE.format('1cVw-pctJwgvGafeouynqWWCwgkcoFMM5'),
-                             'efficientformer_l7.snap_dist_in1k')},
-        dense={
-            'l1': [Dense('maskrcnn_l1_coco', 'Instance Segmentation',
-                         {'box AP': 37.9, 'mask AP': 35.4}, V1_TABLE2, SNAP_COCO_FOLDER),
-                   Dense('semfpn_l1_ade20k', 'Semantic Segmentation', {'mIoU': 38.9},
-                         V1_TABLE2, SNAP_ADE_FOLDER)],
-            'l3': [Dense('maskrcnn_l3_coco', 'Instance Segmentation',
-                         {'box AP': 41.4, 'mask AP': 38.1}, V1_TABLE2, SNAP_COCO_FOLDER),
-                   Dense('semfpn_l3_ade20k', 'Semantic Segmentation', {'mIoU': 43.5},
-                         V1_TABLE2, SNAP_ADE_FOLDER)],
-            'l7': [Dense('maskrcnn_l7_coco', 'Instance Segmentation',
-                         {'box AP': 42.6, 'mask AP': 39.0}, V1_TABLE2, SNAP_COCO_FOLDER),
-                   Dense('semfpn_l7_ade20k', 'Semantic Segmentation', {'mIoU': 45.1},
-                         V1_TABLE2, SNAP_ADE_FOLDER)]}),
+        classifiers=_snap_classifiers('efficientformer_', {
+            'l1': (79.2, '1wtEmkshLFEYFsX5YhBttBOGYaRvDR7nu'),
+            'l3': (82.4, '1OyyjKKxDyMj-BcfInp4GlDdwLu3hc30m'),
+            'l7': (83.3, '1cVw-pctJwgvGafeouynqWWCwgkcoFMM5')}),
+        dense={'l1': _snap_dense('l1', V1_TABLE2, (37.9, 35.4), 38.9),
+               'l3': _snap_dense('l3', V1_TABLE2, (41.4, 38.1), 43.5),
+               'l7': _snap_dense('l7', V1_TABLE2, (42.6, 39.0), 45.1)}),
     'EfficientFormerV2': FamilyIndex(
         Collection('EfficientFormerV2', 'Rethinking Vision Transformers for MobileNet Size and '
                    'Speed', 'https://arxiv.org/abs/2212.08059', SNAP_CODE,
                    ('Depth-wise Convolution FFN', 'Multi-Head Self-Attention', 'Attention Bias',
                     'Stride Attention', 'Attention Downsampling')),
         'efficientformer_v2', 'efficientformer_v2_',
-        classifiers={
-            's0': Classifier(75.7, DRIVE.format('1PXb7b9pv9ZB4cfkRkYEdwgWuVwvEiazq'),
-                             'efficientformerv2_s0.snap_dist_in1k'),
-            's1': Classifier(79.0, DRIVE.format('1EKe1vt-3mG7iceVIMaET_DyISzVTJMn8'),
-                             'efficientformerv2_s1.snap_dist_in1k'),
-            's2': Classifier(81.6, DRIVE.format('1gjbFyB5T_yAkmzHNuXEljqScYVQZafMQ'),
-                             'efficientformerv2_s2.snap_dist_in1k'),
-            'l': Classifier(83.3, DRIVE.format('1sRXNBHl_ewHBMwwYZVsOJo1k6JpcNJn-'),
-                            'efficientformerv2_l.snap_dist_in1k')},
-        dense={
-            's2': [Dense('maskrcnn_v2s2_coco', 'Instance Segmentation',
-                         {'box AP': 43.4, 'mask AP': 39.5}, V2_TEXT, SNAP_COCO_FOLDER),
-                   Dense('semfpn_v2s2_ade20k', 'Semantic Segmentation', {'mIoU': 42.4},
-                         V2_TEXT, SNAP_ADE_FOLDER)],
-            'l': [Dense('maskrcnn_v2l_coco', 'Instance Segmentation',
-                        {'box AP': 44.7, 'mask AP': 40.4}, V2_TEXT, SNAP_COCO_FOLDER)]}),
+        classifiers=_snap_classifiers('efficientformerv2_', {
+            's0': (75.7, '1PXb7b9pv9ZB4cfkRkYEdwgWuVwvEiazq'),
+            's1': (79.0, '1EKe1vt-3mG7iceVIMaET_DyISzVTJMn8'),
+            's2': (81.6, '1gjbFyB5T_yAkmzHNuXEljqScYVQZafMQ'),
+            'l': (83.3, '1sRXNBHl_ewHBMwwYZVsOJo1k6JpcNJn-')}),
+        dense={'s2': _snap_dense('v2s2', V2_TEXT, (43.4, 39.5), 42.4),
+               'l': _snap_dense('v2l', V2_TEXT, (44.7, 40.4))}),
     'EfficientViT': FamilyIndex(
         Collection('EfficientViT', 'EfficientViT: Memory Efficient Vision Transformer with '
                    'Cascaded Group Attention', 'https://arxiv.org/abs/2305.07027', CREAM_CODE,
