@@ -19,7 +19,6 @@ The file is then read like any local checkpoint (``io.load_file``: ``weights_onl
 import hashlib
 import os
 import tempfile
-import urllib.error
 import urllib.request
 from typing import Optional
 from urllib.parse import urlparse

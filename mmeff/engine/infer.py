@@ -6,11 +6,12 @@ MMDet's ``demo/image_demo.py`` is the model: the config's ``default_scope`` pick
 ``OUT_DIR/vis/<image name>`` (the drawing) and the raw prediction (MMDet:
 ``OUT_DIR/preds/<name>.json``; MMSeg: ``OUT_DIR/pred/<name>.png``, the class indices).
 
-The checkpoint is any file the project writes (``tools/train.py``'s ``iter_N.pth`` / ``epoch_N.pth``,
-``tools/convert_checkpoint.py`` output) or a URL (fetched once into torch hub's cache through
-the loader ``import mmeff`` registers with mmengine). No wrapper is needed around the inferencers:
-``import mmeff`` (the configs' ``custom_imports``) allows the runner types of those checkpoints in
-``torch.load(weights_only=True)`` (``mmeff.checkpoint.io.allow_runner_checkpoints``).
+The checkpoint is any file the project writes (``tools/train.py``'s ``iter_N.pth`` /
+``epoch_N.pth``, ``tools/convert_checkpoint.py`` output) or a URL (fetched once into torch hub's
+cache through the loader ``import mmeff`` registers with mmengine). No wrapper is needed around
+the inferencers: ``import mmeff`` (the configs' ``custom_imports``) allows the runner types of
+those checkpoints in ``torch.load(weights_only=True)``
+(``mmeff.checkpoint.io.allow_runner_checkpoints``).
 """
 import argparse
 import os
@@ -34,7 +35,8 @@ def parse_infer_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace
     parser = argparse.ArgumentParser(
         description="Draw a detector's (default_scope mmdet) or segmentor's (mmseg) predictions "
                     'on an image or on every image of a directory')
-    parser.add_argument('config', help='config file of the model (e.g. configs/maskrcnn_l1_coco.py)')
+    parser.add_argument('config',
+                        help='config file of the model (e.g. configs/maskrcnn_l1_coco.py)')
     parser.add_argument('checkpoint', help='checkpoint: a file tools/train.py wrote, a converted '
                         'official file, or an http(s) URL')
     parser.add_argument('inputs', help='an image file or a directory of images')
