@@ -99,8 +99,7 @@ def load_file(path: str, map_location: str = 'cpu') -> Any:
         from safetensors.torch import load_file as load_safetensors
         return load_safetensors(path, device=map_location if isinstance(map_location, str)
                                 else 'cpu')
-    allow_runner_checkpoints()
-    try:
+    try:  # runner types are allow-listed by import mmeff (allow_runner_checkpoints)
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # UnpicklingError and friends
         raise RuntimeError(

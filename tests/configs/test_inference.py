@@ -76,6 +76,7 @@ def test_segmentor_checkpoint_loads_in_mmseg_apis(trained):
     assert tuple(result.pred_sem_seg.data.shape[-2:]) == mmcv.imread(image).shape[:2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task', ['det', 'seg'])
 def test_infer_tool_draws_predictions(trained, tmp_path, task):
     overlay, ckpt, images = trained[task]
@@ -101,6 +102,7 @@ def test_infer_tool_input_errors_exit_2(trained, tmp_path, capsys):
     assert str(tmp_path / 'nothing') in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_test_tool_out_dumps_detections(trained, tmp_path):
     overlay, ckpt, _ = trained['det']
     dump = tmp_path / 'results.pkl'
