@@ -18,6 +18,7 @@ The file is then read like any local checkpoint (``io.load_file``: ``weights_onl
 """
 import hashlib
 import os
+import re
 import tempfile
 import urllib.request
 from typing import Optional
@@ -30,6 +31,9 @@ TIMM_PREFIX = 'timm:'
 #: the files a timm hub repository holds its weights in, preferred first (as timm reads them)
 HUB_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 _CHUNK = 1 << 20
+#: torch hub's / OpenMMLab's ``name-<sha256 prefix>.pth``; 8+ hex digits, so that a name such
+#: as ``weights-a.pth`` is not taken for a one-digit hash
+_HASH_IN_NAME = re.compile(r'-([a-f0-9]{8,})\.')
 
 
 class CheckpointDownloadError(RuntimeError):
@@ -70,7 +74,7 @@ def url_cache_path(url: str) -> str:
 
 def _expected_hash_prefix(path: str) -> Optional[str]:
     """torch hub's convention: ``name-<at least 8 hex digits of sha256>.ext`` pins the content."""
-    match = torch.hub.HASH_REGEX.search(os.path.basename(path))
+    match = _HASH_IN_NAME.search(os.path.basename(path))
     return match.group(1) if match else None
 
 

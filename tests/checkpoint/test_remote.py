@@ -1,5 +1,6 @@
 """Checkpoints by URL (an HTTP server on 127.0.0.1, torch hub's cache) and by timm tag (a
 pre-populated Hugging Face cache, offline mode). Nothing here reaches the internet."""
+import hashlib
 import http.server
 import io
 import threading
@@ -128,10 +129,16 @@ def test_failed_download_names_url_and_cache_and_leaves_nothing(server, torch_ho
 
 def test_hash_in_file_name_is_checked(server, torch_home):
     base, httpd = server
-    httpd.files['/m0-deadbeef.pth'] = _saved(_backbone_state())
+    state = _backbone_state()
+    body = _saved(state)
+    httpd.files['/m0-deadbeef.pth'] = body
     with pytest.raises(CheckpointDownloadError, match='sha256'):
         _pretrained(base + '/m0-deadbeef.pth')
     assert list(torch_home.iterdir()) == []
+    good = f'/m0-{hashlib.sha256(body).hexdigest()[:8]}.pth'
+    httpd.files[good] = httpd.files['/m0-a.pth'] = body  # '-a' is no hash
+    for name in (good, '/m0-a.pth'):
+        _assert_equal_state(_pretrained(base + name), state)
 
 
 # ---------------------------------------------------------------------------------- timm hub
