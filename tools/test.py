@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate a checkpoint on a config's test set.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out FILE.pkl]
                                            [--cfg-options k=v ...] [--launcher none|pytorch]
 """
 

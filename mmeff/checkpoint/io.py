@@ -2,16 +2,23 @@
 
 torch >= 2.6 loads with ``weights_only=True``. Checkpoints written by mmengine's runner also hold
 numpy scalars/arrays and ``HistoryBuffer`` objects in their message hub, which the safe unpickler
-rejects; ``safe_globals()`` allow-lists exactly those types instead of turning the safety off.
+rejects. ``allow_runner_checkpoints()`` (called by ``import mmeff``) adds exactly those types to
+torch's process-wide allow-list, so that mmengine's runner (resume) and MMDet's ``init_detector``
+/ ``DetInferencer`` and MMSeg's ``init_model`` / ``MMSegInferencer`` load the checkpoints
+``tools/train.py`` writes, with no wrapper. That does not turn the safety off: the
+types are data containers whose unpickling runs no code of the file's choosing, and the one
+callable, ``getattr``, is replaced by a stand-in that only returns ``HistoryBuffer``'s public
+statistics methods (docs/weights.md, "Why loading runner checkpoints stays safe").
 """
-import contextlib
 import os
 import pickle
 from collections import OrderedDict
-from typing import Any, Dict, Iterator, Mapping
+from typing import Any, Dict, Mapping
 
 import numpy as np
 import torch
+
+from mmeff.checkpoint.remote import TIMM_PREFIX, URL_SCHEMES, resolve_checkpoint
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -32,6 +39,18 @@ def _numpy_safe_globals() -> list:
     return out
 
 
+def _history_buffer_method(obj: Any, name: str) -> Any:
+    """The stand-in for ``builtins.getattr`` in weights_only loading: ``HistoryBuffer``'s public
+    methods (how its pickled state names its statistics), and nothing else."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    attr = vars(obj).get(name) if obj is HistoryBuffer else None
+    if name.startswith('_') or not callable(attr):
+        raise pickle.UnpicklingError(
+            f'checkpoint calls getattr({obj!r}, {name!r}); with weights_only=True only '
+            "HistoryBuffer's statistics methods may be looked up")
+    return getattr(HistoryBuffer, name)
+
+
 def _mmengine_safe_globals() -> list:
     """What mmengine's runner pickles besides tensors and numpy values.
 
@@ -44,45 +63,72 @@ def _mmengine_safe_globals() -> list:
         from mmengine.logging.history_buffer import HistoryBuffer
     except ImportError:  # loading plain weights does not need mmengine
         return []
-
-    def history_buffer_method(obj: Any, name: str) -> Any:
-        attr = vars(obj).get(name) if obj is HistoryBuffer else None
-        if name.startswith('_') or not callable(attr):
-            raise pickle.UnpicklingError(
-                f'checkpoint calls getattr({obj!r}, {name!r}); with weights_only=True only '
-                "HistoryBuffer's statistics methods may be looked up")
-        return getattr(HistoryBuffer, name)
-
-    return [HistoryBuffer, (history_buffer_method, 'builtins.getattr')]
+    return [HistoryBuffer, (_history_buffer_method, 'builtins.getattr')]
 
 
-@contextlib.contextmanager
-def safe_globals() -> Iterator[None]:
-    """Allow-list numpy types (and mmengine's ``HistoryBuffer``) for
-    ``torch.load(weights_only=True)`` inside the block: what a checkpoint written by mmengine's
-    runner holds besides tensors, so that resuming works without turning the safety off."""
-    with torch.serialization.safe_globals(_numpy_safe_globals() + _mmengine_safe_globals()):
-        yield
+def runner_safe_globals() -> list:
+    """Everything an mmengine runner checkpoint holds besides tensors and containers."""
+    return _numpy_safe_globals() + _mmengine_safe_globals()
+
+
+def allow_runner_checkpoints() -> None:
+    """Allow-list :func:`runner_safe_globals` for every ``torch.load(weights_only=True)`` of the
+    process (``import mmeff`` calls it; calling again is harmless), so that mmengine's runner
+    (resume, ``load_from``) and OpenMMLab's inference APIs read runner checkpoints.
+
+    Process-wide on purpose: torch's ``safe_globals`` context manager *removes* its entries on
+    exit, so a block-scoped allow-list would also undo this one for the rest of the process.
+    """
+    torch.serialization.add_safe_globals(runner_safe_globals())
 
 
 def load_file(path: str, map_location: str = 'cpu') -> Any:
-    """``torch.load`` with weights_only=True and numpy allow-listed; clear errors."""
-    path = os.fspath(path)
+    """Read a checkpoint: a local file, a URL or a ``timm:`` tag (``remote.py`` fetches those
+    once into their caches); ``torch.load`` with weights_only=True, ``.safetensors`` through
+    safetensors; clear errors."""
+    path = resolve_checkpoint(os.fspath(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f'checkpoint not found: {path!r}. mmeff never downloads weights: pass the path of a '
-            'local file (an official release .pth, a timm state dict, or an mmeff/mmengine '
-            'checkpoint). To obtain one, pretrain it with tools/train.py '
+            f'checkpoint not found: {path!r}. Pass the path of a local file (an official '
+            'release .pth, a timm state dict, or an mmeff/mmengine checkpoint), an http(s) URL '
+            "or a timm tag such as 'timm:efficientformer_l1.snap_dist_in1k' (docs/weights.md "
+            'lists every official weight). To make one, pretrain it with tools/train.py '
             'configs/cls/<variant>_in1k.py, or convert an official release with '
             'tools/convert_checkpoint.py SRC DST')
-    with safe_globals():
-        try:
-            return torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # UnpicklingError and friends
-            raise RuntimeError(
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file as load_safetensors
+        return load_safetensors(path, device=map_location if isinstance(map_location, str)
+                                else 'cpu')
+    try:  # runner types are allow-listed by import mmeff (allow_runner_checkpoints)
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # UnpicklingError and friends
+        raise RuntimeError(
                 f'{path!r} could not be loaded with torch.load(weights_only=True): {err}. '
                 'Only tensors, containers and numpy values are accepted. If you trust this '
                 'file, re-save its state dict with torch.save(state_dict, path).') from err
+
+
+def _load_for_mmengine(filename: str, map_location: Any = None) -> Any:
+    """mmengine's ``CheckpointLoader`` scheme for URLs and ``timm:`` tags: mmeff's cache and
+    ``weights_only`` loading (mmengine's own ``load_from_http`` loads with
+    ``weights_only=False`` and keeps a cut download). In a distributed run rank 0 fetches the
+    file first and the other ranks read it from the cache, as mmengine does."""
+    from mmengine.dist import barrier, get_dist_info
+    rank, world_size = get_dist_info()
+    if rank == 0:
+        resolve_checkpoint(filename)
+    if world_size > 1:
+        barrier()
+    return load_file(filename, map_location=map_location or 'cpu')
+
+
+def register_checkpoint_schemes() -> None:
+    """Route mmengine's loading of ``http(s)://`` and ``timm:`` names (``load_from``, MMDet's
+    ``init_detector``, MMSeg's ``init_model``, ``Pretrained`` init of any module) through
+    :func:`load_file` (``import mmeff`` calls it)."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    CheckpointLoader.register_scheme(prefixes=URL_SCHEMES + (TIMM_PREFIX,),
+                                     loader=_load_for_mmengine, force=True)
 
 
 def unwrap_state_dict(obj: Any) -> StateDict:

@@ -6,10 +6,11 @@ and the run is built with mmengine's ``Runner.from_cfg`` (or ``RUNNERS`` when th
 ``runner_type``), as MMDet's and MMSeg's own tools do. On top of them it adds:
 
 * a check of every dataset path before anything is built (``data_paths.check_data_paths``);
-* checkpoint loading under ``mmeff.checkpoint.safe_globals()``: torch >= 2.6 loads with
+* checkpoint loading with mmengine's runner types allow-listed: torch >= 2.6 loads with
   ``weights_only=True`` and mmengine 0.10.7 does not say otherwise, so resuming a checkpoint whose
-  message hub holds numpy values / ``HistoryBuffer``s would raise ``UnpicklingError``. The
-  allow-list admits exactly those types; arbitrary pickled objects stay refused;
+  message hub holds numpy values / ``HistoryBuffer``s would raise ``UnpicklingError``.
+  ``import mmeff`` admits exactly those types (``mmeff.checkpoint.io.allow_runner_checkpoints``);
+  arbitrary pickled objects stay refused;
 * ``AtomicCheckpointHook`` in place of a plain ``CheckpointHook``, so an interrupted save never
   leaves a corrupt latest checkpoint behind.
 """
@@ -23,7 +24,6 @@ from typing import List, Optional, Sequence
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from mmeff.checkpoint.io import safe_globals
 from mmeff.engine.data_paths import MissingDataError, check_data_paths
 
 #: default_scope -> module whose ``register_all_modules`` registers that package
@@ -32,6 +32,9 @@ SCOPE_REGISTRARS = {'mmdet': 'mmdet.utils', 'mmseg': 'mmseg.utils', 'mmeff': Non
 _MMEFF_MODULES = ('mmeff.models', 'mmeff.datasets', 'mmeff.engine', 'mmeff.evaluation')
 _LAUNCHERS = ['none', 'pytorch', 'slurm', 'mpi']
 ATOMIC_CHECKPOINT_HOOK = 'mmeff.AtomicCheckpointHook'
+DUMP_EXTENSIONS = ('.pkl', '.pickle')
+#: default_scope -> the metric that dumps predictions (MMDet's tools/test.py uses DumpDetResults)
+DUMP_METRICS = {'mmdet': 'DumpDetResults'}
 
 
 # ----------------------------------------------------------------------------------- arguments
@@ -72,8 +75,16 @@ def parse_test_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--show-dir', help='save drawn predictions under this directory')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
+    parser.add_argument('--out', metavar='FILE.pkl',
+                        help='also dump every prediction to this pickle file, as MMDet\'s '
+                             'tools/test.py does (detectors: DumpDetResults, masks RLE-encoded; '
+                             'segmentors / classifiers: mmengine DumpResults)')
     _common_args(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.out is not None and not args.out.endswith(DUMP_EXTENSIONS):
+        parser.error(f'--out {args.out!r}: the dump is a pickle, give a file name ending in '
+                     f"{' or '.join(DUMP_EXTENSIONS)}")
+    return args
 
 
 # ------------------------------------------------------------------------------------- config
@@ -200,8 +211,26 @@ def build_test_config(argv: Optional[Sequence[str]] = None) -> Config:
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         _trigger_visualization(cfg, args)
+    if args.out:
+        add_dump_metric(cfg, args.out)
     check_data_paths(cfg, 'test')
     return cfg
+
+
+def add_dump_metric(cfg: Config, out_file: str) -> None:
+    """Append the metric that pickles every prediction to ``out_file`` to the test evaluator
+    (``--out``), next to the config's own metrics, so one pass scores and dumps."""
+    dump = dict(type=DUMP_METRICS.get(cfg.get('default_scope'), 'DumpResults'),
+                out_file_path=out_file)
+    evaluator = cfg.get('test_evaluator')
+    if isinstance(evaluator, dict) and 'metrics' in evaluator:  # dict(type='Evaluator', ...)
+        metrics = evaluator['metrics']
+        evaluator['metrics'] = list(metrics if isinstance(metrics, (list, tuple))
+                                    else [metrics]) + [dump]
+    elif isinstance(evaluator, (list, tuple)):
+        cfg.test_evaluator = list(evaluator) + [dump]
+    else:
+        cfg.test_evaluator = ([evaluator] if evaluator else []) + [dump]
 
 
 # ------------------------------------------------------------------------------------ running
@@ -215,16 +244,14 @@ def build_runner(cfg: Config) -> Runner:
 def train(argv: Optional[List[str]] = None) -> Runner:
     """tools/train.py: returns the runner after training (its ``model`` holds the weights)."""
     runner = build_runner(build_train_config(argv))
-    with safe_globals():  # resume / load_from go through torch.load(weights_only=True)
-        runner.train()
+    runner.train()  # resume / load_from: torch.load(weights_only=True), types allowed on import
     return runner
 
 
 def test(argv: Optional[List[str]] = None) -> dict:
     """tools/test.py: returns the metrics."""
     runner = build_runner(build_test_config(argv))
-    with safe_globals():
-        return runner.test()
+    return runner.test()
 
 
 def main(mode: str, argv: Optional[List[str]] = None) -> None:

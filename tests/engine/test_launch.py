@@ -11,7 +11,7 @@ import torch
 from mmengine.fileio.backends.local_backend import LocalBackend
 from mmengine.runner.checkpoint import _load_checkpoint
 
-from mmeff.checkpoint import safe_globals
+import mmeff  # noqa: F401  (allows the runner checkpoint types)
 from mmeff.engine import launch
 from mmeff.engine.atomic_io import atomic_target, write_text_atomic
 
@@ -34,8 +34,7 @@ def _latest(work_dir) -> str:
 
 def _loads(path: str) -> bool:
     try:
-        with safe_globals():
-            _load_checkpoint(path, map_location='cpu')
+        _load_checkpoint(path, map_location='cpu')  # weights_only; import mmeff allows the types
         return True
     except Exception:
         return False
@@ -58,9 +57,15 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny, tiny_config, tmp_path
         launch.train(tiny.run_args(tiny_config, work_dir, options=['custom_hooks.1.at_epoch=1']))
     assert _latest(work_dir).endswith('epoch_1.pth')
     assert not (work_dir / 'epoch_2.pth').exists()
-    # The trap being handled: torch >= 2.6 refuses mmengine's checkpoints by default.
-    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
-        torch.load(work_dir / 'epoch_1.pth')
+    # The trap being handled: torch >= 2.6 refuses mmengine's checkpoints by default (without
+    # the allow-list that import mmeff installs).
+    allowed = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:
+        with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+            torch.load(work_dir / 'epoch_1.pth')
+    finally:
+        torch.serialization.add_safe_globals(allowed)
 
     runner = launch.train(tiny.run_args(tiny_config, work_dir, '--resume'))
     assert _started(tiny, work_dir) == [0, 1, 1]  # the resumed run trained epoch 1 only
