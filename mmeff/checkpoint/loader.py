@@ -159,6 +159,33 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
     return report
 
 
+def convert_under_prefix(state_dict: Dict, prefix: str, own_keys: Iterable[str],
+                         converter: LayoutConverter) -> Optional[str]:
+    """Rename, in place, the keys of ``state_dict`` under ``prefix`` from any layout
+    ``converter`` knows to the model's own (``prefix`` + the canonical backbone keys).
+
+    This is what lets ``load_from=FILE`` read an official dense checkpoint (MMDet 2 /
+    MMSeg 0.x: ``backbone.`` + the official keys, next to the neck and heads): the backbone calls
+    it from a load-state-dict pre-hook with its own prefix. Keys that already are the model's
+    are left alone (resuming an mmeff checkpoint costs nothing). Returns the layout converted,
+    or None when nothing was foreign.
+
+    Raises:
+        ValueError: the keys under ``prefix`` are in no layout the converter knows; the message
+            names the layouts tried and the closest one.
+    """
+    own = set(own_keys)
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    if all(k in own for k in keys):
+        return None
+    part = OrderedDict((k[len(prefix):], state_dict.pop(k)) for k in keys)
+    canonical, layout = converter.convert(part)
+    for key, value in canonical.items():
+        inner = key[len('backbone.'):] if key.startswith('backbone.') else key
+        state_dict[prefix + inner] = value
+    return layout
+
+
 def _read(checkpoint: Union[str, StateDict]) -> Tuple[StateDict, str]:
     """The raw state dict of a file or container, and how to name its source in messages."""
     if isinstance(checkpoint, str):

@@ -31,6 +31,7 @@ from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from mmeff.checkpoint.io import StateDict
 from mmeff.checkpoint import LayoutConverter, register_converter, rename_key, rename_keys
+from mmeff.checkpoint.rules import dense_bias_rules
 from mmeff.models.backbones.efficientformer.arch import ARCH_SETTINGS
 from mmeff.models.layers.attention_bias import relative_offset_index, table_size_of
 
@@ -143,16 +144,18 @@ class EfficientFormerConverter(LayoutConverter):
         body, _ = _without_backbone_prefix(state_dict)
         heads = OrderedDict((k, v) for k, v in state_dict.items()
                             if not k.startswith('backbone.'))
-        if layout in ('official', 'official-dense'):
-            sd = self._official_to_timm(state_dict if layout == 'official' else body)
+        if layout == 'official':
+            sd = self._official_to_timm(state_dict)
+        elif layout == 'official-dense':
+            # a whole detector / segmentor: its neck and heads are kept as they are
+            return self._timm_to_canonical(self._official_to_timm(body), keep=heads)
         elif layout == 'mmpretrain':
             sd = self._mmpretrain_to_timm(body, heads)
         elif layout == 'timm':
             sd = state_dict
         elif layout == 'mmeff':
             if any(k.startswith('backbone.') for k in state_dict):
-                return OrderedDict((k, v) for k, v in state_dict.items()
-                                   if k.startswith(('backbone.', 'head.')))
+                return OrderedDict(state_dict)
             return OrderedDict(('backbone.' + k, v) for k, v in state_dict.items())
         else:
             raise ValueError(f'unknown EfficientFormer layout {layout!r}')
@@ -161,12 +164,7 @@ class EfficientFormerConverter(LayoutConverter):
     # ---- to the timm layout, the pivot (its block indices still have the Flat gap)
     @staticmethod
     def _official_to_timm(sd: StateDict) -> StateDict:
-        rules = [(r'attention_bias_idxs(_seg)?$', None)]
-        if any(k.endswith('attention_biases_seg') for k in sd):
-            # dense models: the trained bias is the ``_seg`` table; ``attention_biases`` is an
-            # unused buffer there
-            rules += [(r'attention_biases$', None), (r'attention_biases_seg$', 'attention_biases')]
-        rules += [
+        rules = dense_bias_rules(sd) + [
             (r'^patch_embed\.0\.', 'stem.conv1.'), (r'^patch_embed\.1\.', 'stem.norm1.'),
             (r'^patch_embed\.3\.', 'stem.conv2.'), (r'^patch_embed\.4\.', 'stem.norm2.'),
             (r'^network\.(\d+)\.(\d+)\.',
@@ -202,7 +200,9 @@ class EfficientFormerConverter(LayoutConverter):
         return sd
 
     @staticmethod
-    def _timm_to_canonical(sd: StateDict) -> StateDict:
+    def _timm_to_canonical(sd: StateDict, keep: Optional[StateDict] = None) -> StateDict:
+        """timm's names -> canonical ones; ``keep``: keys outside the network (a detector's
+        neck and heads) appended unchanged."""
         rules = [
             (r'attention_bias_idxs$', None),
             (r'^stem\.conv([12])\.', r'stem.conv\1.conv.'),
@@ -216,7 +216,9 @@ class EfficientFormerConverter(LayoutConverter):
         ]
         sd = rename_keys(sd, rules)
         sd = OrderedDict((k, v) for k, v in sd.items() if k.startswith(('backbone.', 'head.')))
-        return _conv_mlp_to_convbn(_close_flat_gap(sd))
+        sd = _conv_mlp_to_convbn(_close_flat_gap(sd))
+        sd.update(keep or {})
+        return sd
 
     # ---- canonical -> timm (for tools/convert_checkpoint.py --to timm)
     _TIMM_OUTER_RULES = [

@@ -23,6 +23,7 @@ import torch
 
 from mmeff.checkpoint.io import StateDict
 from mmeff.checkpoint import LayoutConverter, register_converter, rename_keys
+from mmeff.checkpoint.rules import dense_bias_rules
 from mmeff.models.backbones.efficientformer_v2.arch import ARCH_SETTINGS
 from mmeff.models.layers.attention_bias import relative_offset_index, table_size_of
 
@@ -177,7 +178,7 @@ class EfficientFormerV2Converter(LayoutConverter):
                            if not k.endswith('attention_bias_idxs'))
 
     def _from_official(self, state_dict: StateDict) -> StateDict:
-        state_dict = self._drop_index_buffers(state_dict)
+        state_dict = rename_keys(state_dict, dense_bias_rules(state_dict))
         dense = any(k.startswith('backbone.network.') for k in state_dict)
         if dense:  # a detector/segmentor of the official code: convert its backbone part
             others = OrderedDict((k, v) for k, v in state_dict.items()
