@@ -129,6 +129,19 @@ class EfficientFormerConverter(LayoutConverter):
 
     family = 'EfficientFormer'
     writable_layouts = ('mmeff', 'timm')
+    layout_keys = {
+        'official': ('patch_embed.0.weight', 'network.0.0.mlp.fc1.weight',
+                     'network.0.0.layer_scale_1'),
+        'official-dense': ('backbone.patch_embed.0.weight', 'backbone.network.0.0.mlp.fc1.weight',
+                           'backbone.norm0.weight'),
+        'timm': ('stem.conv1.weight', 'stages.0.blocks.0.mlp.fc1.weight',
+                 'stages.0.blocks.0.ls1.gamma'),
+        'mmpretrain': ('backbone.patch_embed.0.conv.weight',
+                       'backbone.network.0.0.mlp.fc1.weight', 'backbone.network.0.0.ls1.weight'),
+        'mmeff': ('backbone.stem.conv1.conv.weight',
+                  'backbone.stages.0.blocks.0.mlp.fc1.conv.weight',
+                  'backbone.stages.0.blocks.0.ls1.gamma'),
+    }
 
     def detect_layout(self, state_dict: StateDict) -> str:
         body, prefixed = _without_backbone_prefix(state_dict)

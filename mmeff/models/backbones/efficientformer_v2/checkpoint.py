@@ -145,6 +145,16 @@ class EfficientFormerV2Converter(LayoutConverter):
 
     family = 'EfficientFormerV2'
     writable_layouts = ('mmeff', 'official', 'timm')
+    layout_keys = {
+        'official': ('patch_embed.0.weight', 'network.0.0.mlp.fc1.weight',
+                     'network.0.0.mlp.mid_norm.weight', 'network.0.0.layer_scale_2'),
+        'timm': ('stem.conv1.conv.weight', 'stages.0.blocks.0.mlp.fc1.conv.weight',
+                 'stages.0.blocks.0.mlp.mid.conv.weight', 'stages.0.blocks.0.ls2.gamma'),
+        'mmeff': ('backbone.stem.conv1.conv.weight',
+                  'backbone.stages.0.blocks.0.mlp.fc1.conv.weight',
+                  'backbone.stages.0.blocks.0.mlp.mid.conv.weight',
+                  'backbone.stages.0.blocks.0.ls2.gamma'),
+    }
 
     def detect_layout(self, state_dict: StateDict) -> str:
         keys = list(state_dict)
