@@ -1,0 +1,129 @@
+"""The released dense checkpoints (MMDet 2 / MMSeg 0.x files of snap-research EfficientFormer
+V1/V2 and microsoft/Cream EfficientViT: ``backbone.`` + the official keys next to the neck and
+heads, under ``state_dict``) load exactly into the configs of ``configs/``, both ways a user
+tries: ``load_from=FILE`` (mmengine's ``load_checkpoint``; the backbone converts its part on
+load) and ``tools/convert_checkpoint.py FILE OUT`` then ``OUT``. The files are synthetic: random
+tensors in the key layouts recorded from the official code (tests/data/official_dense), the
+neck and heads in MMDet 3 / MMSeg 1 names, which are MMDet 2 / MMSeg 0.x's (their model zoos
+load the 2.x / 0.x files of these models unchanged)."""
+import importlib.util
+import json
+import re
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.runner.checkpoint import load_checkpoint
+
+from mmeff.models.loading import load_model
+
+REPO = Path(__file__).resolve().parents[2]
+LAYOUTS = json.loads((REPO / 'tests/data/official_dense/official_dense_layouts.json').read_text())
+# config -> (recorded official backbone, learned table entries per attention, official neck)
+CASES = {
+    'maskrcnn_l1_coco': ('efficientformer_l1_det', {625}, None),
+    'semfpn_l1_ade20k': ('efficientformer_l1_seg', {256}, None),
+    'maskrcnn_v2s0_coco': ('efficientformerv2_s0_det', {625, 2500}, None),
+    'semfpn_v2s0_ade20k': ('efficientformerv2_s0_seg', {256, 1024}, None),
+    'maskrcnn_m4_coco': ('efficientvit_m4_det', {49}, 'efficientvit_fpn_neck'),
+}
+_INT_SUFFIXES = ('attention_bias_idxs', 'attention_bias_idxs_seg', 'num_batches_tracked')
+
+
+def _random(layout, gen):
+    return OrderedDict((key, torch.zeros(shape, dtype=torch.long) if key.endswith(_INT_SUFFIXES)
+                        else torch.randn(shape, generator=gen)) for key, shape in layout)
+
+
+def official_file(model, case, path: Path) -> OrderedDict:
+    """An official dense checkpoint for ``model``'s config: the recorded backbone (and neck)
+    layout plus the model's other parts, all random; returns its state dict."""
+    backbone, _, neck = CASES[case]
+    gen = torch.Generator().manual_seed(0)
+    state = _random(LAYOUTS[backbone], gen)
+    if neck:
+        state.update(_random(LAYOUTS[neck], gen))
+    taken = ('backbone.', 'neck.') if neck else ('backbone.',)
+    state.update(_random([(k, v.shape) for k, v in model.state_dict().items()
+                          if not k.startswith(taken)], gen))
+    torch.save({'meta': {'mmdet_version': '2.25.0'}, 'state_dict': state}, path)
+    return state
+
+
+def _tables(state, suffix):
+    return [v for k, v in state.items() if k.endswith(suffix)]
+
+
+def _ours(key: str, own) -> str:
+    """The model's name for a neck / head key of the file: the official EfficientViTFPN's
+    convs sit inside mmcv ConvModules (``lateral_convs.0.conv.*``), ours are plain convs."""
+    return key if key in own else re.sub(r'^neck\.(\w+_convs\.\d+)\.conv\.', r'neck.\1.', key)
+
+
+def _learned(key: str, dense_tables: bool) -> bool:
+    """A backbone tensor the model must hold: not an index buffer or BN counter, and not the
+    zero ``attention_biases`` buffer the snap-research dense code keeps next to its tables."""
+    unused = dense_tables and key.endswith('.attention_biases')
+    return key.startswith('backbone.') and not key.endswith(_INT_SUFFIXES) and not unused
+
+
+def check_exact(model, official: OrderedDict) -> None:
+    """Every tensor of the file is in the model; the learned tables at their own grid."""
+    own = model.state_dict()
+    for key, value in official.items():
+        if not key.startswith('backbone.'):
+            assert torch.equal(own[_ours(key, own)], value), key
+    dense_tables = bool(_tables(official, 'attention_biases_seg'))
+    learned = _tables(official, 'attention_biases_seg') or _tables(official, 'attention_biases')
+    tables = _tables(own, 'attention_bias.table')
+    assert len(tables) == len(learned) > 0
+    assert all(torch.equal(t, s) for t, s in zip(tables, learned))
+    in_file = sum(v.numel() for k, v in official.items() if _learned(k, dense_tables))
+    in_model = sum(v.numel() for k, v in own.items()
+                   if k.startswith('backbone.') and not k.endswith('num_batches_tracked'))
+    assert in_model == in_file
+
+
+def _convert_tool():
+    spec = importlib.util.spec_from_file_location('convert_checkpoint',
+                                                  REPO / 'tools' / 'convert_checkpoint.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_official_dense_checkpoint_loads_exactly(case, tmp_path, capsys):
+    model = load_model(str(REPO / 'configs' / f'{case}.py'))
+    src = tmp_path / 'official.pth'
+    official = official_file(model, case, src)
+    load_checkpoint(model, str(src), map_location='cpu', strict=True)  # what load_from does
+    check_exact(model, official)
+    assert {t.shape[1] for t in _tables(model.state_dict(), 'attention_bias.table')} == \
+        CASES[case][1]
+
+    dst = tmp_path / 'converted.pth'
+    assert _convert_tool().main([str(src), str(dst)]) == 0
+    assert 'arch: ' in capsys.readouterr().out
+    converted = torch.load(dst, weights_only=True)['state_dict']
+    fresh = load_model(str(REPO / 'configs' / f'{case}.py'))
+    result = fresh.load_state_dict(converted, strict=True)  # every key, neck and heads too
+    assert not result.missing_keys and not result.unexpected_keys
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_file_in_no_known_layout_names_the_closest(tmp_path, capsys):
+    state = _random(LAYOUTS['efficientformer_l1_det'], torch.Generator().manual_seed(0))
+    state = OrderedDict((k.replace('.mlp.', '.ffn.'), v) for k, v in state.items())
+    src = tmp_path / 'renamed.pth'
+    torch.save({'state_dict': state}, src)
+    assert _convert_tool().main([str(src), str(tmp_path / 'out.pth')]) == 2
+    err = capsys.readouterr().err
+    assert 'layouts tried: ' in err and 'EfficientViT/official' in err
+    assert 'Closest: EfficientFormer/official' in err and 'network.0.0.mlp.fc1.weight' in err
+    assert not (tmp_path / 'out.pth').exists()
+
+    model = load_model(str(REPO / 'configs' / 'maskrcnn_l1_coco.py'))
+    with pytest.raises(ValueError, match=r'Closest: EfficientFormer/official.*mlp\.fc1'):
+        load_checkpoint(model, str(src), map_location='cpu')
