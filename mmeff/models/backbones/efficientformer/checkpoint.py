@@ -8,11 +8,12 @@ Layouts (facts read from the sources and recorded by running them):
   ``mlp.{fc1,norm1,fc2,norm2}``, ``token_mixer.attention_biases`` (+ the derived
   ``attention_bias_idxs``), ``norm``, ``head``, ``dist_head``. The last stage's Sequential holds
   a parameter-free ``Flat`` before the first MB3D block, so block indices skip one there.
-* ``official-dense`` — the same backbone inside the official MMDet/MMSeg models:
-  ``backbone.``-prefixed, output norms ``backbone.norm{0,2,4,6}`` (GroupNorm(1, C)), and the
-  bias learned as ``attention_biases_seg`` over a 25x25 (detection) or 16x16 (segmentation)
-  offset grid; it is taken as our offset table (resized on load) and the unused
-  ``attention_biases`` buffer is ignored.
+* ``official-dense`` — the same backbone inside the official MMDet 2 / MMSeg 0.x models:
+  ``backbone.``-prefixed next to ``neck.*`` and the heads (kept as they are), output norms
+  ``backbone.norm{0,2,4,6}`` (GroupNorm(1, C)), and the bias learned as ``attention_biases_seg``
+  over a 25x25 (detection, 800) or 16x16 (segmentation, 512) offset grid; it becomes our offset
+  table (at that grid with ``img_size=800`` / ``512``, as the dense configs set) and the unused
+  zero ``attention_biases`` buffer is dropped (:func:`mmeff.checkpoint.rules.dense_bias_rules`).
 * ``timm`` — timm's renaming of the official one: ``stem.{conv1,norm1,conv2,norm2}``,
   ``stages.i.downsample.{conv,norm}``, ``stages.i.blocks.j`` (with the same Flat gap),
   ``ls{1,2}.gamma``, ``head_dist``.

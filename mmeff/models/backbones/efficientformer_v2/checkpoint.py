@@ -6,7 +6,11 @@
   as ``.0``/``.1`` (``proj.1``/``proj.2`` after the activation), FFN ``fc1/norm1``,
   ``mid/mid_norm``, ``fc2/norm2``; ``layer_scale_{1,2}`` of shape (C, 1, 1); ``norm``, ``head``,
   ``dist_head``; ``attention_bias_idxs`` buffers. Dense checkpoints of the official code have a
-  ``backbone.`` prefix (plus neck/head keys) and ``fork_feat`` models ``norm{0,2,4,6}``.
+  ``backbone.`` prefix (plus neck/head keys, kept as they are); their learned biases are
+  ``attention_biases_seg`` on the dense grid (800: 25x25, 50x50 for the attention downsampling;
+  512: 16x16, 32x32) next to an unused zero ``attention_biases`` buffer, which is dropped
+  (:func:`mmeff.checkpoint.rules.dense_bias_rules`); the official dense model has no output norms
+  (``with_out_norms=False``).
 * ``timm``: ``stem.conv{1,2}``, ``stages.s.downsample`` / ``stages.s.blocks.j``, ``.conv/.bn``
   pairs, ``ls{1,2}.gamma``, ``attention_biases``, ``norm``, ``head``, ``head_dist``.
 * ``mmeff``: the canonical layout (``backbone.*`` = timm's names with ``attention_bias.table``
