@@ -7,6 +7,7 @@ read -> detect -> convert -> select the part the target model holds -> check sha
 report. Derived buffers (index tables) are never taken from a file; they are rebuilt. The
 key-rename rules converters are written in live in :mod:`mmeff.checkpoint.rules`.
 """
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
@@ -202,30 +203,42 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
     return report
 
 
-def convert_under_prefix(state_dict: Dict, prefix: str, own_keys: Iterable[str],
+def convert_under_prefix(state_dict: Dict, prefix: str, model: nn.Module,
                          converter: LayoutConverter) -> Optional[str]:
     """Rename, in place, the keys of ``state_dict`` under ``prefix`` from any layout
-    ``converter`` knows to the model's own (``prefix`` + the canonical backbone keys).
+    ``converter`` knows to ``model``'s own (``prefix`` + the canonical backbone keys).
 
     This is what lets ``load_from=FILE`` read an official dense checkpoint (MMDet 2 /
     MMSeg 0.x: ``backbone.`` + the official keys, next to the neck and heads): the backbone calls
     it from a load-state-dict pre-hook with its own prefix. Keys that already are the model's
-    are left alone (resuming an mmeff checkpoint costs nothing). Returns the layout converted,
-    or None when nothing was foreign.
+    are left alone (resuming an mmeff checkpoint costs nothing). Bias tables of another grid
+    than the model's are resampled on load, which loses what the checkpoint learned: that is
+    warned about, naming the fix (the backbone's ``img_size``). Returns the layout converted, or
+    None when nothing was foreign.
 
     Raises:
         ValueError: the keys under ``prefix`` are in no layout the converter knows; the message
             names the layouts tried and the closest one.
     """
-    own = set(own_keys)
+    own = model.state_dict()
     keys = [k for k in state_dict if k.startswith(prefix)]
-    if all(k in own for k in keys):
+    if all(k[len(prefix):] in own for k in keys):
         return None
     part = OrderedDict((k[len(prefix):], state_dict.pop(k)) for k in keys)
     canonical, layout = converter.convert(part)
-    for key, value in canonical.items():
-        inner = key[len('backbone.'):] if key.startswith('backbone.') else key
-        state_dict[prefix + inner] = value
+    selected, others = _select(canonical, 'backbone.')
+    resized, _ = _check_shapes(model, own, selected)
+    if resized:
+        warnings.warn(
+            f'{len(resized)} attention-bias tables of this {layout!r} checkpoint were learned on '
+            f'another grid than the model\'s and are resampled, which changes them (e.g. '
+            f'{resized[0]}). To keep them as trained, set the backbone\'s img_size to the '
+            'checkpoint\'s training size (the official detection files: 800, segmentation: 512; '
+            'the configs of configs/ do).', stacklevel=2)
+    for key, value in selected.items():
+        state_dict[prefix + key] = value
+    for key in others:
+        state_dict[prefix + key] = canonical[key]
     return layout
 
 

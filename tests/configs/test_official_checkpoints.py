@@ -148,3 +148,15 @@ def test_file_in_no_known_layout_names_the_closest(tmp_path, capsys):
     model = load_model(str(REPO / 'configs' / 'maskrcnn_l1_coco.py'))
     with pytest.raises(ValueError, match=r'Closest: EfficientFormer/official.*mlp\.fc1'):
         load_checkpoint(model, str(src), map_location='cpu')
+
+
+def test_tables_of_another_grid_are_resampled_with_a_warning(tmp_path):
+    """A backbone left at img_size=224 cannot keep the 25x25 tables of a COCO file: the load
+    says so and names the fix instead of silently resampling them."""
+    backbone = MODELS.build(dict(type='mmeff.EfficientFormer', arch='l1'))
+    state = _random(LAYOUTS['efficientformer_l1_det'], torch.Generator().manual_seed(0))
+    src = tmp_path / 'official.pth'
+    torch.save({'state_dict': state}, src)
+    with pytest.warns(UserWarning, match=r'resampled.*\(8, 625\) -> \(8, 49\).*img_size'):
+        load_checkpoint(backbone, str(src), map_location='cpu', strict=True,
+                        revise_keys=[(r'^backbone\.', '')])

@@ -256,8 +256,7 @@ class MobileBackbone(BaseModule):
         """``load_state_dict`` pre-hook: a backbone of another layout under this module's prefix
         (``load_from=`` an official MMDet 2 / MMSeg 0.x checkpoint, a timm file, ...) is renamed
         to ours before loading, so the whole detector loads from it with equal weights."""
-        convert_under_prefix(state_dict, prefix, self.state_dict(prefix=prefix),
-                             self.checkpoint_converter())
+        convert_under_prefix(state_dict, prefix, self, self.checkpoint_converter())
 
     def init_weights(self) -> None:
         cfg = self.init_cfg
