@@ -189,7 +189,7 @@ def test_loads_the_official_retinanet_neck_names():
         if module == 'extra_convs':  # the official fpn_convs after the 3 backbone levels
             module, index = 'fpn_convs', str(3 + int(index))
         official[f'{module}.{index}.conv.{leaf}'] = torch.randn_like(value)
-    assert 'fpn_convs.3.conv.weight' in official and official['fpn_convs.3.conv.weight'].shape[1] == 384
+    assert official['fpn_convs.3.conv.weight'].shape[1] == 384  # on the 384-channel input
     result = neck.load_state_dict(official, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     assert torch.equal(neck.extra_convs[0].weight, official['fpn_convs.3.conv.weight'])
