@@ -34,8 +34,14 @@ _INT_SUFFIXES = ('attention_bias_idxs', 'attention_bias_idxs_seg', 'num_batches_
 
 
 def _random(layout, gen):
-    return OrderedDict((key, torch.zeros(shape, dtype=torch.long) if key.endswith(_INT_SUFFIXES)
-                        else torch.randn(shape, generator=gen)) for key, shape in layout)
+    """Random tensors for a key layout; BN variances positive, so that the model computes."""
+    def value(key, shape):
+        if key.endswith(_INT_SUFFIXES):
+            return torch.zeros(shape, dtype=torch.long)
+        if key.endswith('running_var'):
+            return torch.rand(shape, generator=gen) + 0.5
+        return torch.randn(shape, generator=gen) * 0.1
+    return OrderedDict((key, value(key, shape)) for key, shape in layout)
 
 
 def official_file(model, case, path: Path) -> OrderedDict:
@@ -160,3 +166,20 @@ def test_tables_of_another_grid_are_resampled_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match=r'resampled.*\(8, 625\) -> \(8, 49\).*img_size'):
         load_checkpoint(backbone, str(src), map_location='cpu', strict=True,
                         revise_keys=[(r'^backbone\.', '')])
+
+
+@pytest.mark.slow
+def test_tools_test_evaluates_a_released_detector_file(tmp_path, toy_coco, write_overlay):
+    """``tools/test.py CONFIG FILE`` with an official MMDet 2 Mask R-CNN L1 file: the runner's
+    load_from fills the whole detector from it and the test loop evaluates (toy COCO)."""
+    from mmeff.checkpoint import safe_globals
+    from mmeff.engine import launch
+    config = write_overlay(REPO / 'configs' / 'maskrcnn_l1_coco.py', tmp_path, toy_coco)
+    src = tmp_path / 'efficientformer_l1_coco.pth'
+    official = official_file(load_model(str(config)), 'maskrcnn_l1_coco', src)
+    runner = launch.build_runner(launch.build_test_config(
+        [str(config), str(src), '--work-dir', str(tmp_path / 'work')]))
+    with safe_globals():
+        metrics = runner.test()
+    assert 'coco/bbox_mAP' in metrics and 'coco/segm_mAP' in metrics
+    check_exact(runner.model, official)
