@@ -70,7 +70,7 @@ def convert(args: argparse.Namespace) -> int:
     dropped = len(state_dict) - len(canonical)
     print(f'family: {family}\nlayout: {layout}\narch: {arch}\n'
           f'keys: {len(state_dict)} read, {len(canonical)} canonical ({dropped} dropped: derived '
-          f'index buffers and parts that are not {family} weights), {len(out)} written as '
+          f'index buffers and buffers the official code never uses), {len(out)} written as '
           f'{args.to!r} to {args.dst}')
     return 0
 
