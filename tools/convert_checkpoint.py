@@ -3,6 +3,13 @@
 
     python tools/convert_checkpoint.py SRC DST [--family auto|<family>] [--to mmeff|timm]
 
+SRC may be a whole detector / segmentor of the official dense code (an MMDet 2 / MMSeg 0.x
+checkpoint: ``backbone.`` + the official keys next to ``neck.``, ``rpn_head.``, ``roi_head.``,
+``decode_head.``): every key is written, the backbone renamed and the rest as it is (MMDet 3 /
+MMSeg 1 use the same names for those parts), so DST loads into the matching config of
+``configs/`` with ``load_from=DST`` or ``tools/test.py CONFIG DST``. Input errors (a missing
+file, a file in no known layout) exit with status 2.
+
 The family and layout are detected by the converters the model families register
 (``mmeff.checkpoint.CONVERTERS``); nothing here is family-specific. The default output is
 ``{'state_dict': canonical}`` (mmeff's classifier keys ``backbone.*`` + ``head.*``), which
@@ -33,17 +40,29 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    try:
+        return convert(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+
+
+def convert(args: argparse.Namespace) -> int:
+    """Read, detect, convert and write; input errors raise (``main`` turns them into 2)."""
     state_dict = read_state_dict(args.src)
     if args.family == 'auto':
         family, layout = detect_family(state_dict)
     else:
         family = args.family
-        layout = CONVERTERS[family].detect_layout(state_dict)
+        layout = None
     converter = CONVERTERS[family]
     if args.to not in converter.writable_layouts:
-        raise SystemExit(f'error: {family} can be written as {list(converter.writable_layouts)}, '
+        raise ValueError(f'{family} can be written as {list(converter.writable_layouts)}, '
                          f'not {args.to!r}')
-    canonical = converter.to_canonical(state_dict, layout)
+    if layout is None:
+        canonical, layout = converter.convert(state_dict)
+    else:
+        canonical = converter.to_canonical(state_dict, layout)
     arch = converter.guess_arch(canonical) or 'custom/unknown'
     out = converter.from_canonical(canonical, args.to)
     Path(args.dst).parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +70,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     dropped = len(state_dict) - len(canonical)
     print(f'family: {family}\nlayout: {layout}\narch: {arch}\n'
           f'keys: {len(state_dict)} read, {len(canonical)} canonical ({dropped} dropped: derived '
-          f'index buffers and parts that are not {family} weights), {len(out)} written as '
+          f'index buffers and buffers the official code never uses), {len(out)} written as '
           f'{args.to!r} to {args.dst}')
     return 0
 

@@ -7,6 +7,7 @@ read -> detect -> convert -> select the part the target model holds -> check sha
 report. Derived buffers (index tables) are never taken from a file; they are rebuilt. The
 key-rename rules converters are written in live in :mod:`mmeff.checkpoint.rules`.
 """
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
@@ -40,6 +41,10 @@ class LayoutConverter:
 
     #: layouts :meth:`from_canonical` can write (tools/convert_checkpoint.py --to)
     writable_layouts: Tuple[str, ...] = ('mmeff',)
+    #: per layout, keys every checkpoint of it holds (stem and first block; a ``backbone.``
+    #: prefix is ignored when comparing): what an unknown file is measured against, so the
+    #: error can name the closest layout and the keys it lacks
+    layout_keys: Dict[str, Tuple[str, ...]] = {}
 
     def from_canonical(self, canonical: StateDict, layout: str) -> StateDict:
         """Rename canonical keys to ``layout`` (one of ``writable_layouts``)."""
@@ -49,7 +54,10 @@ class LayoutConverter:
                          f'writable layouts: {list(self.writable_layouts)}')
 
     def convert(self, state_dict: StateDict) -> Tuple[StateDict, str]:
-        layout = self.detect_layout(state_dict)
+        try:
+            layout = self.detect_layout(state_dict)
+        except ValueError as err:
+            raise ValueError(f'{err}. {unknown_layout_message(state_dict, [self])}') from err
         return self.to_canonical(state_dict, layout), layout
 
 
@@ -74,11 +82,47 @@ def detect_family(state_dict: StateDict) -> Tuple[str, str]:
             found.append((family, conv.detect_layout(state_dict)))
         except ValueError:
             continue
-    if len(found) != 1:
-        what = 'no known layout' if not found else f'ambiguous layouts {found}'
-        raise ValueError(f'cannot tell which model this checkpoint belongs to ({what}); '
-                         f'known families: {sorted(CONVERTERS)}. Pass the family explicitly.')
+    if not found:
+        raise ValueError('cannot tell which model this checkpoint belongs to: '
+                         + unknown_layout_message(state_dict, CONVERTERS.values()))
+    if len(found) > 1:
+        raise ValueError(f'cannot tell which model this checkpoint belongs to (ambiguous layouts '
+                         f'{found}); known families: {sorted(CONVERTERS)}. Pass the family '
+                         'explicitly.')
     return found[0]
+
+
+def _bare(key: str) -> str:
+    """A key without the wrappers' prefixes, to compare layouts by what follows them."""
+    for prefix in ('module.', 'backbone.'):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+def unknown_layout_message(state_dict: StateDict,
+                           converters: Iterable[LayoutConverter]) -> str:
+    """Name the layouts tried, the closest one (most of its :attr:`layout_keys` present) and
+    the first keys in which the file differs from it: what a user needs to see what the file
+    is (a wrong family, a half-renamed file, another wrapper prefix)."""
+    present = {_bare(k) for k in state_dict}
+    tried, best = [], None
+    for conv in converters:
+        for layout, keys in conv.layout_keys.items():
+            tried.append(f'{conv.family}/{layout}')
+            wanted = [_bare(k) for k in keys]
+            lacking = [k for k in wanted if k not in present]
+            if best is None or len(wanted) - len(lacking) > best[0]:
+                best = (len(wanted) - len(lacking), len(wanted), conv.family, layout, lacking)
+    first = list(state_dict)[:4]
+    if best is None:
+        return f'no layout to compare with; the file\'s first keys: {first}'
+    hits, total, family, layout, lacking = best
+    return (f'layouts tried: {", ".join(tried)}. Closest: {family}/{layout} ({hits} of its '
+            f'{total} characteristic keys present); it would have {lacking[:3]}, the file\'s '
+            f'first keys are {first}. Convert the file to one of these layouts (a '
+            "'backbone.' or 'module.' prefix is fine), or check it is a checkpoint of this "
+            'model family')
 
 
 @dataclass
@@ -157,6 +201,45 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
     fresh = _fill_report(report, result, selected, own, allowed_missing)
     _log_report(report, source, fresh)
     return report
+
+
+def convert_under_prefix(state_dict: Dict, prefix: str, model: nn.Module,
+                         converter: LayoutConverter) -> Optional[str]:
+    """Rename, in place, the keys of ``state_dict`` under ``prefix`` from any layout
+    ``converter`` knows to ``model``'s own (``prefix`` + the canonical backbone keys).
+
+    This is what lets ``load_from=FILE`` read an official dense checkpoint (MMDet 2 /
+    MMSeg 0.x: ``backbone.`` + the official keys, next to the neck and heads): the backbone calls
+    it from a load-state-dict pre-hook with its own prefix. Keys that already are the model's
+    are left alone (resuming an mmeff checkpoint costs nothing). Bias tables of another grid
+    than the model's are resampled on load, which loses what the checkpoint learned: that is
+    warned about, naming the fix (the backbone's ``img_size``). Returns the layout converted, or
+    None when nothing was foreign.
+
+    Raises:
+        ValueError: the keys under ``prefix`` are in no layout the converter knows; the message
+            names the layouts tried and the closest one.
+    """
+    own = model.state_dict()
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    if all(k[len(prefix):] in own for k in keys):
+        return None
+    part = OrderedDict((k[len(prefix):], state_dict.pop(k)) for k in keys)
+    canonical, layout = converter.convert(part)
+    selected, others = _select(canonical, 'backbone.')
+    resized, _ = _check_shapes(model, own, selected)
+    if resized:
+        warnings.warn(
+            f'{len(resized)} attention-bias tables of this {layout!r} checkpoint were learned on '
+            f'another grid than the model\'s and are resampled, which changes them (e.g. '
+            f'{resized[0]}). To keep them as trained, set the backbone\'s img_size to the '
+            'checkpoint\'s training size (the official detection files: 800, segmentation: 512; '
+            'the configs of configs/ do).', stacklevel=2)
+    for key, value in selected.items():
+        state_dict[prefix + key] = value
+    for key in others:
+        state_dict[prefix + key] = canonical[key]
+    return layout
 
 
 def _read(checkpoint: Union[str, StateDict]) -> Tuple[StateDict, str]:

@@ -2,7 +2,7 @@
 keys to another's. Every family converter writes its layouts as such rules."""
 import re
 from collections import OrderedDict
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from mmeff.checkpoint.io import StateDict
 
@@ -29,3 +29,18 @@ def rename_keys(state_dict: StateDict, rules: Sequence[RenameRule]) -> StateDict
         if key is not None:
             out[key] = value
     return out
+
+
+def dense_bias_rules(state_dict: StateDict) -> List[RenameRule]:
+    """Rules for the bias tables of snap-research's dense EfficientFormer code (V1 and V2).
+
+    Its detection / segmentation backbones learn ``attention_biases_seg``, a table over the
+    offsets of the dense training grid (625 entries at 800, 256 at 512; 2500 / 1024 for V2's
+    attention downsampling) and keep a never-used zero ``attention_biases`` buffer of the
+    ImageNet size next to it. The ``_seg`` table is the learned one, so it takes the place of
+    ``attention_biases`` and the buffer is dropped; index buffers are always derived data.
+    """
+    rules: List[RenameRule] = [(r'attention_bias_idxs(_seg)?$', None)]
+    if any(k.endswith('attention_biases_seg') for k in state_dict):
+        rules += [(r'attention_biases$', None), (r'attention_biases_seg$', 'attention_biases')]
+    return rules

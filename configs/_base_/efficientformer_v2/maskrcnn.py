@@ -8,6 +8,9 @@ EfficientFormerV2-S1); the EfficientFormerV2-S2 and EfficientFormerV2-L configs 
 """
 _base_ = '../maskrcnn_1x_coco_adamw.py'
 
-model = dict(backbone=dict(type='mmeff.EfficientFormerV2', norm_eval=True))
+# As the official dense backbone: bias tables on its 800-pixel grids (25x25, 50x50 for the
+# attention downsampling) and no output norms, so the released COCO checkpoints load exactly.
+model = dict(backbone=dict(type='mmeff.EfficientFormerV2', norm_eval=True, img_size=800,
+                           with_out_norms=False))
 
 optim_wrapper = dict(optimizer=dict(weight_decay=0.05))

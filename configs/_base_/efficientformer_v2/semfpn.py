@@ -9,4 +9,7 @@ and EfficientFormerV2-L configs set 0.02 and 0.1.
 """
 _base_ = '../semfpn_40k_ade20k_adamw.py'
 
-model = dict(backbone=dict(type='mmeff.EfficientFormerV2', norm_eval=True))
+# As the official dense backbone: bias tables on its 512-pixel grids (16x16, 32x32 for the
+# attention downsampling) and no output norms, so the released ADE20K checkpoints load exactly.
+model = dict(backbone=dict(type='mmeff.EfficientFormerV2', norm_eval=True, img_size=512,
+                           with_out_norms=False))

@@ -10,7 +10,8 @@ BatchNorm statistics frozen as in the official backbone.
 _base_ = '../maskrcnn_1x_coco_adamw.py'
 
 model = dict(
-    backbone=dict(type='mmeff.EfficientViT', out_indices=(0, 1, 2), norm_eval=True),
+    backbone=dict(type='mmeff.EfficientViT', out_indices=(0, 1, 2), norm_eval=True,
+                  img_size=448),  # 7x7 bias tables in every stage, as the downstream code
     neck=dict(_delete_=True, type='mmeff.EfficientViTFPN', out_channels=256, start_level=0,
               num_outs=5, num_extra_trans_convs=2))
 

@@ -15,6 +15,7 @@ custom_imports = dict(imports=['mmeff'], allow_failed_imports=False)
 model = dict(
     backbone=dict(_delete_=True, type='mmeff.EfficientViT', out_indices=(0, 1, 2),
                   drop_path_rate=0.0, frozen_stages=-1, norm_eval=True,
+                  img_size=448,  # 7x7 bias tables in every stage, as the downstream code
                   init_cfg=dict(type='Pretrained')),
     neck=dict(_delete_=True, type='mmeff.EfficientViTFPN', out_channels=256, start_level=0,
               num_outs=5, num_extra_trans_convs=1, add_extra_convs='on_input'))

@@ -25,7 +25,8 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmeff.checkpoint.loader import LayoutConverter, LoadReport, load_pretrained
+from mmeff.checkpoint.loader import (LayoutConverter, LoadReport, convert_under_prefix,
+                                    load_pretrained)
 
 
 def _as_tuples(value):
@@ -78,6 +79,7 @@ class MobileBackbone(BaseModule):
         self.norm_eval = norm_eval
         self.with_cp = with_cp
         self._raw_out_indices = out_indices
+        self._register_load_state_dict_pre_hook(self._convert_layout_on_load)
 
     # ----------------------------------------------------------------- configuration helpers
     @staticmethod
@@ -249,6 +251,12 @@ class MobileBackbone(BaseModule):
         return load_pretrained(self, checkpoint, self.checkpoint_converter(), prefix='backbone.',
                                arch_name=self.arch_name,
                                allowed_missing=self.dense_only_prefixes)
+
+    def _convert_layout_on_load(self, state_dict: dict, prefix: str, *args) -> None:
+        """``load_state_dict`` pre-hook: a backbone of another layout under this module's prefix
+        (``load_from=`` an official MMDet 2 / MMSeg 0.x checkpoint, a timm file, ...) is renamed
+        to ours before loading, so the whole detector loads from it with equal weights."""
+        convert_under_prefix(state_dict, prefix, self, self.checkpoint_converter())
 
     def init_weights(self) -> None:
         cfg = self.init_cfg

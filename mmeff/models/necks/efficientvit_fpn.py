@@ -13,7 +13,12 @@ What microsoft/Cream ``EfficientViT/downstream/efficientvit_fpn.py`` and its two
 Outputs are ordered finest first. Transposed-conv levels are exactly twice the size of the
 level below, so for inputs not divisible by 64 they can be one pixel larger than image/stride;
 MMDet takes feature sizes from the maps, so anchors and RoI pooling stay consistent.
+
+The official checkpoints name each conv inside an mmcv ``ConvModule`` (``lateral_convs.0.conv.*``)
+and keep RetinaNet's stride-2 extra conv as ``fpn_convs.{levels}``; loading renames them (a
+load-state-dict pre-hook), so ``load_from`` a released detector fills this neck exactly.
 """
+import re
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -21,6 +26,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import nn
 
+from mmeff.checkpoint import rename_key
 from mmeff.registry import MODELS
 
 _EXTRA_SOURCES = ('on_input', 'on_lateral', 'on_output')
@@ -95,6 +101,24 @@ class EfficientViTFPN(BaseModule):
         for m in self.extra_trans_convs:
             nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
             nn.init.zeros_(m.bias)
+        self._register_load_state_dict_pre_hook(self._rename_official_keys)
+
+    def _rename_official_keys(self, state_dict: dict, prefix: str, *args) -> None:
+        """Official ``ConvModule`` names -> ours: drop the ``.conv`` level, and the official
+        ``fpn_convs`` past the backbone levels are our ``extra_convs``."""
+        used = len(self.fpn_convs)
+
+        def fpn_conv(m: re.Match) -> str:
+            i = int(m.group(1))
+            return f'fpn_convs.{i}.' if i < used else f'extra_convs.{i - used}.'
+
+        rules = [(r'^(lateral_convs|extra_trans_convs|extra_fpn_convs)\.(\d+)\.conv\.', r'\1.\2.'),
+                 (r'^fpn_convs\.(\d+)\.conv\.', fpn_conv)]
+        official = [k for k in state_dict if k.startswith(prefix) and
+                    re.match(r'(lateral|fpn|extra_trans|extra_fpn)_convs\.\d+\.conv\.',
+                             k[len(prefix):])]
+        for key in official:
+            state_dict[prefix + rename_key(key[len(prefix):], rules)] = state_dict.pop(key)
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
         if len(inputs) != len(self.in_channels):

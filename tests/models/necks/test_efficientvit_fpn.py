@@ -174,3 +174,23 @@ def _retinanet_train_step_and_predict(tmp_path):
     with torch.no_grad():
         results = model(**model.data_preprocessor(data, training=False), mode='predict')
     assert len(results) == 1 and results[0].pred_instances.bboxes.shape[-1] == 4
+
+
+def test_loads_the_official_retinanet_neck_names():
+    """The official neck (mmcv ConvModules; RetinaNet's stride-2 conv on the input appended to
+    ``fpn_convs``): ``lateral_convs.i.conv.*``, ``fpn_convs.0-3.conv.*``,
+    ``extra_trans_convs.0.conv.*``, ``extra_fpn_convs.0.conv.*`` load into ours by position."""
+    neck = EfficientViTFPN([128, 256, 384], 256, num_outs=5, num_extra_trans_convs=1,
+                           add_extra_convs='on_input')
+    ours = neck.state_dict()
+    official = {}
+    for key, value in ours.items():
+        module, index, leaf = key.split('.')
+        if module == 'extra_convs':  # the official fpn_convs after the 3 backbone levels
+            module, index = 'fpn_convs', str(3 + int(index))
+        official[f'{module}.{index}.conv.{leaf}'] = torch.randn_like(value)
+    assert official['fpn_convs.3.conv.weight'].shape[1] == 384  # on the 384-channel input
+    result = neck.load_state_dict(official, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert torch.equal(neck.extra_convs[0].weight, official['fpn_convs.3.conv.weight'])
+    assert torch.equal(neck.lateral_convs[2].bias, official['lateral_convs.2.conv.bias'])

@@ -8,11 +8,12 @@ Layouts (facts read from the sources and recorded by running them):
   ``mlp.{fc1,norm1,fc2,norm2}``, ``token_mixer.attention_biases`` (+ the derived
   ``attention_bias_idxs``), ``norm``, ``head``, ``dist_head``. The last stage's Sequential holds
   a parameter-free ``Flat`` before the first MB3D block, so block indices skip one there.
-* ``official-dense`` — the same backbone inside the official MMDet/MMSeg models:
-  ``backbone.``-prefixed, output norms ``backbone.norm{0,2,4,6}`` (GroupNorm(1, C)), and the
-  bias learned as ``attention_biases_seg`` over a 25x25 (detection) or 16x16 (segmentation)
-  offset grid; it is taken as our offset table (resized on load) and the unused
-  ``attention_biases`` buffer is ignored.
+* ``official-dense`` — the same backbone inside the official MMDet 2 / MMSeg 0.x models:
+  ``backbone.``-prefixed next to ``neck.*`` and the heads (kept as they are), output norms
+  ``backbone.norm{0,2,4,6}`` (GroupNorm(1, C)), and the bias learned as ``attention_biases_seg``
+  over a 25x25 (detection, 800) or 16x16 (segmentation, 512) offset grid; it becomes our offset
+  table (at that grid with ``img_size=800`` / ``512``, as the dense configs set) and the unused
+  zero ``attention_biases`` buffer is dropped (:func:`mmeff.checkpoint.rules.dense_bias_rules`).
 * ``timm`` — timm's renaming of the official one: ``stem.{conv1,norm1,conv2,norm2}``,
   ``stages.i.downsample.{conv,norm}``, ``stages.i.blocks.j`` (with the same Flat gap),
   ``ls{1,2}.gamma``, ``head_dist``.
@@ -31,6 +32,7 @@ from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from mmeff.checkpoint.io import StateDict
 from mmeff.checkpoint import LayoutConverter, register_converter, rename_key, rename_keys
+from mmeff.checkpoint.rules import dense_bias_rules
 from mmeff.models.backbones.efficientformer.arch import ARCH_SETTINGS
 from mmeff.models.layers.attention_bias import relative_offset_index, table_size_of
 
@@ -128,6 +130,19 @@ class EfficientFormerConverter(LayoutConverter):
 
     family = 'EfficientFormer'
     writable_layouts = ('mmeff', 'timm')
+    layout_keys = {
+        'official': ('patch_embed.0.weight', 'network.0.0.mlp.fc1.weight',
+                     'network.0.0.layer_scale_1'),
+        'official-dense': ('backbone.patch_embed.0.weight', 'backbone.network.0.0.mlp.fc1.weight',
+                           'backbone.norm0.weight'),
+        'timm': ('stem.conv1.weight', 'stages.0.blocks.0.mlp.fc1.weight',
+                 'stages.0.blocks.0.ls1.gamma'),
+        'mmpretrain': ('backbone.patch_embed.0.conv.weight',
+                       'backbone.network.0.0.mlp.fc1.weight', 'backbone.network.0.0.ls1.weight'),
+        'mmeff': ('backbone.stem.conv1.conv.weight',
+                  'backbone.stages.0.blocks.0.mlp.fc1.conv.weight',
+                  'backbone.stages.0.blocks.0.ls1.gamma'),
+    }
 
     def detect_layout(self, state_dict: StateDict) -> str:
         body, prefixed = _without_backbone_prefix(state_dict)
@@ -143,16 +158,18 @@ class EfficientFormerConverter(LayoutConverter):
         body, _ = _without_backbone_prefix(state_dict)
         heads = OrderedDict((k, v) for k, v in state_dict.items()
                             if not k.startswith('backbone.'))
-        if layout in ('official', 'official-dense'):
-            sd = self._official_to_timm(state_dict if layout == 'official' else body)
+        if layout == 'official':
+            sd = self._official_to_timm(state_dict)
+        elif layout == 'official-dense':
+            # a whole detector / segmentor: its neck and heads are kept as they are
+            return self._timm_to_canonical(self._official_to_timm(body), keep=heads)
         elif layout == 'mmpretrain':
             sd = self._mmpretrain_to_timm(body, heads)
         elif layout == 'timm':
             sd = state_dict
         elif layout == 'mmeff':
             if any(k.startswith('backbone.') for k in state_dict):
-                return OrderedDict((k, v) for k, v in state_dict.items()
-                                   if k.startswith(('backbone.', 'head.')))
+                return OrderedDict(state_dict)
             return OrderedDict(('backbone.' + k, v) for k, v in state_dict.items())
         else:
             raise ValueError(f'unknown EfficientFormer layout {layout!r}')
@@ -161,12 +178,7 @@ class EfficientFormerConverter(LayoutConverter):
     # ---- to the timm layout, the pivot (its block indices still have the Flat gap)
     @staticmethod
     def _official_to_timm(sd: StateDict) -> StateDict:
-        rules = [(r'attention_bias_idxs(_seg)?$', None)]
-        if any(k.endswith('attention_biases_seg') for k in sd):
-            # dense models: the trained bias is the ``_seg`` table; ``attention_biases`` is an
-            # unused buffer there
-            rules += [(r'attention_biases$', None), (r'attention_biases_seg$', 'attention_biases')]
-        rules += [
+        rules = dense_bias_rules(sd) + [
             (r'^patch_embed\.0\.', 'stem.conv1.'), (r'^patch_embed\.1\.', 'stem.norm1.'),
             (r'^patch_embed\.3\.', 'stem.conv2.'), (r'^patch_embed\.4\.', 'stem.norm2.'),
             (r'^network\.(\d+)\.(\d+)\.',
@@ -202,7 +214,9 @@ class EfficientFormerConverter(LayoutConverter):
         return sd
 
     @staticmethod
-    def _timm_to_canonical(sd: StateDict) -> StateDict:
+    def _timm_to_canonical(sd: StateDict, keep: Optional[StateDict] = None) -> StateDict:
+        """timm's names -> canonical ones; ``keep``: keys outside the network (a detector's
+        neck and heads) appended unchanged."""
         rules = [
             (r'attention_bias_idxs$', None),
             (r'^stem\.conv([12])\.', r'stem.conv\1.conv.'),
@@ -216,7 +230,9 @@ class EfficientFormerConverter(LayoutConverter):
         ]
         sd = rename_keys(sd, rules)
         sd = OrderedDict((k, v) for k, v in sd.items() if k.startswith(('backbone.', 'head.')))
-        return _conv_mlp_to_convbn(_close_flat_gap(sd))
+        sd = _conv_mlp_to_convbn(_close_flat_gap(sd))
+        sd.update(keep or {})
+        return sd
 
     # ---- canonical -> timm (for tools/convert_checkpoint.py --to timm)
     _TIMM_OUTER_RULES = [

@@ -6,7 +6,11 @@
   as ``.0``/``.1`` (``proj.1``/``proj.2`` after the activation), FFN ``fc1/norm1``,
   ``mid/mid_norm``, ``fc2/norm2``; ``layer_scale_{1,2}`` of shape (C, 1, 1); ``norm``, ``head``,
   ``dist_head``; ``attention_bias_idxs`` buffers. Dense checkpoints of the official code have a
-  ``backbone.`` prefix (plus neck/head keys) and ``fork_feat`` models ``norm{0,2,4,6}``.
+  ``backbone.`` prefix (plus neck/head keys, kept as they are); their learned biases are
+  ``attention_biases_seg`` on the dense grid (800: 25x25, 50x50 for the attention downsampling;
+  512: 16x16, 32x32) next to an unused zero ``attention_biases`` buffer, which is dropped
+  (:func:`mmeff.checkpoint.rules.dense_bias_rules`); the official dense model has no output norms
+  (``with_out_norms=False``).
 * ``timm``: ``stem.conv{1,2}``, ``stages.s.downsample`` / ``stages.s.blocks.j``, ``.conv/.bn``
   pairs, ``ls{1,2}.gamma``, ``attention_biases``, ``norm``, ``head``, ``head_dist``.
 * ``mmeff``: the canonical layout (``backbone.*`` = timm's names with ``attention_bias.table``
@@ -23,6 +27,7 @@ import torch
 
 from mmeff.checkpoint.io import StateDict
 from mmeff.checkpoint import LayoutConverter, register_converter, rename_keys
+from mmeff.checkpoint.rules import dense_bias_rules
 from mmeff.models.backbones.efficientformer_v2.arch import ARCH_SETTINGS
 from mmeff.models.layers.attention_bias import relative_offset_index, table_size_of
 
@@ -144,6 +149,16 @@ class EfficientFormerV2Converter(LayoutConverter):
 
     family = 'EfficientFormerV2'
     writable_layouts = ('mmeff', 'official', 'timm')
+    layout_keys = {
+        'official': ('patch_embed.0.weight', 'network.0.0.mlp.fc1.weight',
+                     'network.0.0.mlp.mid_norm.weight', 'network.0.0.layer_scale_2'),
+        'timm': ('stem.conv1.conv.weight', 'stages.0.blocks.0.mlp.fc1.conv.weight',
+                 'stages.0.blocks.0.mlp.mid.conv.weight', 'stages.0.blocks.0.ls2.gamma'),
+        'mmeff': ('backbone.stem.conv1.conv.weight',
+                  'backbone.stages.0.blocks.0.mlp.fc1.conv.weight',
+                  'backbone.stages.0.blocks.0.mlp.mid.conv.weight',
+                  'backbone.stages.0.blocks.0.ls2.gamma'),
+    }
 
     def detect_layout(self, state_dict: StateDict) -> str:
         keys = list(state_dict)
@@ -177,7 +192,7 @@ class EfficientFormerV2Converter(LayoutConverter):
                            if not k.endswith('attention_bias_idxs'))
 
     def _from_official(self, state_dict: StateDict) -> StateDict:
-        state_dict = self._drop_index_buffers(state_dict)
+        state_dict = rename_keys(state_dict, dense_bias_rules(state_dict))
         dense = any(k.startswith('backbone.network.') for k in state_dict)
         if dense:  # a detector/segmentor of the official code: convert its backbone part
             others = OrderedDict((k, v) for k, v in state_dict.items()

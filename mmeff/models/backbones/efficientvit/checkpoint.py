@@ -68,6 +68,14 @@ class EfficientViTConverter(LayoutConverter):
     """Official release / timm / mmeff layouts of EfficientViT M0-M5."""
 
     family = 'EfficientViT'
+    layout_keys = {
+        'official': ('patch_embed.0.c.weight', 'blocks1.0.dw0.m.c.weight',
+                     'blocks1.0.mixer.m.attn.qkvs.0.c.weight'),
+        'timm': ('patch_embed.conv1.conv.weight', 'stages.0.blocks.0.dw0.m.conv.weight',
+                 'stages.0.blocks.0.mixer.m.attn.qkvs.0.conv.weight'),
+        'mmeff': ('backbone.stem.conv1.conv.weight', 'backbone.stages.0.blocks.0.dw0.conv.weight',
+                  'backbone.stages.0.blocks.0.mixer.attn.qkvs.0.conv.weight'),
+    }
 
     @staticmethod
     def _strip(key: str) -> str:
