@@ -2,14 +2,13 @@
 within the cache budget whatever input sizes arrive (train and eval), and switching between
 inference-mode evaluation and training, or running fused models under autocast, works in every
 family (issue 15)."""
-import gc
 import itertools
-import warnings
 
 import pytest
 import torch
 from torch import nn
 
+from mmeff.benchmark.memory import kept_tensor_bytes
 from mmeff.deploy import fuse
 from mmeff.models.backbones import EfficientFormer, EfficientFormerV2, EfficientViT
 from mmeff.models.layers import (cache_budget_bytes, cached_bytes, clear_all_caches,
@@ -26,26 +25,6 @@ V2_L_LAYOUT = dict(widths=(8, 16, 32, 64), depths=(1, 1, 2, 2), num_attn=2,
                    mlp_ratios=((2,), (2,), (2, 2), (2, 2)))
 #: 32 distinct input sizes, 32 distinct stride-16 and stride-32 grids (up to 9x8 tokens)
 SIZES = [(h, w) for h, w in itertools.product(range(64, 289, 32), range(64, 257, 64))]
-
-
-def kept_bytes(model: nn.Module) -> int:
-    """Bytes of every live tensor storage that is not one of the model's parameters, buffers
-    or gradients: what a run keeps beyond the model (found through the garbage collector, not
-    through the cache's own count)."""
-    gc.collect()
-    owned = {t.untyped_storage().data_ptr() for t in itertools.chain(
-        model.parameters(), model.buffers(),
-        (p.grad for p in model.parameters() if p.grad is not None))}
-    storages = {}
-    with warnings.catch_warnings():  # isinstance() on torch.distributed's deprecated names
-        warnings.simplefilter('ignore', FutureWarning)
-        tensors = [obj for obj in gc.get_objects() if isinstance(obj, torch.Tensor)]
-    for tensor in tensors:
-        if tensor.device.type != 'meta':
-            storage = tensor.untyped_storage()
-            if storage.data_ptr() and storage.data_ptr() not in owned:
-                storages[storage.data_ptr()] = storage.nbytes()
-    return sum(storages.values())
 
 
 @pytest.fixture
@@ -77,9 +56,9 @@ def train_and_evaluate(model: nn.Module, sizes, device='cpu') -> int:
 
 def assert_kept_within_budget(model: nn.Module, sizes, budget: float) -> None:
     set_cache_budget(budget)
-    baseline = kept_bytes(model)
+    baseline = kept_tensor_bytes(model)
     peak = train_and_evaluate(model, sizes)
-    kept = kept_bytes(model) - baseline
+    kept = kept_tensor_bytes(model) - baseline
     assert peak > budget * MIB / 2, 'the run never filled the cache: the test checks nothing'
     assert kept <= budget * MIB, \
         f'{kept / MIB:.2f} MiB kept beyond parameters and buffers, budget {budget} MiB'
