@@ -103,7 +103,7 @@ class AttentionBias2d(nn.Module):
         if self.training or (torch.is_grad_enabled() and table.requires_grad) or \
                 not caching_allowed():
             return gather()  # autograd needs the graph; the table changes every step
-        # (data_ptr() does not exist for torch.export's fake tensors: checked after)
+        # (caching_allowed() first: torch.export's fake tensors have no data_ptr())
         return self._bias_cache.get_or_make(
             (query_hw, key_hw, query_stride, table.device, table.dtype), gather,
             stamp=(table._version, table.data_ptr()))

@@ -175,7 +175,7 @@ class CascadedGroupAttentionDeploy(nn.Module):
 
         if (torch.is_grad_enabled() and weights[0].requires_grad) or not caching_allowed():
             return make()
-        # (data_ptr() does not exist for torch.export's fake tensors: checked after)
+        # (caching_allowed() first: torch.export's fake tensors have no data_ptr())
         return self._cache.get_or_make(
             (hw, weights[0].device, weights[0].dtype), make,
             stamp=tuple((w._version, w.data_ptr()) for w in weights))
