@@ -11,15 +11,21 @@ code does that: it is slow and memory-hungry at 1333x800 and on non-square input
 a function of the offset). On the pretraining grid no resizing happens, so the bias equals the
 checkpoint's bit for bit.
 
-In eval mode the gathered bias is cached per (grid, stride, device, dtype, parameter version):
-loading weights, an optimizer step or ``.to()`` all change the key, so the cache cannot go stale.
+Both derived tensors live in the process-wide, byte-bounded cache of
+:mod:`mmeff.models.layers.tensor_cache` (default 128 MiB for all modules, ``MMEFF_CACHE_MB``):
+the (Nq, Nk) offset index depends on the grids only and is shared by every module; the gathered
+bias is kept per module in eval mode when no gradient is wanted, stamped with the table's
+version, so loading weights, an optimizer step or ``.to()`` cannot leave it stale. Training
+keeps no bias (entering train mode drops the module's eval biases), only bounded indices.
 """
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mmeff.models.layers.tensor_cache import TensorCache, caching_allowed
 
 Size2d = Tuple[int, int]
 
@@ -51,6 +57,10 @@ def relative_offset_index(query_hw: Size2d, key_hw: Size2d, query_stride: int = 
     return index.reshape(query_hw[0] * query_hw[1], key_hw[0] * key_hw[1])
 
 
+#: the offset indices, one per (grids, stride, device), shared by all modules
+_INDEX_CACHE = TensorCache()
+
+
 class AttentionBias2d(nn.Module):
     """Per-head learned bias over 2-D absolute offsets, resizable to any query/key grid.
 
@@ -66,8 +76,7 @@ class AttentionBias2d(nn.Module):
         self.num_heads = num_heads
         self.table_size: Size2d = (int(table_size[0]), int(table_size[1]))
         self.table = nn.Parameter(torch.zeros(num_heads, self.table_size[0] * self.table_size[1]))
-        self._cache: Dict[tuple, torch.Tensor] = {}
-        self._index_cache: Dict[tuple, torch.Tensor] = {}
+        self._bias_cache = TensorCache()  # eval biases of this module, per grid
         self.frozen: Optional[torch.Tensor] = None  # set by freeze() for deployment
         self._frozen_grid: Optional[tuple] = None  # (query_hw, key_hw, stride) it was made for
 
@@ -84,36 +93,24 @@ class AttentionBias2d(nn.Module):
         if frozen is not None and self._frozen_grid == (query_hw, key_hw, query_stride):
             return frozen
         table = self.table
-        use_cache = not (self.training or torch.jit.is_tracing() or torch.jit.is_scripting()
-                         or torch.compiler.is_compiling())
-        if use_cache:
-            key = (query_hw, key_hw, query_stride, table.device, table.dtype, table._version,
-                   table.data_ptr())
-            cached = self._cache.get(key)
-            if cached is not None:
-                return cached
-        index = self._index(query_hw, key_hw, query_stride, table.device)
-        bias = resize_offset_table(table, self.table_size, key_hw)[:, index]
-        if use_cache:
-            if len(self._cache) > 8:  # bounded: multi-scale testing sees a handful of sizes
-                self._cache.clear()
-            bias = bias.detach()
-            self._cache[key] = bias
-        return bias
 
-    def _index(self, query_hw: Size2d, key_hw: Size2d, stride: int,
-               device: torch.device) -> torch.Tensor:
-        key = (query_hw, key_hw, stride, device)
-        index = self._index_cache.get(key)
-        if index is None:
-            index = relative_offset_index(query_hw, key_hw, stride, device)
-            if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
-                self._index_cache[key] = index
-        return index
+        def gather() -> torch.Tensor:
+            index = _INDEX_CACHE.get_or_make(
+                (query_hw, key_hw, query_stride, table.device),
+                lambda: relative_offset_index(query_hw, key_hw, query_stride, table.device))
+            return resize_offset_table(table, self.table_size, key_hw)[:, index]
+
+        if self.training or (torch.is_grad_enabled() and table.requires_grad) or \
+                not caching_allowed():
+            return gather()  # autograd needs the graph; the table changes every step
+        # (caching_allowed() first: torch.export's fake tensors have no data_ptr())
+        return self._bias_cache.get_or_make(
+            (query_hw, key_hw, query_stride, table.device, table.dtype), gather,
+            stamp=(table._version, table.data_ptr()))
 
     def clear_cache(self) -> None:
-        self._cache.clear()
-        self._index_cache.clear()
+        """Drop this module's cached biases (the shared offset indices stay)."""
+        self._bias_cache.clear()
 
     @torch.no_grad()
     def freeze(self, query_hw: Size2d, key_hw: Optional[Size2d] = None,
@@ -128,7 +125,8 @@ class AttentionBias2d(nn.Module):
         self.train(was_training)
 
     def train(self, mode: bool = True):
-        self._cache.clear()
+        if mode:
+            self.clear_cache()  # nothing of eval outlives it into training
         return super().train(mode)
 
     def _apply(self, fn, *args, **kwargs):

@@ -181,9 +181,9 @@ def test_bias_cached_in_eval_not_in_train():
         model(x)
         first = bias((3, 4))
         model(x)
-    assert bias((3, 4)) is first
+        assert bias((3, 4)) is first
     model.train()
-    assert not bias._cache
+    assert not len(bias._bias_cache)
 
 
 # ------------------------------------------------------------------------- dense outputs

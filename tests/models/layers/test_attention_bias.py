@@ -44,18 +44,27 @@ def test_other_grid_resizes_offset_table_not_nxn_matrix(bias):
     assert out[0, 0 * 9 + 0, 1 * 9 + 2] == out[0, 3 * 9 + 4, 4 * 9 + 6]
 
 
+@torch.no_grad()
 def test_eval_cache_hits_and_invalidates(bias):
     bias.eval()
     a = bias((12, 20))
     assert bias((12, 20)) is a  # cached
-    with torch.no_grad():
-        bias.table.add_(1.0)  # optimizer step / in-place change bumps the version
+    bias.table.add_(1.0)  # optimizer step / in-place change bumps the version
     b = bias((12, 20))
     assert b is not a and torch.allclose(b, a + 1.0, atol=1e-5)
+    assert len(bias._bias_cache) == 1  # the stale entry was replaced, not kept beside
     bias.load_state_dict({'table': torch.zeros(4, 49)})
     assert bias((12, 20)).abs().max() == 0
     bias.double()
     assert bias((12, 20)).dtype == torch.float64
+
+
+def test_eval_with_grad_enabled_propagates_gradient(bias):
+    """Eval mode is not 'no gradient': a cached (detached) bias would give the table none."""
+    bias.eval()
+    bias((9, 9)).sum().backward()
+    bias((9, 9)).sum().backward()
+    assert bias.table.grad is not None and bias.table.grad.abs().sum() > 0
 
 
 def test_training_mode_propagates_gradient(bias):

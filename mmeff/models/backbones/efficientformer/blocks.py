@@ -146,7 +146,10 @@ class MB4DDeploy(nn.Module):
         self.fc2 = fc2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.lerp(x, self.pool(x), self.gamma1).permute(0, 2, 3, 1)
+        gamma1 = self.gamma1
+        if gamma1.dtype != x.dtype:  # autocast: x is fp16/bf16, lerp wants one dtype
+            gamma1 = gamma1.to(x.dtype)
+        x = torch.lerp(x, self.pool(x), gamma1).permute(0, 2, 3, 1)
         x = x + self.fc2(self.act(self.fc1(x)))
         return x.permute(0, 3, 1, 2)
 

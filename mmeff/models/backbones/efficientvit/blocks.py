@@ -14,14 +14,14 @@ The modules keep only what a forward needs; the zero-initialised BNs of residual
 follow the official code (``bn_weight_init=0``).
 """
 import copy
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmeff.models.layers import (AttentionBias2d, ConvBN, conv1x1_to_linear,
-                                 drop_path_or_identity, folded, fuse_conv_bn)
+from mmeff.models.layers import (AttentionBias2d, ConvBN, TensorCache, caching_allowed,
+                                 conv1x1_to_linear, drop_path_or_identity, folded, fuse_conv_bn)
 
 Size2d = Tuple[int, int]
 
@@ -144,7 +144,8 @@ class CascadedGroupAttentionDeploy(nn.Module):
     BNs are folded, 1x1 convs become ``nn.Linear`` on a ``(B, N, C)`` token view (free for
     channels-last input), the ``key_dim^-0.5`` scale is folded into the q depth-wise conv, and
     that conv is applied as one small matrix per channel (``bmm`` with the conv's (N, N)
-    Toeplitz form for the window, cached like the attention bias): on CPU a oneDNN
+    Toeplitz form for the window, cached like the attention bias, in the byte-bounded
+    :class:`~mmeff.models.layers.TensorCache`): on CPU a oneDNN
     depth-wise conv on a 7x7 window costs ~50 us of call overhead, the matrix form ~10 us.
     """
 
@@ -160,27 +161,24 @@ class CascadedGroupAttentionDeploy(nn.Module):
             self.dws.append(conv)
         self.proj = conv1x1_to_linear(folded(src.proj))
         self.attention_bias = copy.deepcopy(src.attention_bias)
-        self._cache: Dict[tuple, List[torch.Tensor]] = {}
+        self._cache = TensorCache()  # the matrices per window (bounded, shared budget)
 
     def _dw_matrices(self, hw: Size2d) -> List[torch.Tensor]:
         weights = [conv.weight for conv in self.dws]
-        use_cache = not (torch.jit.is_tracing() or torch.jit.is_scripting()
-                         or torch.compiler.is_compiling())
-        key = None
-        if use_cache:  # (data_ptr() does not exist for torch.export's fake tensors)
-            key = (hw, weights[0].device, weights[0].dtype,
-                   tuple((w._version, w.data_ptr()) for w in weights))
-            if key in self._cache:
-                return self._cache[key]
-        mats = []
-        for w in weights:
-            k = w.shape[-1]
-            flat = F.pad(w.flatten(1), (0, 1))  # (kd, k*k + 1), last slot = 0
-            mats.append(flat[:, dw_conv_matrix_index(hw, k, w.device)])
-        if use_cache:
-            self._cache.clear()  # one window shape per layer and input size
-            self._cache[key] = mats
-        return mats
+
+        def make() -> List[torch.Tensor]:
+            mats = []
+            for w in weights:
+                flat = F.pad(w.flatten(1), (0, 1))  # (kd, k*k + 1), last slot = 0
+                mats.append(flat[:, dw_conv_matrix_index(hw, w.shape[-1], w.device)])
+            return mats
+
+        if (torch.is_grad_enabled() and weights[0].requires_grad) or not caching_allowed():
+            return make()
+        # (caching_allowed() first: torch.export's fake tensors have no data_ptr())
+        return self._cache.get_or_make(
+            (hw, weights[0].device, weights[0].dtype), make,
+            stamp=tuple((w._version, w.data_ptr()) for w in weights))
 
     def _apply(self, fn, *args, **kwargs):
         self._cache.clear()
