@@ -3,12 +3,13 @@ from mmeff.models.layers.attention_bias import AttentionBias2d, relative_offset_
 from mmeff.models.layers.conv_norm import (BNLinear, ChannelAffine, ConvBN, LinearBN,
                                            conv1x1_to_linear, folded, fuse_bn_linear,
                                            fuse_conv_bn, fuse_linear_bn)
+from mmeff.models.layers.graph_mode import is_graph_export
 from mmeff.models.layers.scale_and_drop import (DropPath, LayerScale, drop_path_or_identity,
                                                 drop_path_rates, is_drop_path)
 
 __all__ = [
     'AttentionBias2d', 'relative_offset_index', 'resize_offset_table', 'BNLinear',
     'ChannelAffine', 'ConvBN', 'LinearBN', 'conv1x1_to_linear', 'folded', 'fuse_bn_linear',
-    'fuse_conv_bn', 'fuse_linear_bn', 'DropPath', 'LayerScale', 'drop_path_or_identity',
+    'fuse_conv_bn', 'fuse_linear_bn', 'is_graph_export', 'DropPath', 'LayerScale', 'drop_path_or_identity',
     'drop_path_rates', 'is_drop_path'
 ]
