@@ -66,3 +66,36 @@ def test_frozen_biases_for_export_and_tracing(perturb):
         traced = torch.jit.trace(fused, x)
         assert rel_err(traced(x), model(x)) < 1e-5
     assert 'contiguous' not in str(traced.graph)  # no layout op in exported graphs
+
+
+def _exported_ops(module: nn.Module, x: torch.Tensor):
+    """(op histogram of the ONNX export, ONNX Runtime's output) of ``module`` at ``x``."""
+    import io
+    import warnings
+
+    import onnx
+    from mmeff.deploy.onnx_check import op_histogram, ort_session, run_ort
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(module, (x,), buffer, opset_version=17, dynamo=False)
+    ops = op_histogram(onnx.load_from_string(buffer.getvalue()))
+    return ops, run_ort(ort_session(buffer.getvalue(), threads=1), x.numpy())
+
+
+def test_mb4d_exports_as_nchw_convs_and_keeps_the_pytorch_form_in_eager(perturb):
+    """The export form of the 4-D blocks is plain NCHW (the layout ONNX Runtime's NCHWc
+    convs stay in; docs/deploy_speed.md): no Transpose / MatMul / Gemm on an NHWC view, no
+    lerp (exported as Where); eager keeps the channels-last linears."""
+    model = perturb(EfficientFormer(dict(widths=[8, 16, 24, 32], depths=[2, 1, 1, 1],
+                                         num_vit=0), out_indices=(3,))).eval()
+    fused = copy.deepcopy(model).switch_to_deploy()
+    x = torch.randn(1, 3, 64, 96)
+    ops, (got,) = _exported_ops(fused, x)
+    assert not set(ops) & {'Transpose', 'Gemm', 'MatMul', 'Where'}, ops
+    assert ops['Conv'] == 2 + 3 + 4 * 5  # stem, downsamples, 2 depth-wise + fc1 + fc2 per MB4D
+    with torch.no_grad():
+        expected = model(x)[0]
+        assert isinstance(fused.stages[0].blocks[0].fc1, nn.Linear)
+        assert rel_err(fused(x)[0], expected) < 1e-5
+    assert rel_err(torch.from_numpy(got), expected) < 1e-5
