@@ -13,6 +13,7 @@ from mmeff.models.backbones.efficientformer.blocks import (MB3D, MB4D, ConvStemD
 from mmeff.models.classifiers import efficientformer_classifier
 from mmeff.models.heads.efficientformer_head import EfficientFormerClsHeadDeploy
 from mmeff.models.layers import LayerScale
+from mmeff.testing import exported_onnx
 
 TINY_3D_IN_STAGE3 = dict(widths=[8, 16, 24, 32], depths=[1, 1, 2, 2], num_vit=3)
 
@@ -68,21 +69,6 @@ def test_frozen_biases_for_export_and_tracing(perturb):
     assert 'contiguous' not in str(traced.graph)  # no layout op in exported graphs
 
 
-def _exported_ops(module: nn.Module, x: torch.Tensor):
-    """(op histogram of the ONNX export, ONNX Runtime's output) of ``module`` at ``x``."""
-    import io
-    import warnings
-
-    import onnx
-    from mmeff.deploy.onnx_check import op_histogram, ort_session, run_ort
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        torch.onnx.export(module, (x,), buffer, opset_version=17, dynamo=False)
-    ops = op_histogram(onnx.load_from_string(buffer.getvalue()))
-    return ops, run_ort(ort_session(buffer.getvalue(), threads=1), x.numpy())
-
-
 def test_mb4d_exports_as_nchw_convs_and_keeps_the_pytorch_form_in_eager(perturb):
     """The export form of the 4-D blocks is plain NCHW (the layout ONNX Runtime's NCHWc
     convs stay in; docs/deploy_speed.md): no Transpose / MatMul / Gemm on an NHWC view, no
@@ -91,7 +77,7 @@ def test_mb4d_exports_as_nchw_convs_and_keeps_the_pytorch_form_in_eager(perturb)
                                          num_vit=0), out_indices=(3,))).eval()
     fused = copy.deepcopy(model).switch_to_deploy()
     x = torch.randn(1, 3, 64, 96)
-    ops, (got,) = _exported_ops(fused, x)
+    ops, (got,) = exported_onnx(fused, x)
     assert not set(ops) & {'Transpose', 'Gemm', 'MatMul', 'Where'}, ops
     assert ops['Conv'] == 2 + 3 + 4 * 5  # stem, downsamples, 2 depth-wise + fc1 + fc2 per MB4D
     with torch.no_grad():
