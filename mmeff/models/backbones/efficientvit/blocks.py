@@ -146,6 +146,7 @@ class CascadedGroupAttentionDeploy(nn.Module):
     that conv is applied as one small matrix per channel (``bmm`` with the conv's (N, N)
     Toeplitz form for the window, cached like the attention bias): on CPU a oneDNN
     depth-wise conv on a 7x7 window costs ~50 us of call overhead, the matrix form ~10 us.
+    Exports trace :meth:`_forward_nchw` instead (convs, the form graph runtimes run fastest).
     """
 
     def __init__(self, src: CascadedGroupAttention):
