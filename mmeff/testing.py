@@ -69,3 +69,20 @@ def efficientvit_official_layout(timm_state_dict: Dict[str, torch.Tensor]
             out[key[:-len('attention_biases')] + 'attention_bias_idxs'] = torch.zeros(
                 n, n, dtype=torch.long)
     return out
+
+
+def exported_onnx(module: nn.Module, x: torch.Tensor):
+    """(ONNX op histogram, ONNX Runtime outputs) of ``module`` exported at ``x`` (opset 17,
+    the benchmark's export), for tests of what a deploy form looks like as a graph."""
+    import io
+    import warnings
+
+    import onnx
+
+    from mmeff.deploy.onnx_check import op_histogram, ort_session, run_ort
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(module, (x,), buffer, opset_version=17, dynamo=False)
+    ops = op_histogram(onnx.load_from_string(buffer.getvalue()))
+    return ops, run_ort(ort_session(buffer.getvalue(), threads=1), x.numpy())

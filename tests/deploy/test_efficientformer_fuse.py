@@ -13,6 +13,7 @@ from mmeff.models.backbones.efficientformer.blocks import (MB3D, MB4D, ConvStemD
 from mmeff.models.classifiers import efficientformer_classifier
 from mmeff.models.heads.efficientformer_head import EfficientFormerClsHeadDeploy
 from mmeff.models.layers import LayerScale
+from mmeff.testing import exported_onnx
 
 TINY_3D_IN_STAGE3 = dict(widths=[8, 16, 24, 32], depths=[1, 1, 2, 2], num_vit=3)
 
@@ -66,3 +67,21 @@ def test_frozen_biases_for_export_and_tracing(perturb):
         traced = torch.jit.trace(fused, x)
         assert rel_err(traced(x), model(x)) < 1e-5
     assert 'contiguous' not in str(traced.graph)  # no layout op in exported graphs
+
+
+def test_mb4d_exports_as_nchw_convs_and_keeps_the_pytorch_form_in_eager(perturb):
+    """The export form of the 4-D blocks is plain NCHW (the layout ONNX Runtime's NCHWc
+    convs stay in; docs/deploy_speed.md): no Transpose / MatMul / Gemm on an NHWC view, no
+    lerp (exported as Where); eager keeps the channels-last linears."""
+    model = perturb(EfficientFormer(dict(widths=[8, 16, 24, 32], depths=[2, 1, 1, 1],
+                                         num_vit=0), out_indices=(3,))).eval()
+    fused = copy.deepcopy(model).switch_to_deploy()
+    x = torch.randn(1, 3, 64, 96)
+    ops, (got,) = exported_onnx(fused, x)
+    assert not set(ops) & {'Transpose', 'Gemm', 'MatMul', 'Where'}, ops
+    assert ops['Conv'] == 2 + 3 + 4 * 5  # stem, downsamples, 2 depth-wise + fc1 + fc2 per MB4D
+    with torch.no_grad():
+        expected = model(x)[0]
+        assert isinstance(fused.stages[0].blocks[0].fc1, nn.Linear)
+        assert rel_err(fused(x)[0], expected) < 1e-5
+    assert rel_err(torch.from_numpy(got), expected) < 1e-5

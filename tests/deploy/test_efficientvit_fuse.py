@@ -13,7 +13,7 @@ from mmeff.models.backbones.efficientvit.blocks import (CascadedGroupAttentionDe
                                                         ResidualDWConv, dw_conv_matrix_index)
 from mmeff.models.classifiers import efficientvit_classifier
 from mmeff.models.layers import AttentionBias2d, BNLinear, ConvBN
-from mmeff.testing import randomize_
+from mmeff.testing import exported_onnx, randomize_
 
 
 def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -133,3 +133,22 @@ def test_deploy_forms_never_modify_their_source():
             first, second = module.fuse(), module.fuse()
             torch.testing.assert_close(first(x), expected, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(second(x), first(x))
+
+
+def test_attention_exports_as_nchw_convs():
+    """The export form of cascaded group attention (docs/deploy_speed.md): every 1x1 and the
+    q depth-wise conv stay Conv in NCHW (no token-view Gemm, no Toeplitz q matrix), and ONNX
+    Runtime computes the unfused module's function; eager keeps the token form."""
+    from mmeff.models.backbones.efficientvit.blocks import CascadedGroupAttention
+    torch.manual_seed(0)
+    attn = randomize_(CascadedGroupAttention(64, 16, 4, (7, 7), (7, 5, 3, 3))).eval()
+    deployed = attn.fuse()
+    deployed.attention_bias.freeze((7, 7))
+    x = torch.randn(1, 64, 7, 7)
+    ops, (got,) = exported_onnx(deployed, x)
+    assert ops['Conv'] == 4 + 4 + 1 and 'Gemm' not in ops, ops  # qkv + q dw per head, proj
+    with torch.no_grad():
+        expected = attn(x)
+        assert isinstance(deployed.qkvs[0], nn.Linear)
+        assert max_rel(deployed(x), expected) < 1e-5
+    assert max_rel(torch.from_numpy(got), expected) < 1e-5

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmeff.models.layers import (AttentionBias2d, ConvBN, LayerScale, conv1x1_to_linear,
-                                 drop_path_or_identity, folded)
+                                 drop_path_or_identity, folded, is_graph_export)
 
 Size2d = Tuple[int, int]
 
@@ -76,7 +76,7 @@ class ConvStemDeploy(nn.Module):
         self.conv2 = conv2.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
+        if not is_graph_export():
             x = x.contiguous(memory_format=torch.channels_last)
         return F.relu(self.conv2(F.relu(self.conv1(x), inplace=True)), inplace=True)
 
@@ -131,10 +131,19 @@ class MB4D(nn.Module):
 
 
 class MB4DDeploy(nn.Module):
-    """Inference form of :class:`MB4D`: ``lerp(x, pool(x), ls1)`` (= ``x + ls1 * (pool(x) -
-    x)`` in one kernel), then ``x + fc2(gelu(fc1(x)))`` with the BNs and ls2 folded into the
-    1x1 convs, run as linears on the NHWC view (no copy for channels-last input, and GELU's
-    contiguous kernel, ~1.5x faster than on channels-last NCHW strides)."""
+    """Inference form of :class:`MB4D`, BNs and ls2 folded into the 1x1 convs; one form per
+    backend (both compute ``y = x + ls1 * (pool(x) - x)``, then ``y + fc2(gelu(fc1(y)))``):
+
+    - PyTorch (eager, compile): ``lerp(x, pool(x), ls1)`` in one kernel, then the 1x1 convs
+      as linears on the NHWC view (no copy for channels-last input, and GELU's contiguous
+      kernel, ~1.5x faster than on channels-last NCHW strides).
+    - Graph export (ONNX, CoreML, TorchScript): NCHW only, ``ls1`` as two depth-wise 1x1
+      convs, ``dw(pool(x), ls1) + dw(x, 1 - ls1)``. ONNX Runtime keeps a chain of Conv /
+      AveragePool / Gelu / same-shape Add in its blocked NCHWc layout and fuses the residual
+      Add into the conv; a per-channel Mul or Sub, a Transpose or a Gemm on an NHWC view
+      each cost a layout round trip (``ReorderInput`` / ``ReorderOutput``), 2-4 per block
+      (docs/deploy_speed.md).
+    """
 
     def __init__(self, gamma1: torch.Tensor, pool: nn.AvgPool2d, fc1: nn.Linear, act: nn.Module,
                  fc2: nn.Linear):
@@ -146,12 +155,21 @@ class MB4DDeploy(nn.Module):
         self.fc2 = fc2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_graph_export():
+            return self._forward_nchw(x)
         gamma1 = self.gamma1
         if gamma1.dtype != x.dtype:  # autocast: x is fp16/bf16, lerp wants one dtype
             gamma1 = gamma1.to(x.dtype)
         x = torch.lerp(x, self.pool(x), gamma1).permute(0, 2, 3, 1)
         x = x + self.fc2(self.act(self.fc1(x)))
         return x.permute(0, 3, 1, 2)
+
+    def _forward_nchw(self, x: torch.Tensor) -> torch.Tensor:
+        dw = self.gamma1.reshape(-1, 1, 1, 1)
+        groups = dw.shape[0]
+        x = F.conv2d(self.pool(x), dw, groups=groups) + F.conv2d(x, 1 - dw, groups=groups)
+        hidden = self.act(F.conv2d(x, self.fc1.weight[:, :, None, None], self.fc1.bias))
+        return x + F.conv2d(hidden, self.fc2.weight[:, :, None, None], self.fc2.bias)
 
 
 # ----------------------------------------------------------------------------------------- MB3D

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmeff.models.layers import (AttentionBias2d, ConvBN, TensorCache, caching_allowed,
-                                 conv1x1_to_linear, drop_path_or_identity, folded, fuse_conv_bn)
+                                 conv1x1_to_linear, drop_path_or_identity, folded, fuse_conv_bn,
+                                 is_graph_export)
 
 Size2d = Tuple[int, int]
 
@@ -147,6 +148,7 @@ class CascadedGroupAttentionDeploy(nn.Module):
     Toeplitz form for the window, cached like the attention bias, in the byte-bounded
     :class:`~mmeff.models.layers.TensorCache`): on CPU a oneDNN
     depth-wise conv on a 7x7 window costs ~50 us of call overhead, the matrix form ~10 us.
+    Exports trace :meth:`_forward_nchw` instead (convs, the form graph runtimes run fastest).
     """
 
     def __init__(self, src: CascadedGroupAttention):
@@ -185,6 +187,8 @@ class CascadedGroupAttentionDeploy(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_graph_export():
+            return self._forward_nchw(x)
         B, C, H, W = x.shape
         tokens = x.permute(0, 2, 3, 1).reshape(B, H * W, C)
         bias = self.attention_bias((H, W))
@@ -203,6 +207,28 @@ class CascadedGroupAttentionDeploy(nn.Module):
             outs.append(feat)
         out = self.proj(torch.relu(torch.cat(outs, dim=-1)))
         return out.view(B, H, W, C).permute(0, 3, 1, 2)
+
+    def _forward_nchw(self, x: torch.Tensor) -> torch.Tensor:
+        """The export form: NCHW 1x1 and depth-wise convs, no token view. ONNX Runtime runs
+        them in its blocked NCHWc layout next to the FFN convs; the token form's Transposes
+        and Gemms, and the q conv as a gathered (N x N) matrix, each leave that layout
+        (docs/deploy_speed.md)."""
+        B, _, H, W = x.shape
+        bias = self.attention_bias((H, W))
+        kd, vd = self.key_dim, self.val_dim
+        splits = x.chunk(self.num_heads, dim=1)
+        outs: List[torch.Tensor] = []
+        feat = splits[0]
+        for i, (qkv, dw) in enumerate(zip(self.qkvs, self.dws)):
+            if i > 0:
+                feat = feat + splits[i]
+            q, k, v = F.conv2d(feat, qkv.weight[:, :, None, None], qkv.bias).split(
+                (kd, kd, vd), dim=1)
+            attn = (dw(q).flatten(2).transpose(1, 2) @ k.flatten(2) + bias[i]).softmax(dim=-1)
+            feat = (v.flatten(2) @ attn.transpose(1, 2)).view(B, vd, H, W)
+            outs.append(feat)
+        return F.conv2d(torch.relu(torch.cat(outs, dim=1)), self.proj.weight[:, :, None, None],
+                        self.proj.bias)
 
 
 class LocalWindowAttention(nn.Module):
