@@ -69,7 +69,8 @@ class EfficientViT(MobileBackbone):
         arch: 'm0'..'m5' or a dict with ``embed_dims``, ``depths``, ``num_heads``, ``kernels``
             (per stage, per stage, per stage, per head) and optionally ``key_dim`` (16).
         in_channels: input image channels.
-        out_indices: stages to output (0, 1, 2 -> strides 16, 32, 64).
+        out_indices: stages to output (0, 1, 2 -> strides 16, 32, 64); stages after the last
+            one are not built (every parameter gets a gradient: DDP-safe).
         frozen_stages: -1 none, 0 the patch embedding, k also stages 0..k-1.
         norm_eval: keep all BatchNorms in eval mode during training.
         drop_path_rate: stochastic depth, linear over the blocks (a stage's subsample block
@@ -115,7 +116,7 @@ class EfficientViT(MobileBackbone):
         block_dpr = drop_path_rates(drop_path_rate,
                                     [d + (i > 0) for i, d in enumerate(depths)])
         stages = []
-        for i in range(num_stages):
+        for i in range(self.built_stages):
             res = (_conv_out(img_h, 4 + i), _conv_out(img_w, 4 + i))
             table = (min(windows[i], res[0]), min(windows[i], res[1]))
             dpr = block_dpr[i]
