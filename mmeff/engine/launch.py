@@ -11,15 +11,22 @@ and the run is built with mmengine's ``Runner.from_cfg`` (or ``RUNNERS`` when th
   message hub holds numpy values / ``HistoryBuffer``s would raise ``UnpicklingError``. The
   allow-list admits exactly those types; arbitrary pickled objects stay refused;
 * ``AtomicCheckpointHook`` in place of a plain ``CheckpointHook``, so an interrupted save never
-  leaves a corrupt latest checkpoint behind.
+  leaves a corrupt latest checkpoint behind;
+* ``--launcher pytorch`` without CUDA (``tools/dist_train.sh CONFIG N`` on CPU machines, the
+  multi-process tests): mmengine 0.10.7 calls ``torch.cuda.set_device`` in its pytorch launcher,
+  so here the process group is initialised with gloo from torchrun's environment and the model
+  is wrapped without ``device_ids`` (:func:`init_cpu_distributed`).
 """
 import argparse
+import datetime
 import importlib
 import importlib.util
 import os
 import os.path as osp
 from typing import List, Optional, Sequence
 
+import torch
+import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
@@ -205,7 +212,45 @@ def build_test_config(argv: Optional[Sequence[str]] = None) -> Config:
 
 
 # ------------------------------------------------------------------------------------ running
+#: seconds a collective waits for a peer before failing (mmengine's and torch's default is 30
+#: minutes); env_cfg.dist_cfg.timeout in a config overrides it
+DEFAULT_DIST_TIMEOUT = 1800
+_TORCHRUN_ENV = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
+
+
+def init_cpu_distributed(cfg: Config) -> bool:
+    """Start the gloo process group for ``--launcher pytorch`` on a machine without CUDA.
+
+    mmengine 0.10.7's pytorch launcher calls ``torch.cuda.set_device`` (fails without CUDA) and
+    wraps the model with ``device_ids=[LOCAL_RANK]`` (DDP refuses device ids for a CPU model).
+    So the group is initialised here, before the Runner, which then skips its own
+    initialisation, and ``model_wrapper_cfg`` wraps without device ids. A dead peer makes
+    the collectives fail instead of waiting forever: gloo raises as soon as the connection
+    closes, and ``env_cfg.dist_cfg.timeout`` (seconds) bounds a peer that hangs. Returns
+    whether it initialised the group."""
+    if cfg.get('launcher') != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():
+        return False
+    missing = [k for k in _TORCHRUN_ENV if k not in os.environ]
+    if missing:
+        raise ValueError(f'--launcher pytorch needs the environment torchrun sets; {missing} '
+                         'are not set. Start with tools/dist_train.sh CONFIG NPROC (torchrun), '
+                         'or drop --launcher for one process')
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    dist_cfg['backend'] = 'gloo'  # the one CPU backend (nccl needs CUDA)
+    timeout = datetime.timedelta(seconds=dist_cfg.get('timeout', DEFAULT_DIST_TIMEOUT))
+    dist.init_process_group(backend='gloo', timeout=timeout)
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel', broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    # the config's value wins over the Runner's default device_ids=[LOCAL_RANK]
+    cfg.model_wrapper_cfg.setdefault('device_ids', None)
+    return True
+
+
 def build_runner(cfg: Config) -> Runner:
+    init_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
         return RUNNERS.build(cfg)
