@@ -206,3 +206,48 @@ def test_two_processes_equal_one_process_with_the_doubled_batch(kind, tmp_path, 
     assert_same_weights(init, load(tmp_path / 'single' / 'init_rank0.pth'), exact=True)
     moved = [k for k in init if not torch.equal(init[k], rank0[k])]
     assert len(moved) > len(init) // 4, moved
+
+
+DIE = '''
+custom_hooks = [dict(type='DumpRankWeightsHook'), dict(type='DieAtIterHook', iteration=3, rank=1)]
+'''
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_run_with_an_error_and_resume_continues(tmp_path, toy_roots):
+    """Rank 1 is SIGKILLed after step 3 (checkpoint at step 2): rank 0 must not wait in its
+    next all-reduce forever; torchrun ends the run non-zero, naming the dead rank. Then
+    ``--resume`` continues from the step-2 checkpoint to the end."""
+    work = tmp_path / 'work'
+    config = write_config(tmp_path / 'seg.py', 'seg', toy_roots['seg'], 1, 4)
+    dying = write_config(tmp_path / 'seg_dying.py', 'seg', toy_roots['seg'], 1, 4, extra=DIE)
+    proc = dist_train(dying, work)
+    out = finish(proc, timeout=180)  # 120 s gloo timeout in the config bounds a hang
+    assert proc.returncode != 0, out[-3000:]
+    assert 'train.py FAILED' in out and 'SIGKILL' in out, out[-3000:]
+    assert (work / 'iter_2.pth').is_file() and not (work / 'iter_4.pth').exists()
+
+    proc = dist_train(config, work, 2, '--resume')
+    out = finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert 'resumed epoch: 0, iter: 2' in out, out[-3000:]
+    assert (work / 'iter_4.pth').is_file()
+    assert_same_weights(load(work / 'weights_rank0.pth'), load(work / 'weights_rank1.pth'),
+                        exact=True)
+
+
+@pytest.mark.slow
+def test_two_nodes_on_loopback_train_as_one_group(tmp_path, toy_roots):
+    """NNODES=2 with NODE_RANK 0/1, one process each, meeting at MASTER_ADDR:PORT (as two
+    machines would): the same weights on both ranks, equal to one process with batch 2."""
+    config = write_config(tmp_path / 'seg.py', 'seg', toy_roots['seg'], 1, 2)
+    env = dict(NNODES='2', PORT=str(free_port()))
+    nodes = [dist_train(config, tmp_path / 'work', 1, env=child_env(NODE_RANK=str(r), **env))
+             for r in (0, 1)]
+    outs = [finish(p) for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    single = write_config(tmp_path / 'seg_single.py', 'seg', toy_roots['seg'], 2, 2)
+    single_train(single, tmp_path / 'single')
+    rank0 = load(tmp_path / 'work' / 'weights_rank0.pth')
+    assert_same_weights(rank0, load(tmp_path / 'work' / 'weights_rank1.pth'), exact=True)
+    assert_same_weights(rank0, load(tmp_path / 'single' / 'weights_rank0.pth'), exact=False)
