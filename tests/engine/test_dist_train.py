@@ -251,3 +251,29 @@ def test_two_nodes_on_loopback_train_as_one_group(tmp_path, toy_roots):
     rank0 = load(tmp_path / 'work' / 'weights_rank0.pth')
     assert_same_weights(rank0, load(tmp_path / 'work' / 'weights_rank1.pth'), exact=True)
     assert_same_weights(rank0, load(tmp_path / 'single' / 'weights_rank0.pth'), exact=False)
+
+
+@pytest.mark.parametrize('script, args, tool', [
+    ('slurm_train.sh', ['part', 'job', 'cfg.py', 'work', '--resume'], 'train.py'),
+    ('slurm_test.sh', ['part', 'job', 'cfg.py', 'ckpt.pth', '--show-dir', 'out'], 'test.py'),
+])
+def test_slurm_scripts_run_one_task_per_gpu_with_the_slurm_launcher(tmp_path, script, args,
+                                                                    tool):
+    """MMDet's Slurm scripts: srun with the partition, GPUS tasks, GPUS_PER_NODE per node,
+    the tool with --launcher=slurm and the extra options; missing arguments exit 2. (srun is a
+    stand-in here that records its arguments.)"""
+    record = tmp_path / 'srun_args'
+    fake = tmp_path / 'bin' / 'srun'
+    fake.parent.mkdir()
+    fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > {record}\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f'{fake.parent}{os.pathsep}{os.environ["PATH"]}', GPUS='16',
+               GPUS_PER_NODE='8')
+    path = str(REPO / 'tools' / script)
+    assert subprocess.run(['bash', path, *args], env=env).returncode == 0
+    argv = record.read_text().splitlines()
+    assert argv[:2] == ['-p', 'part'] and '--ntasks=16' in argv and '--gres=gpu:8' in argv
+    tail = argv[argv.index(str(REPO / 'tools' / tool)):]
+    assert tail[1] == 'cfg.py' and '--launcher=slurm' in tail and tail[-1] == args[-1]
+    bad = subprocess.run(['bash', path, 'part'], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and 'usage' in bad.stderr
