@@ -23,6 +23,7 @@ import importlib
 import importlib.util
 import os
 import os.path as osp
+import sys
 from typing import List, Optional, Sequence
 
 import torch
@@ -32,6 +33,7 @@ from mmengine.runner import Runner
 
 from mmeff.checkpoint.io import safe_globals
 from mmeff.engine.data_paths import MissingDataError, check_data_paths
+from mmeff.engine.pyramid import PyramidMismatchError, check_pyramid
 
 #: default_scope -> module whose ``register_all_modules`` registers that package
 SCOPE_REGISTRARS = {'mmdet': 'mmdet.utils', 'mmseg': 'mmseg.utils', 'mmeff': None,
@@ -176,6 +178,7 @@ def build_train_config(argv: Optional[Sequence[str]] = None) -> Config:
         cfg.auto_scale_lr.enable = True
     _set_resume(cfg, args.resume)
     use_atomic_checkpoint_hook(cfg)
+    check_pyramid(cfg.get('model') or {})
     check_data_paths(cfg, 'train')
     return cfg
 
@@ -207,6 +210,7 @@ def build_test_config(argv: Optional[Sequence[str]] = None) -> Config:
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         _trigger_visualization(cfg, args)
+    check_pyramid(cfg.get('model') or {})
     check_data_paths(cfg, 'test')
     return cfg
 
@@ -278,3 +282,6 @@ def main(mode: str, argv: Optional[List[str]] = None) -> None:
         train(argv) if mode == 'train' else test(argv)
     except MissingDataError as err:
         raise SystemExit(f'MissingDataError: {err}') from None
+    except PyramidMismatchError as err:  # an input error: exit 2, as argparse does
+        print(f'PyramidMismatchError: {err}', file=sys.stderr)
+        raise SystemExit(2) from None
