@@ -232,24 +232,25 @@ def init_cpu_distributed(cfg: Config) -> bool:
     the collectives fail instead of waiting forever: gloo raises as soon as the connection
     closes, and ``env_cfg.dist_cfg.timeout`` (seconds) bounds a peer that hangs. Returns
     whether it initialised the group."""
-    if cfg.get('launcher') != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():
+    if cfg.get('launcher') != 'pytorch' or torch.cuda.is_available():
         return False
-    missing = [k for k in _TORCHRUN_ENV if k not in os.environ]
-    if missing:
-        raise ValueError(f'--launcher pytorch needs the environment torchrun sets; {missing} '
-                         'are not set. Start with tools/dist_train.sh CONFIG NPROC (torchrun), '
-                         'or drop --launcher for one process')
-    env_cfg = cfg.setdefault('env_cfg', {})
-    dist_cfg = env_cfg.setdefault('dist_cfg', {})
-    dist_cfg['backend'] = 'gloo'  # the one CPU backend (nccl needs CUDA)
-    timeout = datetime.timedelta(seconds=dist_cfg.get('timeout', DEFAULT_DIST_TIMEOUT))
-    dist.init_process_group(backend='gloo', timeout=timeout)
     if cfg.get('model_wrapper_cfg') is None:
         cfg.model_wrapper_cfg = dict(
             type='MMDistributedDataParallel', broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
     # the config's value wins over the Runner's default device_ids=[LOCAL_RANK]
     cfg.model_wrapper_cfg.setdefault('device_ids', None)
+    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    dist_cfg['backend'] = 'gloo'  # the one CPU backend (nccl needs CUDA)
+    if dist.is_initialized():  # a second run in the same processes
+        return False
+    missing = [k for k in _TORCHRUN_ENV if k not in os.environ]
+    if missing:
+        raise ValueError(f'--launcher pytorch needs the environment torchrun sets; {missing} '
+                         'are not set. Start with tools/dist_train.sh CONFIG NPROC (torchrun), '
+                         'or drop --launcher for one process')
+    timeout = datetime.timedelta(seconds=dist_cfg.get('timeout', DEFAULT_DIST_TIMEOUT))
+    dist.init_process_group(backend='gloo', timeout=timeout)
     return True
 
 

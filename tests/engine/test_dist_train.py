@@ -12,8 +12,6 @@ averages its positive counts across ranks with ``reduce_mean``; the pixel-mean c
 of equal-sized images is the mean of the per-rank means).
 """
 import os
-import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +19,8 @@ from typing import Dict, List, Optional
 
 import pytest
 import torch
+
+from mmeff.testing import finish_group, free_port, start_group
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -126,12 +126,6 @@ def write_config(path: Path, kind: str, root: Path, batch: int, iters: int,
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def child_env(**extra: str) -> Dict[str, str]:
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', MASTER_ADDR='127.0.0.1')
     env['PYTHONPATH'] = os.pathsep.join([str(REPO), str(HERE), env.get('PYTHONPATH', '')])
@@ -140,19 +134,14 @@ def child_env(**extra: str) -> Dict[str, str]:
 
 
 def start(cmd: List[str], env: Dict[str, str]) -> subprocess.Popen:
-    """A launch in its own process group, so a timeout kills torchrun and its workers."""
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return start_group(cmd, env, cwd=str(REPO))
 
 
 def finish(proc: subprocess.Popen, timeout: float = LAUNCH_TIMEOUT) -> str:
-    """Wait for a launch (killing its whole group on timeout: the test then fails, it never
-    hangs); returns its output."""
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+    """The launch's output; a launch that does not end in time is killed and fails the test
+    (it never hangs the suite)."""
+    in_time, out = finish_group(proc, timeout)
+    if not in_time:
         pytest.fail(f'launch did not end within {timeout} s:\n{out[-3000:]}')
     return out
 
