@@ -113,7 +113,9 @@ def test_every_dropin_recipe_trains_two_steps_under_ddp(tmp_path, toy_coco, toy_
     names = sorted(doc_configs())
     args = []
     for name in names:
-        args += [str(toy_ddp_config(name, tmp_path / name.split('.')[0], roots, write_overlay)),
+        folder = tmp_path / Path(name).stem
+        folder.mkdir()
+        args += [str(toy_ddp_config(name, folder, roots, write_overlay)),
                  str(tmp_path / 'work' / name)]
     results = tmp_path / 'results.json'
     env = dict(os.environ, OMP_NUM_THREADS='1')
