@@ -11,8 +11,9 @@ standard FPN wants stride 4/8 too; two documented ways:
 - ``extra_levels=(4, 8)`` prepends the patch-embedding activations at those strides (after
   ReLU; ``C1/4`` and ``C1/2`` channels) to the outputs, so MMDet's ``FPN`` with
   ``in_channels=list(backbone.out_channels)`` (MMDet's FPN wants a list, ``out_channels`` is a
-  tuple) gives P2-P6 (Mask R-CNN) or, with ``(8,)`` and ``add_extra_convs='on_input'``, P3-P7
-  (RetinaNet);
+  tuple) gives P2-P6 (Mask R-CNN) or, with the stock ``start_level=1`` and
+  ``add_extra_convs='on_input'``, P3-P7 (RetinaNet; ``(8,)`` with ``start_level=1`` would give
+  strides 16-256, which the build check in ``mmeff.engine.pyramid`` refuses);
 - or keep the three native levels and use :class:`mmeff.EfficientViTFPN`, which is what the
   official downstream code did (transposed-conv levels for /4 and /8).
 
