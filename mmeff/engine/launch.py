@@ -240,8 +240,12 @@ def init_cpu_distributed(cfg: Config) -> bool:
             find_unused_parameters=cfg.get('find_unused_parameters', False))
     # the config's value wins over the Runner's default device_ids=[LOCAL_RANK]
     cfg.model_wrapper_cfg.setdefault('device_ids', None)
-    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
-    dist_cfg['backend'] = 'gloo'  # the one CPU backend (nccl needs CUDA)
+    if cfg.get('env_cfg') is None:
+        cfg.env_cfg = {}
+    if cfg.env_cfg.get('dist_cfg') is None:
+        cfg.env_cfg.dist_cfg = {}
+    dist_cfg = cfg.env_cfg.dist_cfg
+    dist_cfg.backend = 'gloo'  # the one CPU backend (nccl needs CUDA)
     if dist.is_initialized():  # a second run in the same processes
         return False
     missing = [k for k in _TORCHRUN_ENV if k not in os.environ]

@@ -261,3 +261,22 @@ def test_slurm_scripts_run_one_task_per_gpu_with_the_slurm_launcher(tmp_path, sc
     assert tail[1] == 'cfg.py' and '--launcher=slurm' in tail and tail[-1] == args[-1]
     bad = subprocess.run(['bash', path, 'part'], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and 'usage' in bad.stderr
+
+
+def test_pytorch_launcher_without_torchrun_says_how_to_start(monkeypatch):
+    """``--launcher pytorch`` in a plain process (no torchrun environment) on a CPU machine: a
+    message naming dist_train.sh, not mmengine's CUDA error or a KeyError on RANK."""
+    from mmengine.config import Config
+
+    from mmeff.engine.launch import init_cpu_distributed
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(key, raising=False)
+    cfg = Config(dict(launcher='pytorch'))
+    with pytest.raises(ValueError, match=r"\['RANK', 'WORLD_SIZE'.*dist_train.sh"):
+        init_cpu_distributed(cfg)
+    # what the Runner will be given: gloo, and a CPU wrapper without device ids
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.model_wrapper_cfg.device_ids is None
+    assert cfg.model_wrapper_cfg.find_unused_parameters is False
+    assert not init_cpu_distributed(Config(dict(launcher='none')))
