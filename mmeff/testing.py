@@ -1,6 +1,10 @@
-"""Helpers for parity tests and benchmarks (not used by the models themselves)."""
+"""Helpers for parity tests, multi-process tests and benchmarks (not used by the models)."""
+import os
 import re
-from typing import Dict
+import signal
+import socket
+import subprocess
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -86,3 +90,30 @@ def exported_onnx(module: nn.Module, x: torch.Tensor):
         torch.onnx.export(module, (x,), buffer, opset_version=17, dynamo=False)
     ops = op_histogram(onnx.load_from_string(buffer.getvalue()))
     return ops, run_ort(ort_session(buffer.getvalue(), threads=1), x.numpy())
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a process group's rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def start_group(cmd: List[str], env: Dict[str, str], cwd: Optional[str] = None
+                ) -> subprocess.Popen:
+    """Start a launch (torchrun and its workers) in its own process group, output captured,
+    so that :func:`finish_group` can kill all of it."""
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def finish_group(proc: subprocess.Popen, timeout: float) -> Tuple[bool, str]:
+    """Wait at most ``timeout`` seconds; on timeout SIGKILL the whole process group (no
+    stray workers survive a test). Returns (ended in time, output)."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return True, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return False, out

@@ -140,13 +140,20 @@ class LoadReport:
         if self.resized:
             lines.append(f'resized attention-bias tables: {self.resized}')
         if self.dropped:
-            heads = sorted({k.split('.')[0] for k in self.dropped})
+            heads = sorted({_group(k) for k in self.dropped})
             lines.append(f'dropped {len(self.dropped)} tensors not used here ({heads})')
         if self.missing:
             lines.append(f'missing in checkpoint (left at init): {self.missing}')
         if self.unexpected:
             lines.append(f'unexpected in checkpoint (ignored): {self.unexpected}')
         return '; '.join(lines)
+
+
+def _group(key: str) -> str:
+    """A dropped key's group for the log: 'head', 'backbone.out_norm3', 'backbone.stages.3'."""
+    parts = key.split('.')
+    depth = 1 if parts[0] != 'backbone' else 3 if parts[1:2] == ['stages'] else 2
+    return '.'.join(parts[:depth])
 
 
 class ArchMismatchError(ValueError):
@@ -174,7 +181,8 @@ def _resizable_from(model: nn.Module) -> Dict[str, Callable]:
 def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
                     converter: LayoutConverter, prefix: str = 'backbone.',
                     arch_name: Optional[str] = None,
-                    allowed_missing: Iterable[str] = ()) -> LoadReport:
+                    allowed_missing: Iterable[str] = (),
+                    not_built: Iterable[str] = ()) -> LoadReport:
     """Load a checkpoint of any supported layout into ``model``.
 
     Args:
@@ -187,6 +195,8 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
         arch_name: the model's arch name, to name the mismatch when the checkpoint is another.
         allowed_missing: key prefixes the model is expected to lack in a checkpoint
             (e.g. dense-only output norms); they are reported as initialised fresh.
+        not_built: key prefixes of parts the model leaves out by configuration (a backbone's
+            stages after its last output); their tensors are reported as dropped, not loaded.
     Raises:
         ArchMismatchError: when tensor shapes show the checkpoint is another architecture.
     """
@@ -194,6 +204,7 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
     canonical, layout = converter.convert(state_dict)
     report = LoadReport(layout=layout)
     selected, report.dropped = _select(canonical, prefix)
+    report.dropped += _drop_not_built(selected, tuple(not_built), prefix)
     own = model.state_dict()
     report.resized, mismatched = _check_shapes(model, own, selected)
     _refuse_other_arch(converter, canonical, mismatched, arch_name, source)
@@ -256,6 +267,16 @@ def _select(canonical: StateDict, prefix: str) -> Tuple[StateDict, List[str]]:
     selected = OrderedDict((k[len(prefix):], v) for k, v in canonical.items()
                            if k.startswith(prefix))
     return selected, [k for k in canonical if not k.startswith(prefix)]
+
+
+def _drop_not_built(selected: StateDict, not_built: Tuple[str, ...], prefix: str) -> List[str]:
+    """Remove the tensors under ``not_built`` from ``selected``; their canonical keys."""
+    if not not_built:
+        return []
+    gone = [k for k in selected if k.startswith(not_built)]
+    for key in gone:
+        del selected[key]
+    return [prefix + k for k in gone]
 
 
 def _check_shapes(model: nn.Module, own: StateDict,

@@ -12,19 +12,28 @@ and the run is built with mmengine's ``Runner.from_cfg`` (or ``RUNNERS`` when th
   ``import mmeff`` admits exactly those types (``mmeff.checkpoint.io.allow_runner_checkpoints``);
   arbitrary pickled objects stay refused;
 * ``AtomicCheckpointHook`` in place of a plain ``CheckpointHook``, so an interrupted save never
-  leaves a corrupt latest checkpoint behind.
+  leaves a corrupt latest checkpoint behind;
+* ``--launcher pytorch`` without CUDA (``tools/dist_train.sh CONFIG N`` on CPU machines, the
+  multi-process tests): mmengine 0.10.7 calls ``torch.cuda.set_device`` in its pytorch launcher,
+  so here the process group is initialised with gloo from torchrun's environment and the model
+  is wrapped without ``device_ids`` (:func:`init_cpu_distributed`).
 """
 import argparse
+import datetime
 import importlib
 import importlib.util
 import os
 import os.path as osp
+import sys
 from typing import List, Optional, Sequence
 
+import torch
+import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from mmeff.engine.data_paths import MissingDataError, check_data_paths
+from mmeff.engine.pyramid import PyramidMismatchError, check_pyramid
 
 #: default_scope -> module whose ``register_all_modules`` registers that package
 SCOPE_REGISTRARS = {'mmdet': 'mmdet.utils', 'mmseg': 'mmseg.utils', 'mmeff': None,
@@ -180,6 +189,7 @@ def build_train_config(argv: Optional[Sequence[str]] = None) -> Config:
         cfg.auto_scale_lr.enable = True
     _set_resume(cfg, args.resume)
     use_atomic_checkpoint_hook(cfg)
+    check_pyramid(cfg.get('model') or {})
     check_data_paths(cfg, 'train')
     return cfg
 
@@ -211,6 +221,7 @@ def build_test_config(argv: Optional[Sequence[str]] = None) -> Config:
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         _trigger_visualization(cfg, args)
+    check_pyramid(cfg.get('model') or {})
     if args.out:
         add_dump_metric(cfg, args.out)
     check_data_paths(cfg, 'test')
@@ -234,7 +245,50 @@ def add_dump_metric(cfg: Config, out_file: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ running
+#: seconds a collective waits for a peer before failing (mmengine's and torch's default is 30
+#: minutes); env_cfg.dist_cfg.timeout in a config overrides it
+DEFAULT_DIST_TIMEOUT = 1800
+_TORCHRUN_ENV = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
+
+
+def init_cpu_distributed(cfg: Config) -> bool:
+    """Start the gloo process group for ``--launcher pytorch`` on a machine without CUDA.
+
+    mmengine 0.10.7's pytorch launcher calls ``torch.cuda.set_device`` (fails without CUDA) and
+    wraps the model with ``device_ids=[LOCAL_RANK]`` (DDP refuses device ids for a CPU model).
+    So the group is initialised here, before the Runner, which then skips its own
+    initialisation, and ``model_wrapper_cfg`` wraps without device ids. A dead peer makes
+    the collectives fail instead of waiting forever: gloo raises as soon as the connection
+    closes, and ``env_cfg.dist_cfg.timeout`` (seconds) bounds a peer that hangs. Returns
+    whether it initialised the group."""
+    if cfg.get('launcher') != 'pytorch' or torch.cuda.is_available():
+        return False
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel', broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    # the config's value wins over the Runner's default device_ids=[LOCAL_RANK]
+    cfg.model_wrapper_cfg.setdefault('device_ids', None)
+    if cfg.get('env_cfg') is None:
+        cfg.env_cfg = {}
+    if cfg.env_cfg.get('dist_cfg') is None:
+        cfg.env_cfg.dist_cfg = {}
+    dist_cfg = cfg.env_cfg.dist_cfg
+    dist_cfg.backend = 'gloo'  # the one CPU backend (nccl needs CUDA)
+    if dist.is_initialized():  # a second run in the same processes
+        return False
+    missing = [k for k in _TORCHRUN_ENV if k not in os.environ]
+    if missing:
+        raise ValueError(f'--launcher pytorch needs the environment torchrun sets; {missing} '
+                         'are not set. Start with tools/dist_train.sh CONFIG NPROC (torchrun), '
+                         'or drop --launcher for one process')
+    timeout = datetime.timedelta(seconds=dist_cfg.get('timeout', DEFAULT_DIST_TIMEOUT))
+    dist.init_process_group(backend='gloo', timeout=timeout)
+    return True
+
+
 def build_runner(cfg: Config) -> Runner:
+    init_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
         return RUNNERS.build(cfg)
@@ -260,3 +314,6 @@ def main(mode: str, argv: Optional[List[str]] = None) -> None:
         train(argv) if mode == 'train' else test(argv)
     except MissingDataError as err:
         raise SystemExit(f'MissingDataError: {err}') from None
+    except PyramidMismatchError as err:  # an input error: exit 2, as argparse does
+        print(f'PyramidMismatchError: {err}', file=sys.stderr)
+        raise SystemExit(2) from None

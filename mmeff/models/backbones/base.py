@@ -131,6 +131,28 @@ class MobileBackbone(BaseModule):
         self.out_indices = self.normalize_out_indices(self._raw_out_indices, self.num_stages)
         self.frozen_stages = self.check_frozen_stages(self.frozen_stages, self.num_stages)
 
+    @property
+    def built_stages(self) -> int:
+        """How many stages are built: those up to the last requested output.
+
+        Later stages would hold parameters that ``forward`` never uses, and DDP with mmengine's
+        default ``find_unused_parameters=False`` fails on them ("Expected to have finished
+        reduction in the prior iteration"); so a backbone never builds them (their weights in a
+        checkpoint are reported as unexpected on load)."""
+        return self.out_indices[-1] + 1
+
+    def not_built_prefixes(self) -> Tuple[str, ...]:
+        """State-dict prefixes of what the full network has and this one does not build: the
+        stages after the last output and the output norms it has not built. A
+        checkpoint's tensors there are dropped on load (reported, never an error). A backbone
+        that has not declared its stages builds everything."""
+        if not self.stage_channels:
+            return ()
+        late = tuple(f'stages.{i}.' for i in range(self.built_stages, self.num_stages))
+        norms = tuple(f'out_norm{i}.' for i in range(self.num_stages)
+                      if getattr(self, f'out_norm{i}', None) is None)
+        return late + norms
+
     @staticmethod
     def check_frozen_stages(frozen_stages: int, num_stages: int) -> int:
         if _is_int(frozen_stages) and frozen_stages > num_stages:
@@ -250,7 +272,8 @@ class MobileBackbone(BaseModule):
         """Load an official / timm / mmpretrain / mmeff checkpoint (heads dropped)."""
         return load_pretrained(self, checkpoint, self.checkpoint_converter(), prefix='backbone.',
                                arch_name=self.arch_name,
-                               allowed_missing=self.dense_only_prefixes)
+                               allowed_missing=self.dense_only_prefixes,
+                               not_built=self.not_built_prefixes())
 
     def _convert_layout_on_load(self, state_dict: dict, prefix: str, *args) -> None:
         """``load_state_dict`` pre-hook: a backbone of another layout under this module's prefix

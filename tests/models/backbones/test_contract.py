@@ -112,3 +112,30 @@ def test_one_drop_path_class_removed_by_the_deploy_path(cls, arch, num_stages):
     assert drops and all(isinstance(m, DropPath) for m in drops)
     fused = fuse(model)
     assert not any(isinstance(m, DropPath) for m in fused.modules())
+
+
+@pytest.mark.parametrize('cls, arch, num_stages', FAMILIES, ids=IDS)
+def test_every_parameter_gets_a_gradient_for_any_out_indices(cls, arch, num_stages):
+    """DDP-safe by construction (find_unused_parameters=False): stages after the last output
+    and output norms of stages that are not outputs are not built, so one backward reaches
+    every parameter; e.g. out_indices=(0, 1) of a 4-stage backbone builds two stages."""
+    for out_indices in [(0, 1), (1,), (0, 2)]:
+        model = cls(arch, out_indices=out_indices)
+        assert len(model.stages) == max(out_indices) + 1
+        sum(o.float().mean() for o in model(torch.randn(2, 3, 64, 64))).backward()
+        unused = [n for n, p in model.named_parameters() if p.grad is None]
+        assert not unused, (out_indices, unused[:5])
+
+
+@pytest.mark.parametrize('cls, arch, num_stages', FAMILIES, ids=IDS)
+def test_full_checkpoint_loads_into_a_backbone_with_fewer_stages(cls, arch, num_stages):
+    """A user's checkpoint holding every stage still loads when fewer are built: the tensors
+    of the stages not built are reported as dropped, what is built loads bit for bit."""
+    full = randomize_(cls(arch))
+    part = cls(arch, out_indices=(0,))
+    report = part.load_checkpoint({'state_dict': {f'backbone.{k}': v
+                                                  for k, v in full.state_dict().items()}})
+    assert not report.missing and not report.unexpected
+    assert any(k.startswith(f'backbone.stages.{num_stages - 1}.') for k in report.dropped)
+    for name, value in part.state_dict().items():
+        assert torch.equal(value, full.state_dict()[name]), name

@@ -90,7 +90,7 @@ class EfficientFormer(MobileBackbone):
                                  num_3d[i], downsample=i > 0, mlp_ratio=settings['mlp_ratio'],
                                  pool_size=settings['pool_size'], drop_path=rates[i],
                                  layer_scale_init=layer_scale_init, table_size=self.table_size)
-            for i in range(self.num_stages))
+            for i in range(self.built_stages))
         if with_out_norms:
             for i in self.out_indices:
                 self.add_module(f'out_norm{i}', nn.GroupNorm(1, self.widths[i]))
@@ -121,8 +121,7 @@ class EfficientFormer(MobileBackbone):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """(N, C, H, W) -> one (N, C_i, ceil(H / 2^(i+2)), ceil(W / 2^(i+2))) map per output.
 
-        Stages after the last requested output are not run (their parameters get no gradient:
-        with DDP, freeze them or set ``find_unused_parameters``). Outputs are always contiguous
+        Stages after the last requested output are not built (see ``built_stages``). Outputs are always contiguous
         NCHW, also when the fused model runs channels_last inside (mmcv's CPU ops expect NCHW)."""
         self.check_input(x)
         x = self.stem(x)
@@ -133,6 +132,4 @@ class EfficientFormer(MobileBackbone):
                 norm = getattr(self, f'out_norm{i}', None)
                 out = norm(x) if norm is not None else x
                 outs.append(out.contiguous())
-            if i == self.out_indices[-1]:
-                break
         return tuple(outs)

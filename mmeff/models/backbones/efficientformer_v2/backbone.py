@@ -39,8 +39,9 @@ class EfficientFormerV2(MobileBackbone):
     for the grid that occurs the offset table is resized bicubically and gathered (exact at 224,
     cached per size in eval mode, see :class:`AttentionBias2d`).
 
-    All four stages are always built, so every checkpoint loads completely; stages after the
-    last ``out_indices`` entry are not run (freeze them, or use DDP's find_unused_parameters).
+    Stages after the last ``out_indices`` entry are not built (``built_stages``), so every
+    parameter gets a gradient (DDP-safe); their weights in a checkpoint are reported as
+    unexpected on load.
 
     In eval mode the forward runs in channels_last memory format (depth-wise convolutions are
     many times faster so on CPU; set ``eval_channels_last = False`` to disable) and returns
@@ -123,7 +124,7 @@ class EfficientFormerV2(MobileBackbone):
         grid32 = tuple(ceil_div(s, 32) for s in self.img_size)  # every other attention grid
         rates = drop_path_rates(drop_path_rate, depths)
         stages = []
-        for i, depth in enumerate(depths):
+        for i, depth in enumerate(depths[:self.built_stages]):
             downsample = nn.Identity() if i == 0 else Downsample(
                 widths[i - 1], widths[i], use_attn=i == 3, table_size=grid16)
             blocks = [
@@ -144,7 +145,7 @@ class EfficientFormerV2(MobileBackbone):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         outs = []
-        for i, stage in enumerate(self.stages[:self.out_indices[-1] + 1]):
+        for i, stage in enumerate(self.stages):
             if not isinstance(stage.downsample, nn.Identity):
                 x = self.run_block(stage.downsample, x)
             for block in stage.blocks:

@@ -11,8 +11,9 @@ standard FPN wants stride 4/8 too; two documented ways:
 - ``extra_levels=(4, 8)`` prepends the patch-embedding activations at those strides (after
   ReLU; ``C1/4`` and ``C1/2`` channels) to the outputs, so MMDet's ``FPN`` with
   ``in_channels=list(backbone.out_channels)`` (MMDet's FPN wants a list, ``out_channels`` is a
-  tuple) gives P2-P6 (Mask R-CNN) or, with ``(8,)`` and ``add_extra_convs='on_input'``, P3-P7
-  (RetinaNet);
+  tuple) gives P2-P6 (Mask R-CNN) or, with the stock ``start_level=1`` and
+  ``add_extra_convs='on_input'``, P3-P7 (RetinaNet; ``(8,)`` with ``start_level=1`` would give
+  strides 16-256, which the build check in ``mmeff.engine.pyramid`` refuses);
 - or keep the three native levels and use :class:`mmeff.EfficientViTFPN`, which is what the
   official downstream code did (transposed-conv levels for /4 and /8).
 
@@ -69,7 +70,8 @@ class EfficientViT(MobileBackbone):
         arch: 'm0'..'m5' or a dict with ``embed_dims``, ``depths``, ``num_heads``, ``kernels``
             (per stage, per stage, per stage, per head) and optionally ``key_dim`` (16).
         in_channels: input image channels.
-        out_indices: stages to output (0, 1, 2 -> strides 16, 32, 64).
+        out_indices: stages to output (0, 1, 2 -> strides 16, 32, 64); stages after the last
+            one are not built (every parameter gets a gradient: DDP-safe).
         frozen_stages: -1 none, 0 the patch embedding, k also stages 0..k-1.
         norm_eval: keep all BatchNorms in eval mode during training.
         drop_path_rate: stochastic depth, linear over the blocks (a stage's subsample block
@@ -115,7 +117,7 @@ class EfficientViT(MobileBackbone):
         block_dpr = drop_path_rates(drop_path_rate,
                                     [d + (i > 0) for i, d in enumerate(depths)])
         stages = []
-        for i in range(num_stages):
+        for i in range(self.built_stages):
             res = (_conv_out(img_h, 4 + i), _conv_out(img_w, 4 + i))
             table = (min(windows[i], res[0]), min(windows[i], res[1]))
             dpr = block_dpr[i]
