@@ -5,6 +5,8 @@ This package never imports a model. Each backbone family keeps its own layouts i
 ``mmeff/models/backbones/<family>/checkpoint.py`` and registers its converter here when
 ``mmeff.models`` is imported (``import mmeff`` does that).
 """
+from mmeff.checkpoint.integrity import (RECORD_SUFFIX, CheckpointIntegrityError,
+                                        record_path, record_text, verify_digest)
 from mmeff.checkpoint.io import (load_file, read_state_dict, safe_globals, strip_prefix,
                                  unwrap_state_dict)
 from mmeff.checkpoint.loader import (CONVERTERS, ArchMismatchError, LayoutConverter, LoadReport,
@@ -12,6 +14,7 @@ from mmeff.checkpoint.loader import (CONVERTERS, ArchMismatchError, LayoutConver
 from mmeff.checkpoint.rules import rename_key, rename_keys
 
 __all__ = [
+    'RECORD_SUFFIX', 'CheckpointIntegrityError', 'record_path', 'record_text', 'verify_digest',
     'load_file', 'read_state_dict', 'safe_globals', 'strip_prefix', 'unwrap_state_dict',
     'CONVERTERS', 'ArchMismatchError', 'detect_family', 'register_converter', 'LayoutConverter',
     'LoadReport', 'load_pretrained', 'rename_key', 'rename_keys'

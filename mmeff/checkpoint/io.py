@@ -13,6 +13,9 @@ from typing import Any, Dict, Iterator, Mapping
 import numpy as np
 import torch
 
+from mmeff.checkpoint.integrity import (CheckpointIntegrityError, refuse_non_finite,
+                                        verify_digest)
+
 StateDict = Dict[str, torch.Tensor]
 
 _CONTAINER_KEYS = ('state_dict', 'model', 'model_ema', 'module', 'net')
@@ -66,7 +69,11 @@ def safe_globals() -> Iterator[None]:
 
 
 def load_file(path: str, map_location: str = 'cpu') -> Any:
-    """``torch.load`` with weights_only=True and numpy allow-listed; clear errors."""
+    """``torch.load`` with weights_only=True and numpy allow-listed; clear errors.
+
+    An empty file, or one that differs from its digest record (``<path>.sha256``, written
+    beside mmeff's training checkpoints), raises ``CheckpointIntegrityError`` before loading:
+    damaged bytes can load silently otherwise (see ``mmeff.checkpoint.integrity``)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -75,14 +82,21 @@ def load_file(path: str, map_location: str = 'cpu') -> Any:
             'checkpoint). To obtain one, pretrain it with tools/train.py '
             'configs/cls/<variant>_in1k.py, or convert an official release with '
             'tools/convert_checkpoint.py SRC DST')
+    verify_digest(path)
     with safe_globals():
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # UnpicklingError and friends
+        except pickle.UnpicklingError as err:
             raise RuntimeError(
                 f'{path!r} could not be loaded with torch.load(weights_only=True): {err}. '
                 'Only tensors, containers and numpy values are accepted. If you trust this '
                 'file, re-save its state dict with torch.save(state_dict, path).') from err
+        except Exception as err:  # truncated zip, EOFError, not a torch file at all
+            raise CheckpointIntegrityError(
+                f'{path!r} is not a readable checkpoint ({type(err).__name__}: {err}): the file '
+                'is truncated, corrupted or not a PyTorch checkpoint. Use an intact copy '
+                '(tools/train.py --resume picks the newest intact checkpoint of a work dir)'
+            ) from err
 
 
 def unwrap_state_dict(obj: Any) -> StateDict:
@@ -115,5 +129,10 @@ def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
 
 
 def read_state_dict(path: str) -> StateDict:
-    """Load a checkpoint file and return its flat state dict ('module.' prefixes removed)."""
-    return strip_prefix(unwrap_state_dict(load_file(path)), 'module.')
+    """Load a checkpoint file and return its flat state dict ('module.' prefixes removed).
+
+    The file is verified on the way (``load_file``) and refused when a weight is NaN/Inf:
+    a diverged run's checkpoint would load and silently train on NaN."""
+    state_dict = strip_prefix(unwrap_state_dict(load_file(path)), 'module.')
+    refuse_non_finite(state_dict, path)
+    return state_dict
