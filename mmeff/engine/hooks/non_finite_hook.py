@@ -8,9 +8,12 @@ which names the iteration and the files of the offending samples:
 
 * inputs are checked after the data preprocessor, just before the model's forward: nothing in
   the model has seen them yet;
-* the losses are checked right after the forward, before the backward and the optimizer step;
-  the BatchNorm running statistics that forward updated are put back to their values before
-  the step (a copy of the norm buffers, a few KiB to MiB, is kept for the current step only).
+* the losses and the BatchNorm running statistics are checked right after the forward, before
+  the backward and the optimizer step (a finite but huge input can overflow a BatchNorm's
+  variance to Inf while the loss stays finite); when either is NaN/Inf, the statistics that
+  forward updated are put back to their values before the step (a copy of the norm buffers, a
+  few KiB to MiB, is kept for the current step only), so the model in memory is the model of
+  the last good step.
 
 ``tools/train.py`` adds the hook to every training run; a config opts out with
 ``non_finite_check = False`` (or tunes it by listing ``dict(type='mmeff.NonFiniteCheckHook',
@@ -86,13 +89,13 @@ class NonFiniteCheckHook(Hook):
         self._batch: Any = None
         self._norm_state: Optional[List[Tuple[nn.Module, List[torch.Tensor]]]] = None
         self._handles: list = []
-        self._norms: List[nn.Module] = []
+        self._norms: List[Tuple[str, nn.Module]] = []
 
     # ------------------------------------------------------------------------ hook points
     def before_train(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         self._runner = runner
-        self._norms = [m for m in model.modules()
+        self._norms = [(name, m) for name, m in model.named_modules()
                        if isinstance(m, _NormBase) and m.track_running_stats]
         if self.check_inputs:
             self._handles.append(model.register_forward_pre_hook(self._inputs_hook,
@@ -104,7 +107,7 @@ class NonFiniteCheckHook(Hook):
         self._batch = data_batch
         if self.check_loss:
             self._norm_state = [(m, [b.detach().clone() for b in self._norm_buffers(m)])
-                                for m in self._norms]
+                                for _, m in self._norms]
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
                          outputs: Any = None) -> None:
@@ -132,9 +135,14 @@ class NonFiniteCheckHook(Hook):
         bad = [name for name, value in output.items()
                if 'loss' in name and any(not bool(torch.isfinite(t).all())
                                          for t in _tensors(value))]
-        if bad:
+        norms = [name for name, m in self._norms
+                 if not all(bool(torch.isfinite(b).all()) for b in self._norm_buffers(m))]
+        if bad or norms:
             self._restore_norms()
-            self._stop(f'non-finite (NaN/Inf) loss {bad}', self._files(None),
+            what = (f'non-finite (NaN/Inf) loss {bad}' if bad else
+                    f'non-finite (NaN/Inf) running statistics in norm layers {norms[:5]} (an '
+                    'activation overflowed)')
+            self._stop(what, self._files(None),
                        'lower the learning rate, enable gradient clipping '
                        '(optim_wrapper.clip_grad), or resume from an earlier checkpoint; '
                        'the weights and BatchNorm statistics are those before this step')
