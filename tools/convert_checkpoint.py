@@ -7,6 +7,8 @@ The family and layout are detected by the converters the model families register
 (``mmeff.checkpoint.CONVERTERS``); nothing here is family-specific. The default output is
 ``{'state_dict': canonical}`` (mmeff's classifier keys ``backbone.*`` + ``head.*``), which
 ``init_cfg=dict(type='Pretrained', checkpoint=DST)`` and ``load_pretrained`` read directly.
+Exit status: 0 on success, 2 for an input error (a missing, damaged or unknown checkpoint, a
+layout the family cannot write), reported as one message.
 """
 import argparse
 import sys
@@ -17,6 +19,7 @@ import torch
 
 import mmeff.models  # noqa: F401  (registers every family's converter)
 from mmeff.checkpoint import CONVERTERS, detect_family, read_state_dict
+from mmeff.engine.launch import INPUT_ERRORS
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -31,17 +34,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
+def convert(args: argparse.Namespace) -> str:
+    """Convert ``args.src`` to ``args.dst``; returns the summary to print."""
     state_dict = read_state_dict(args.src)
-    if args.family == 'auto':
-        family, layout = detect_family(state_dict)
-    else:
-        family = args.family
-        layout = CONVERTERS[family].detect_layout(state_dict)
+    try:
+        if args.family == 'auto':
+            family, layout = detect_family(state_dict)
+        else:
+            family = args.family
+            layout = CONVERTERS[family].detect_layout(state_dict)
+    except ValueError as err:
+        raise ValueError(f'{args.src}: {err}') from err
     converter = CONVERTERS[family]
     if args.to not in converter.writable_layouts:
-        raise SystemExit(f'error: {family} can be written as {list(converter.writable_layouts)}, '
+        raise ValueError(f'{family} can be written as {list(converter.writable_layouts)}, '
                          f'not {args.to!r}')
     canonical = converter.to_canonical(state_dict, layout)
     arch = converter.guess_arch(canonical) or 'custom/unknown'
@@ -49,10 +55,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     Path(args.dst).parent.mkdir(parents=True, exist_ok=True)
     torch.save({'state_dict': out} if args.to == 'mmeff' else out, args.dst)
     dropped = len(state_dict) - len(canonical)
-    print(f'family: {family}\nlayout: {layout}\narch: {arch}\n'
-          f'keys: {len(state_dict)} read, {len(canonical)} canonical ({dropped} dropped: derived '
-          f'index buffers and parts that are not {family} weights), {len(out)} written as '
-          f'{args.to!r} to {args.dst}')
+    return (f'family: {family}\nlayout: {layout}\narch: {arch}\n'
+            f'keys: {len(state_dict)} read, {len(canonical)} canonical ({dropped} dropped: '
+            f'derived index buffers and parts that are not {family} weights), {len(out)} '
+            f'written as {args.to!r} to {args.dst}')
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        print(convert(args))
+    except INPUT_ERRORS as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     return 0
 
 

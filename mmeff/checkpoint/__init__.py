@@ -7,15 +7,15 @@ This package never imports a model. Each backbone family keeps its own layouts i
 """
 from mmeff.checkpoint.integrity import (RECORD_SUFFIX, CheckpointIntegrityError,
                                         record_path, record_text, verify_digest)
-from mmeff.checkpoint.io import (load_file, read_state_dict, safe_globals, strip_prefix,
-                                 unwrap_state_dict)
+from mmeff.checkpoint.io import (UnsafeCheckpointError, load_file, read_state_dict,
+                                 safe_globals, strip_prefix, unwrap_state_dict)
 from mmeff.checkpoint.loader import (CONVERTERS, ArchMismatchError, LayoutConverter, LoadReport,
                                      detect_family, load_pretrained, register_converter)
 from mmeff.checkpoint.rules import rename_key, rename_keys
 
 __all__ = [
     'RECORD_SUFFIX', 'CheckpointIntegrityError', 'record_path', 'record_text', 'verify_digest',
-    'load_file', 'read_state_dict', 'safe_globals', 'strip_prefix', 'unwrap_state_dict',
+    'UnsafeCheckpointError', 'load_file', 'read_state_dict', 'safe_globals', 'strip_prefix', 'unwrap_state_dict',
     'CONVERTERS', 'ArchMismatchError', 'detect_family', 'register_converter', 'LayoutConverter',
     'LoadReport', 'load_pretrained', 'rename_key', 'rename_keys'
 ]

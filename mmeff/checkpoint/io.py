@@ -18,6 +18,10 @@ from mmeff.checkpoint.integrity import (CheckpointIntegrityError, refuse_non_fin
 
 StateDict = Dict[str, torch.Tensor]
 
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint holds pickled objects that ``torch.load(weights_only=True)`` refuses."""
+
 _CONTAINER_KEYS = ('state_dict', 'model', 'model_ema', 'module', 'net')
 
 
@@ -87,7 +91,7 @@ def load_file(path: str, map_location: str = 'cpu') -> Any:
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as err:
-            raise RuntimeError(
+            raise UnsafeCheckpointError(
                 f'{path!r} could not be loaded with torch.load(weights_only=True): {err}. '
                 'Only tensors, containers and numpy values are accepted. If you trust this '
                 'file, re-save its state dict with torch.save(state_dict, path).') from err

@@ -30,7 +30,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from mmeff.checkpoint.integrity import CheckpointIntegrityError
-from mmeff.checkpoint.io import safe_globals
+from mmeff.checkpoint.io import UnsafeCheckpointError, safe_globals
 from mmeff.engine.data_paths import (BrokenDataError, MissingDataError, check_data_paths,
                                      naming_broken_json)
 from mmeff.engine.hooks.non_finite_hook import NonFiniteError
@@ -43,10 +43,12 @@ _MMEFF_MODULES = ('mmeff.models', 'mmeff.datasets', 'mmeff.engine', 'mmeff.evalu
 _LAUNCHERS = ['none', 'pytorch', 'slurm', 'mpi']
 ATOMIC_CHECKPOINT_HOOK = 'mmeff.AtomicCheckpointHook'
 NON_FINITE_CHECK_HOOK = 'mmeff.NonFiniteCheckHook'
-#: what the user gave wrong (options, config, data, checkpoint): a message and exit status 2
-INPUT_ERRORS = (ValueError, FileNotFoundError)
+#: what the user gave wrong (options, a config that does not parse, data, a checkpoint): the
+#: tools print a message and exit with status 2 (tools/convert_checkpoint.py and export.py too)
+INPUT_ERRORS = (ValueError, FileNotFoundError, SyntaxError, UnsafeCheckpointError)
 #: the same, found once the run is under way (anything else keeps its traceback)
-RUN_INPUT_ERRORS = (MissingDataError, BrokenDataError, CheckpointIntegrityError, NonFiniteError)
+RUN_INPUT_ERRORS = (MissingDataError, BrokenDataError, CheckpointIntegrityError,
+                    UnsafeCheckpointError, NonFiniteError)
 
 
 # ----------------------------------------------------------------------------------- arguments

@@ -62,13 +62,18 @@ def _signature(state_dict: StateDict, prefix: str) -> FrozenSet[str]:
                      if k.startswith(prefix) and not k.endswith(_BN_BUFFERS))
 
 
+#: most keys an edited first block may miss or add to be reported as its layout's block
+_NEAR = 2
+
+
 def _first_block_mismatch(body: StateDict) -> str:
     """Why no layout's first-block signature matched: the keys missing / extra against the
-    nearest layout when the first block is there, else that this is no EfficientFormer."""
+    nearest layout when the first block differs from it by at most ``_NEAR`` keys (an edited
+    file), else that this is no EfficientFormer (V2's first block, for one, differs by 5)."""
     best = None
     for layout, (prefix, signature) in _MB4D_SIGNATURES.items():
         found = _signature(body, prefix)
-        if found & signature:
+        if len(signature ^ found) <= _NEAR:
             diff = (len(signature - found) + len(found - signature), layout, prefix,
                     sorted(signature - found), sorted(found - signature))
             best = min(best, diff) if best else diff
