@@ -9,7 +9,7 @@ from mmengine.registry import DATASETS, MODELS
 
 from mmeff.engine import launch
 from mmeff.engine.data_paths import BrokenDataError
-from mmeff.engine.hooks import NonFiniteError
+from mmeff.engine.hooks import NonFiniteError, NonFiniteWeightsError
 
 
 @MODELS.register_module(force=True)
@@ -134,3 +134,13 @@ def test_broken_annotation_json_is_named(tiny, tiny_config, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         launch.main('train', argv)
     assert info.value.code == 2 and 'not valid JSON' in capsys.readouterr().err
+
+
+def test_a_diverged_model_is_never_saved(tiny, tiny_config, tmp_path):
+    """With the check off, a NaN sample turns the weights into NaN; the checkpoint hook then
+    refuses to write the checkpoint that a resumed run would train on."""
+    work_dir = tmp_path / 'w'
+    with pytest.raises(NonFiniteWeightsError, match='not saving a checkpoint after iteration 6: 8 weight tensors'):
+        launch.train(tiny.run_args(tiny_config, work_dir,
+                                   options=_options(bad=5) + ['non_finite_check=False']))
+    assert not list(work_dir.glob('*.pth'))

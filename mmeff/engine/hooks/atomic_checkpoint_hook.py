@@ -45,7 +45,7 @@ def _refuse_non_finite_model(runner) -> None:
     bad = non_finite_tensors(runner.model.state_dict())
     if bad:
         raise NonFiniteWeightsError(
-            f'not saving a checkpoint at iteration {runner.iter}: {len(bad)} weight tensors are '
+            f'not saving a checkpoint after iteration {runner.iter}: {len(bad)} weight tensors are '
             f'NaN/Inf (first: {bad[0]}); training diverged. Resume from the last checkpoint '
             'with a lower learning rate or gradient clipping (optim_wrapper.clip_grad)')
 
