@@ -47,6 +47,14 @@ def _tensors(obj: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(item)
 
 
+def _all_finite(tensors: List[torch.Tensor]) -> bool:
+    """Whether every tensor is free of NaN/Inf, with one device sync for all of them (a sync
+    per tensor would stall a GPU step once per norm layer)."""
+    if not tensors:
+        return True
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
 def _bad_rows(tensor: torch.Tensor) -> List[int]:
     """Batch indices (first dim) of a tensor that hold NaN/Inf."""
     if tensor.dim() == 0:
@@ -123,7 +131,10 @@ class NonFiniteCheckHook(Hook):
     def _inputs_hook(self, module: nn.Module, args: Sequence, kwargs: dict) -> None:
         if self._batch is None or not module.training:
             return  # not inside a training step (validation runs between epochs)
-        rows = sorted({r for t in _tensors([args, kwargs]) for r in _bad_rows(t)})
+        tensors = list(_tensors([args, kwargs]))
+        if _all_finite(tensors):
+            return
+        rows = sorted({r for t in tensors for r in _bad_rows(t)})
         if rows:
             self._stop(f'non-finite (NaN/Inf) model input in batch samples {rows}',
                        self._files(rows), 'fix or drop the sample (a corrupt file, or an '
@@ -132,11 +143,13 @@ class NonFiniteCheckHook(Hook):
     def _loss_hook(self, module: nn.Module, args: Sequence, kwargs: dict, output: Any) -> None:
         if self._batch is None or not module.training or not isinstance(output, dict):
             return
+        losses = [t for name, value in output.items() if 'loss' in name for t in _tensors(value)]
+        stats = [b for _, m in self._norms for b in self._norm_buffers(m)]
+        if _all_finite(losses + stats):
+            return
         bad = [name for name, value in output.items()
-               if 'loss' in name and any(not bool(torch.isfinite(t).all())
-                                         for t in _tensors(value))]
-        norms = [name for name, m in self._norms
-                 if not all(bool(torch.isfinite(b).all()) for b in self._norm_buffers(m))]
+               if 'loss' in name and not _all_finite(list(_tensors(value)))]
+        norms = [name for name, m in self._norms if not _all_finite(self._norm_buffers(m))]
         if bad or norms:
             self._restore_norms()
             what = (f'non-finite (NaN/Inf) loss {bad}' if bad else
