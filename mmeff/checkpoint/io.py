@@ -132,11 +132,15 @@ def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
                        for k, v in state_dict.items())
 
 
-def read_state_dict(path: str) -> StateDict:
-    """Load a checkpoint file and return its flat state dict ('module.' prefixes removed).
-
-    The file is verified on the way (``load_file``) and refused when a weight is NaN/Inf:
-    a diverged run's checkpoint would load and silently train on NaN."""
-    state_dict = strip_prefix(unwrap_state_dict(load_file(path)), 'module.')
-    refuse_non_finite(state_dict, path)
+def checked_state_dict(checkpoint: Any, source: str) -> StateDict:
+    """The flat state dict of a loaded checkpoint ('module.' prefixes removed), refused when
+    a weight is NaN/Inf: a diverged run's checkpoint would load and silently train on NaN."""
+    state_dict = strip_prefix(unwrap_state_dict(checkpoint), 'module.')
+    refuse_non_finite(state_dict, source)
     return state_dict
+
+
+def read_state_dict(path: str) -> StateDict:
+    """Load a checkpoint file, verified on the way (``load_file``), and return its flat,
+    finite state dict (``checked_state_dict``)."""
+    return checked_state_dict(load_file(path), path)

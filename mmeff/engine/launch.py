@@ -172,7 +172,7 @@ def _set_resume(cfg: Config, resume: Optional[str]) -> None:
         return
     if '://' not in resume and not osp.isfile(resume):
         raise FileNotFoundError(f'--resume checkpoint not found: {resume!r}')
-    check_checkpoint(resume)
+    check_checkpoint(resume, resume=True)
     cfg.load_from = resume
 
 

@@ -16,7 +16,7 @@ import sys
 from typing import List, Optional, Tuple
 
 from mmeff.checkpoint.integrity import CheckpointIntegrityError
-from mmeff.checkpoint.io import read_state_dict
+from mmeff.checkpoint.io import checked_state_dict, load_file
 
 #: (checkpoint path, why it was not used)
 Skipped = List[Tuple[str, str]]
@@ -26,11 +26,21 @@ class NoIntactCheckpointError(FileNotFoundError):
     """``--resume`` found checkpoints in the work dir, but none of them is intact."""
 
 
-def check_checkpoint(path: str) -> None:
+def check_checkpoint(path: str, resume: bool = False) -> None:
     """Raise ``CheckpointIntegrityError`` (or ``FileNotFoundError``) with the reason when
-    ``path`` is not safe to resume or evaluate from; remote paths (``s3://``) are not checked."""
-    if '://' not in path:
-        read_state_dict(path)
+    ``path`` is not safe to evaluate from or, with ``resume``, to resume from (that needs the
+    training state mmengine's runner saves, not just weights); remote paths (``s3://``) are not
+    checked."""
+    if '://' in path:
+        return
+    checkpoint = load_file(path)
+    if resume and not (isinstance(checkpoint, dict) and 'meta' in checkpoint
+                       and 'state_dict' in checkpoint):
+        raise CheckpointIntegrityError(
+            f'{path!r} holds weights but no training state (no "meta" entry): --resume needs a '
+            'checkpoint that tools/train.py wrote. To start a new run from these weights, '
+            f'pass --cfg-options load_from={path} without --resume')
+    checked_state_dict(checkpoint, path)
 
 
 def _step(path: str) -> int:
@@ -71,7 +81,7 @@ def find_intact_checkpoint(work_dir: str) -> Tuple[Optional[str], Skipped]:
         if not latest or osp.abspath(p) != osp.abspath(latest)]
     for path in candidates:
         try:
-            check_checkpoint(path)
+            check_checkpoint(path, resume=True)
         except (CheckpointIntegrityError, FileNotFoundError) as err:
             skipped.append((path, str(err)))
             continue

@@ -121,3 +121,13 @@ def test_test_tool_exits_2_on_a_zero_byte_checkpoint(tiny_config, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert 'CheckpointIntegrityError' in proc.stderr and 'empty.pth' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def test_resume_needs_a_training_checkpoint(tiny, tiny_config, trained, tmp_path):
+    """Plain weights are no resume point: the fix (load_from) is named."""
+    work_dir, _ = trained
+    weights = tmp_path / 'weights.pth'
+    torch.save(torch.load(work_dir / 'epoch_2.pth', weights_only=False)['state_dict'], weights)
+    with pytest.raises(CheckpointIntegrityError, match='no training state.*load_from='):
+        launch.build_train_config(tiny.run_args(tiny_config, tmp_path / 'w', '--resume',
+                                                str(weights)))
