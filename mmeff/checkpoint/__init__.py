@@ -15,7 +15,8 @@ from mmeff.checkpoint.rules import rename_key, rename_keys
 
 __all__ = [
     'RECORD_SUFFIX', 'CheckpointIntegrityError', 'record_path', 'record_text', 'verify_digest',
-    'UnsafeCheckpointError', 'load_file', 'read_state_dict', 'safe_globals', 'strip_prefix', 'unwrap_state_dict',
+    'UnsafeCheckpointError', 'load_file', 'read_state_dict', 'safe_globals', 'strip_prefix',
+    'unwrap_state_dict',
     'CONVERTERS', 'ArchMismatchError', 'detect_family', 'register_converter', 'LayoutConverter',
     'LoadReport', 'load_pretrained', 'rename_key', 'rename_keys'
 ]

@@ -140,7 +140,8 @@ def test_a_diverged_model_is_never_saved(tiny, tiny_config, tmp_path):
     """With the check off, a NaN sample turns the weights into NaN; the checkpoint hook then
     refuses to write the checkpoint that a resumed run would train on."""
     work_dir = tmp_path / 'w'
-    with pytest.raises(NonFiniteWeightsError, match='not saving a checkpoint after iteration 6: 8 weight tensors'):
+    with pytest.raises(NonFiniteWeightsError,
+                       match='not saving a checkpoint after iteration 6: 8 weight tensors'):
         launch.train(tiny.run_args(tiny_config, work_dir,
                                    options=_options(bad=5) + ['non_finite_check=False']))
     assert not list(work_dir.glob('*.pth'))

@@ -68,7 +68,8 @@ def test_first_block_key_difference_is_named(l1, l1_state, tmp_path):
     with pytest.raises(ValueError, match=r"checkpoint '.*missing.pth': the first EfficientFormer "
                                          r"block .* missing \['ls1.gamma'\], unexpected \[\]"):
         l1.load_checkpoint(_load(tmp_path, missing, 'missing.pth'))
-    extra = dict(_first_stage(l1_state), **{'backbone.stages.0.blocks.0.extra.weight': torch.zeros(1)})
+    extra = dict(_first_stage(l1_state))
+    extra['backbone.stages.0.blocks.0.extra.weight'] = torch.zeros(1)
     with pytest.raises(ValueError, match=r"missing \[\], unexpected \['extra.weight'\]"):
         l1.load_checkpoint(_load(tmp_path, extra))
 
