@@ -240,9 +240,10 @@ def build_runner(cfg: Config) -> Runner:
 def run(cfg: Config, mode: str):
     """Build the runner of a checked config and train (returns the runner) or test (returns
     the metrics)."""
-    runner = build_runner(cfg)
-    # resume / load_from go through torch.load(weights_only=True)
+    # resume / load_from go through torch.load(weights_only=True); datasets and metrics read
+    # their annotation files while the runner is built or run
     with safe_globals(), naming_broken_json(cfg, mode):
+        runner = build_runner(cfg)
         if mode == 'train':
             runner.train()
             return runner
