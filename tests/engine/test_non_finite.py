@@ -77,6 +77,7 @@ def test_nan_input_stops_before_the_forward(tiny, tiny_config, tmp_path, monkeyp
     model = seen['runner'].model
     assert torch.isfinite(_norm_stats(model)).all()
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not model._forward_pre_hooks and not model._forward_hooks  # removed on the way out
 
 
 def _keep_runner_and_snapshots(monkeypatch) -> dict:

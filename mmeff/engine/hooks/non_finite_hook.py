@@ -182,5 +182,9 @@ class NonFiniteCheckHook(Hook):
     def _stop(self, what: str, files: str, fix: str) -> None:
         runner = self._runner
         where = f'iteration {runner.iter + 1} (epoch {runner.epoch + 1})' if runner else 'training'
+        # the run ends here and mmengine calls no after_* hook on an exception: leave the model
+        # without the forward hooks and this step's references
+        self.after_train_iter(runner, -1)
+        self.after_train(runner)
         raise NonFiniteError(f'{what} at {where}; files: {files}. Stopped before the optimizer '
                              f'step, so the last checkpoint is intact: {fix}.')
