@@ -14,6 +14,8 @@ The family and layout are detected by the converters the model families register
 (``mmeff.checkpoint.CONVERTERS``); nothing here is family-specific. The default output is
 ``{'state_dict': canonical}`` (mmeff's classifier keys ``backbone.*`` + ``head.*``), which
 ``init_cfg=dict(type='Pretrained', checkpoint=DST)`` and ``load_pretrained`` read directly.
+Exit status: 0 on success, 2 for an input error (a missing, damaged or unknown checkpoint, a
+layout the family cannot write), reported as one message.
 """
 import argparse
 import sys
@@ -24,6 +26,7 @@ import torch
 
 import mmeff.models  # noqa: F401  (registers every family's converter)
 from mmeff.checkpoint import CONVERTERS, detect_family, read_state_dict
+from mmeff.engine.launch import INPUT_ERRORS
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -38,23 +41,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
-    try:
-        return convert(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-
-
-def convert(args: argparse.Namespace) -> int:
-    """Read, detect, convert and write; input errors raise (``main`` turns them into 2)."""
+def convert(args: argparse.Namespace) -> str:
+    """Convert ``args.src`` to ``args.dst``; returns the summary to print."""
     state_dict = read_state_dict(args.src)
-    if args.family == 'auto':
-        family, layout = detect_family(state_dict)
-    else:
-        family = args.family
-        layout = None
+    try:
+        if args.family == 'auto':
+            family, layout = detect_family(state_dict)
+        else:
+            family = args.family
+            layout = CONVERTERS[family].detect_layout(state_dict)
+    except ValueError as err:
+        raise ValueError(f'{args.src}: {err}') from err
     converter = CONVERTERS[family]
     if args.to not in converter.writable_layouts:
         raise ValueError(f'{family} can be written as {list(converter.writable_layouts)}, '
@@ -68,10 +65,19 @@ def convert(args: argparse.Namespace) -> int:
     Path(args.dst).parent.mkdir(parents=True, exist_ok=True)
     torch.save({'state_dict': out} if args.to == 'mmeff' else out, args.dst)
     dropped = len(state_dict) - len(canonical)
-    print(f'family: {family}\nlayout: {layout}\narch: {arch}\n'
-          f'keys: {len(state_dict)} read, {len(canonical)} canonical ({dropped} dropped: derived '
-          f'index buffers and buffers the official code never uses), {len(out)} written as '
-          f'{args.to!r} to {args.dst}')
+    return (f'family: {family}\nlayout: {layout}\narch: {arch}\n'
+            f'keys: {len(state_dict)} read, {len(canonical)} canonical ({dropped} dropped: '
+            f'derived index buffers and buffers the official code never uses), {len(out)} '
+            f'written as {args.to!r} to {args.dst}')
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        print(convert(args))
+    except INPUT_ERRORS + (RuntimeError,) as err:  # RuntimeError: damaged / unreadable file
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     return 0
 
 

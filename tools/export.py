@@ -16,7 +16,8 @@ Examples::
 The model goes down the deploy path first (BN folded, attention biases frozen for --shape,
 no DropPath/Dropout); the exported graph is inspected for leftovers and compared with the
 unfused PyTorch model. Exit status: 0 when every check passes, 1 when a check fails,
-2 for an unsupported request.
+2 for an input error (an unsupported request, a missing or damaged checkpoint, a config that
+does not parse), reported as one message.
 """
 import argparse
 import os
@@ -24,6 +25,7 @@ import sys
 
 from mmeff.deploy.export import (COREML_TARGETS, FORMATS, ExportError,
                                  ExportOptions, export)
+from mmeff.engine.launch import INPUT_ERRORS
 from mmeff.models.loading import load_model
 from mmeff.deploy.parts import PARTS, make_part
 
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
     except ExportError as err:
         print(f'[export] FAILED: {err}', file=sys.stderr)
         return 1
-    except ValueError as err:
+    except INPUT_ERRORS as err:
         print(f'[export] error: {err}', file=sys.stderr)
         return 2
     if args.checkpoint is None:

@@ -18,9 +18,15 @@ from typing import Any, Dict, Mapping
 import numpy as np
 import torch
 
+from mmeff.checkpoint.integrity import (CheckpointIntegrityError, refuse_non_finite,
+                                        verify_digest)
 from mmeff.checkpoint.remote import TIMM_PREFIX, URL_SCHEMES, resolve_checkpoint
 
 StateDict = Dict[str, torch.Tensor]
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint holds pickled objects that ``torch.load(weights_only=True)`` refuses."""
 
 _CONTAINER_KEYS = ('state_dict', 'model', 'model_ema', 'module', 'net')
 
@@ -85,7 +91,11 @@ def allow_runner_checkpoints() -> None:
 def load_file(path: str, map_location: str = 'cpu') -> Any:
     """Read a checkpoint: a local file, a URL or a ``timm:`` tag (``remote.py`` fetches those
     once into their caches); ``torch.load`` with weights_only=True, ``.safetensors`` through
-    safetensors; clear errors."""
+    safetensors; clear errors.
+
+    An empty file, or one that differs from its digest record (``<path>.sha256``, written
+    beside mmeff's training checkpoints), raises ``CheckpointIntegrityError`` before loading:
+    damaged bytes can load silently otherwise (see ``mmeff.checkpoint.integrity``)."""
     path = resolve_checkpoint(os.fspath(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -95,17 +105,25 @@ def load_file(path: str, map_location: str = 'cpu') -> Any:
             'lists every official weight). To make one, pretrain it with tools/train.py '
             'configs/cls/<variant>_in1k.py, or convert an official release with '
             'tools/convert_checkpoint.py SRC DST')
+    verify_digest(path)
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file as load_safetensors
         return load_safetensors(path, device=map_location if isinstance(map_location, str)
                                 else 'cpu')
-    try:  # runner types are allow-listed by import mmeff (allow_runner_checkpoints)
+    # runner types are allow-listed by import mmeff (allow_runner_checkpoints)
+    try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # UnpicklingError and friends
-        raise RuntimeError(
-                f'{path!r} could not be loaded with torch.load(weights_only=True): {err}. '
-                'Only tensors, containers and numpy values are accepted. If you trust this '
-                'file, re-save its state dict with torch.save(state_dict, path).') from err
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(
+            f'{path!r} could not be loaded with torch.load(weights_only=True): {err}. '
+            'Only tensors, containers and numpy values are accepted. If you trust this '
+            'file, re-save its state dict with torch.save(state_dict, path).') from err
+    except Exception as err:  # truncated zip, EOFError, not a torch file at all
+        raise CheckpointIntegrityError(
+            f'{path!r} is not a readable checkpoint ({type(err).__name__}: {err}): the file '
+            'is truncated, corrupted or not a PyTorch checkpoint. Use an intact copy '
+            '(tools/train.py --resume picks the newest intact checkpoint of a work dir)'
+        ) from err
 
 
 def _load_for_mmengine(filename: str, map_location: Any = None) -> Any:
@@ -160,6 +178,15 @@ def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
                        for k, v in state_dict.items())
 
 
+def checked_state_dict(checkpoint: Any, source: str) -> StateDict:
+    """The flat state dict of a loaded checkpoint ('module.' prefixes removed), refused when
+    a weight is NaN/Inf: a diverged run's checkpoint would load and silently train on NaN."""
+    state_dict = strip_prefix(unwrap_state_dict(checkpoint), 'module.')
+    refuse_non_finite(state_dict, source)
+    return state_dict
+
+
 def read_state_dict(path: str) -> StateDict:
-    """Load a checkpoint file and return its flat state dict ('module.' prefixes removed)."""
-    return strip_prefix(unwrap_state_dict(load_file(path)), 'module.')
+    """Load a checkpoint file, verified on the way (``load_file``), and return its flat,
+    finite state dict (``checked_state_dict``)."""
+    return checked_state_dict(load_file(path), path)

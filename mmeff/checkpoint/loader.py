@@ -201,7 +201,7 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, StateDict],
         ArchMismatchError: when tensor shapes show the checkpoint is another architecture.
     """
     state_dict, source = _read(checkpoint)
-    canonical, layout = converter.convert(state_dict)
+    canonical, layout = _convert(converter, state_dict, source)
     report = LoadReport(layout=layout)
     selected, report.dropped = _select(canonical, prefix)
     report.dropped += _drop_not_built(selected, tuple(not_built), prefix)
@@ -260,6 +260,29 @@ def _read(checkpoint: Union[str, StateDict]) -> Tuple[StateDict, str]:
     return strip_prefix(unwrap_state_dict(checkpoint), 'module.'), 'state dict'
 
 
+def _convert(converter: LayoutConverter, state_dict: StateDict,
+             source: str) -> Tuple[StateDict, str]:
+    """``converter.convert``, with a refusal that names the file and, when another registered
+    family recognises the weights, that family."""
+    try:
+        return converter.convert(state_dict)
+    except ValueError as err:
+        others = []
+        for family, other in CONVERTERS.items():
+            if family == converter.family:
+                continue
+            try:
+                others.append(f'{family} ({other.detect_layout(state_dict)!r} layout)')
+            except ValueError:
+                continue
+        if others:
+            raise ValueError(
+                f'checkpoint {source!r} holds {" or ".join(others)} weights, not '
+                f'{converter.family} ones: use a checkpoint of {converter.family}, or build the '
+                f'model as {others[0].split(" ")[0]}') from err
+        raise ValueError(f'checkpoint {source!r}: {err}') from err
+
+
 def _select(canonical: StateDict, prefix: str) -> Tuple[StateDict, List[str]]:
     """The tensors under ``prefix`` (prefix removed), and the canonical keys left out."""
     if not prefix:
@@ -305,9 +328,15 @@ def _refuse_other_arch(converter: LayoutConverter, canonical: StateDict, mismatc
     if not mismatched and not (guessed and arch_name and guessed != arch_name):
         return
     family = converter.family
+    detail = '; '.join(mismatched[:5]) + (' ...' if len(mismatched) > 5 else '')
+    if guessed and guessed == arch_name:  # the right arch, yet some tensors differ
+        raise ArchMismatchError(
+            f'checkpoint {source!r} has the layers of {family}-{arch_name}, like the model, but '
+            f'{len(mismatched)} tensor(s) have other shapes ({detail}): the file was edited or '
+            'saved from a modified model. Use an unmodified checkpoint, or build the model '
+            'with the arch dict the checkpoint was trained with.')
     looks = f'{family}-{guessed}' if guessed else f'another {family} architecture'
     wanted = f'{family}-{arch_name}' if arch_name else 'this model'
-    detail = '; '.join(mismatched[:5]) + (' ...' if len(mismatched) > 5 else '')
     raise ArchMismatchError(
         f'checkpoint {source!r} looks like {looks}, but the model is {wanted}'
         + (f' (shape mismatches: {detail})' if detail else '')

@@ -1,4 +1,4 @@
 """Training/test machinery: hooks, the train/test entry points (``mmeff.engine.launch``)."""
-from mmeff.engine.hooks import AtomicCheckpointHook
+from mmeff.engine.hooks import AtomicCheckpointHook, NonFiniteCheckHook
 
-__all__ = ['AtomicCheckpointHook']
+__all__ = ['AtomicCheckpointHook', 'NonFiniteCheckHook']

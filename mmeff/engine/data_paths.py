@@ -8,6 +8,8 @@ and every ``data_prefix`` entry are joined to ``data_root`` unless absolute) and
 ``MissingDataError`` listing every missing path with instructions to download the real dataset
 or generate the toy one.
 """
+import contextlib
+import json
 import os
 import shlex
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -100,9 +102,9 @@ def _sections(cfg: Mapping, mode: str) -> List[str]:
     raise ValueError(f"mode must be 'train', 'val' or 'test', got {mode!r}")
 
 
-def find_missing_data(cfg: Mapping, mode: str = 'train') -> List[Tuple[str, str, Optional[str]]]:
-    """(config key, missing path, dataset kind or None) for the sections ``mode`` uses."""
-    missing = []
+def _path_groups(cfg: Mapping, mode: str) -> Iterator[List[Tuple[str, str, Optional[str]]]]:
+    """(config key, path, dataset kind or None) of every local path the sections ``mode`` uses
+    read, one list per dataset or metric (a dataset's data_root first)."""
     for section in _sections(cfg, mode):
         node: Any = cfg.get(section)
         if not node:
@@ -111,11 +113,10 @@ def find_missing_data(cfg: Mapping, mode: str = 'train') -> List[Tuple[str, str,
             metrics = node if isinstance(node, (list, tuple)) else [node]
             for i, metric in enumerate(metrics):
                 ann = metric.get('ann_file') if isinstance(metric, Mapping) else None
-                if isinstance(ann, str) and ann and not _is_remote(ann) \
-                        and not os.path.exists(ann):
+                if isinstance(ann, str) and ann and not _is_remote(ann):
                     key = section if len(metrics) == 1 else f'{section}.{i}'
-                    missing.append((f'{key}.ann_file', ann,
-                                    _guess_kind(str(metric.get('type', '')), [ann])))
+                    yield [(f'{key}.ann_file', ann,
+                            _guess_kind(str(metric.get('type', '')), [ann]))]
             continue
         dataset = node.get('dataset') if isinstance(node, Mapping) else None
         if not isinstance(dataset, Mapping):
@@ -123,13 +124,59 @@ def find_missing_data(cfg: Mapping, mode: str = 'train') -> List[Tuple[str, str,
         for key, ds in _iter_datasets(dataset, f'{section}.dataset'):
             paths = _dataset_paths(ds, key)
             kind = _guess_kind(str(ds.get('type', '')), [p for _, p in paths])
-            for path_key, path in paths:
-                if _is_remote(path) or os.path.exists(path):
-                    continue
-                missing.append((path_key, path, kind))
-                if path_key.endswith('.data_root'):
-                    break  # everything below a missing root is missing too: name the root only
+            yield [(k, p, kind) for k, p in paths if not _is_remote(p)]
+
+
+def find_missing_data(cfg: Mapping, mode: str = 'train') -> List[Tuple[str, str, Optional[str]]]:
+    """(config key, missing path, dataset kind or None) for the sections ``mode`` uses."""
+    missing = []
+    for group in _path_groups(cfg, mode):
+        for path_key, path, kind in group:
+            if os.path.exists(path):
+                continue
+            missing.append((path_key, path, kind))
+            if path_key.endswith('.data_root'):
+                break  # everything below a missing root is missing too: name the root only
     return missing
+
+
+def find_broken_json(cfg: Mapping, mode: str = 'train') -> List[Tuple[str, str, str]]:
+    """(config key, path, parse error) of every annotation file ``mode`` reads that exists but
+    is not valid JSON. Parsing a large COCO file takes seconds, so this runs only once a JSON
+    error has happened, to name the file the parser's message does not."""
+    broken = []
+    for group in _path_groups(cfg, mode):
+        for key, path, _ in group:
+            if not (path.endswith('.json') and os.path.isfile(path)):
+                continue
+            try:
+                with open(path, 'rb') as f:
+                    json.load(f)
+            except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+                broken.append((key, path, str(err) or type(err).__name__))
+    return broken
+
+
+class BrokenDataError(ValueError):
+    """A dataset file the config names exists but cannot be parsed."""
+
+
+@contextlib.contextmanager
+def naming_broken_json(cfg: Mapping, mode: str) -> Iterator[None]:
+    """Turn a JSON parse error raised inside the block (by a dataset or metric reading its
+    annotation file; the parser names no file) into a ``BrokenDataError`` naming the file."""
+    try:
+        yield
+    except json.JSONDecodeError as err:
+        broken = find_broken_json(cfg, mode)
+        if not broken:
+            raise
+        listing = '\n'.join(f'  {key} -> {os.path.abspath(path)}: {why}'
+                            for key, path, why in broken)
+        raise BrokenDataError(
+            f'annotation file(s) used by this config are not valid JSON:\n{listing}\n'
+            'The file is truncated or damaged: download it again, or regenerate the toy data '
+            'with `python tools/make_toy_data.py --out data/toy`.') from err
 
 
 def _toy_overrides(missing: Sequence[Tuple[str, str, Optional[str]]]) -> List[str]:

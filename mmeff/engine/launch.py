@@ -12,11 +12,16 @@ and the run is built with mmengine's ``Runner.from_cfg`` (or ``RUNNERS`` when th
   ``import mmeff`` admits exactly those types (``mmeff.checkpoint.io.allow_runner_checkpoints``);
   arbitrary pickled objects stay refused;
 * ``AtomicCheckpointHook`` in place of a plain ``CheckpointHook``, so an interrupted save never
-  leaves a corrupt latest checkpoint behind;
+  leaves a corrupt latest checkpoint behind, and each checkpoint has a digest record;
 * ``--launcher pytorch`` without CUDA (``tools/dist_train.sh CONFIG N`` on CPU machines, the
   multi-process tests): mmengine 0.10.7 calls ``torch.cuda.set_device`` in its pytorch launcher,
   so here the process group is initialised with gloo from torchrun's environment and the model
   is wrapped without ``device_ids`` (:func:`init_cpu_distributed`).
+* checkpoint verification before anything is built: ``--resume`` falls back to the newest intact
+  checkpoint and says which it skipped and why; ``--resume PATH`` and tools/test.py's
+  checkpoint are refused with the reason when damaged (mmeff/engine/resume.py);
+* input errors (a bad option, config, dataset path or checkpoint) end the tools with a message
+  and exit status 2, not a traceback.
 """
 import argparse
 import datetime
@@ -25,15 +30,20 @@ import importlib.util
 import os
 import os.path as osp
 import sys
-from typing import List, Optional, Sequence
+from typing import List, NoReturn, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from mmeff.engine.data_paths import MissingDataError, check_data_paths
+from mmeff.checkpoint.integrity import CheckpointIntegrityError
+from mmeff.checkpoint.io import UnsafeCheckpointError
+from mmeff.engine.data_paths import (BrokenDataError, MissingDataError, check_data_paths,
+                                     naming_broken_json)
+from mmeff.engine.hooks.non_finite_hook import NonFiniteError
 from mmeff.engine.pyramid import PyramidMismatchError, check_pyramid
+from mmeff.engine.resume import check_checkpoint, resolve_auto_resume
 
 #: default_scope -> module whose ``register_all_modules`` registers that package
 SCOPE_REGISTRARS = {'mmdet': 'mmdet.utils', 'mmseg': 'mmseg.utils', 'mmeff': None,
@@ -44,6 +54,14 @@ ATOMIC_CHECKPOINT_HOOK = 'mmeff.AtomicCheckpointHook'
 DUMP_EXTENSIONS = ('.pkl', '.pickle')
 #: default_scope -> the metric that dumps predictions (MMDet's tools/test.py uses DumpDetResults)
 DUMP_METRICS = {'mmdet': 'DumpDetResults'}
+NON_FINITE_CHECK_HOOK = 'mmeff.NonFiniteCheckHook'
+#: what the user gave wrong (options, a config that does not parse, data, a checkpoint): the
+#: tools print a message and exit with status 2 (tools/convert_checkpoint.py and export.py too)
+INPUT_ERRORS = (ValueError, FileNotFoundError, SyntaxError, UnsafeCheckpointError,
+                PyramidMismatchError)
+#: the same, found once the run is under way (anything else keeps its traceback)
+RUN_INPUT_ERRORS = (MissingDataError, BrokenDataError, CheckpointIntegrityError,
+                    UnsafeCheckpointError, NonFiniteError)
 
 
 # ----------------------------------------------------------------------------------- arguments
@@ -141,6 +159,17 @@ def use_atomic_checkpoint_hook(cfg: Config) -> None:
             hook['type'] = ATOMIC_CHECKPOINT_HOOK
 
 
+def use_non_finite_check(cfg: Config) -> None:
+    """Add ``NonFiniteCheckHook`` (stop at the first NaN/Inf input or loss) unless the config
+    says ``non_finite_check = False`` or lists the hook itself."""
+    if cfg.get('non_finite_check', True) is False:
+        return
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(isinstance(h, dict) and str(h.get('type', '')).endswith('NonFiniteCheckHook')
+               for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type=NON_FINITE_CHECK_HOOK)]
+
+
 def _enable_amp(cfg: Config) -> None:
     from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_available,
                                  is_npu_available)
@@ -154,22 +183,17 @@ def _enable_amp(cfg: Config) -> None:
 
 
 def _set_resume(cfg: Config, resume: Optional[str]) -> None:
+    """``--resume``: verify the named checkpoint, or pick the newest intact one of the work dir
+    (mmeff/engine/resume.py); mmengine then resumes from ``cfg.load_from``."""
     if resume is None:
         return
     cfg.resume = True
-    if resume == 'auto':  # the runner reads work_dir/last_checkpoint
-        cfg.load_from = None
-        pointer = osp.join(cfg.work_dir, 'last_checkpoint')
-        if osp.isfile(pointer):
-            with open(pointer) as f:
-                latest = f.read().strip()
-            if latest and '://' not in latest and not osp.isfile(latest):
-                raise FileNotFoundError(
-                    f'{pointer} names {latest!r}, which does not exist; resume from an existing '
-                    f'checkpoint explicitly with --resume PATH')
+    if resume == 'auto':
+        cfg.load_from = resolve_auto_resume(cfg.work_dir)
         return
     if '://' not in resume and not osp.isfile(resume):
         raise FileNotFoundError(f'--resume checkpoint not found: {resume!r}')
+    check_checkpoint(resume, resume=True)
     cfg.load_from = resume
 
 
@@ -187,10 +211,11 @@ def build_train_config(argv: Optional[Sequence[str]] = None) -> Config:
                              'base_batch_size=<total batch size the lr was tuned for>) in the '
                              'config')
         cfg.auto_scale_lr.enable = True
-    _set_resume(cfg, args.resume)
     use_atomic_checkpoint_hook(cfg)
     check_pyramid(cfg.get('model') or {})
+    use_non_finite_check(cfg)
     check_data_paths(cfg, 'train')
+    _set_resume(cfg, args.resume)  # last: it reads whole checkpoints
     return cfg
 
 
@@ -225,6 +250,7 @@ def build_test_config(argv: Optional[Sequence[str]] = None) -> Config:
     if args.out:
         add_dump_metric(cfg, args.out)
     check_data_paths(cfg, 'test')
+    check_checkpoint(args.checkpoint)  # last: it reads the whole file
     return cfg
 
 
@@ -295,25 +321,43 @@ def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg)
 
 
+def run(cfg: Config, mode: str):
+    """Build the runner of a checked config and train (returns the runner) or test (returns
+    the metrics)."""
+    # resume / load_from go through torch.load(weights_only=True); datasets and metrics read
+    # their annotation files while the runner is built or run
+    with naming_broken_json(cfg, mode):
+        runner = build_runner(cfg)
+        if mode == 'train':
+            runner.train()
+            return runner
+        return runner.test()
+
+
 def train(argv: Optional[List[str]] = None) -> Runner:
     """tools/train.py: returns the runner after training (its ``model`` holds the weights)."""
-    runner = build_runner(build_train_config(argv))
-    runner.train()  # resume / load_from: torch.load(weights_only=True), types allowed on import
-    return runner
+    return run(build_train_config(argv), 'train')
 
 
 def test(argv: Optional[List[str]] = None) -> dict:
     """tools/test.py: returns the metrics."""
-    runner = build_runner(build_test_config(argv))
-    return runner.test()
+    return run(build_test_config(argv), 'test')
+
+
+def _exit_input_error(err: BaseException) -> NoReturn:
+    print(f'{type(err).__name__}: {err}', file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 def main(mode: str, argv: Optional[List[str]] = None) -> None:
-    """Console entry: a missing dataset is reported as a message, not a traceback."""
+    """Console entry: input errors (bad options, config, data paths or checkpoint before the
+    run; a broken annotation file or a NaN/Inf sample during it) are reported as one message
+    and exit status 2, not a traceback. Other errors during the run keep their traceback."""
     try:
-        train(argv) if mode == 'train' else test(argv)
-    except MissingDataError as err:
-        raise SystemExit(f'MissingDataError: {err}') from None
-    except PyramidMismatchError as err:  # an input error: exit 2, as argparse does
-        print(f'PyramidMismatchError: {err}', file=sys.stderr)
-        raise SystemExit(2) from None
+        cfg = build_train_config(argv) if mode == 'train' else build_test_config(argv)
+    except INPUT_ERRORS as err:
+        _exit_input_error(err)
+    try:
+        run(cfg, mode)
+    except RUN_INPUT_ERRORS as err:
+        _exit_input_error(err)

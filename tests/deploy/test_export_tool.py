@@ -51,3 +51,17 @@ def test_default_output_path(tool):
         os.path.join('work_dirs', 'export', 'fpn_l1_512x512.mlpackage')
     assert tool.default_out('efficientformer_l1', 'backbone', (224, 224), 'onnx').endswith(
         'efficientformer_l1_backbone_224x224.onnx')
+
+
+@pytest.mark.parametrize('content, message', [
+    (None, 'checkpoint not found'), (b'', 'is an empty (zero-byte) file'),
+    (b'model = dict(', 'was never closed')], ids=['missing', 'zero-byte', 'broken-config'])
+def test_input_errors_exit_2_without_a_traceback(tool, tmp_path, capsys, content, message):
+    """Help: 2 for an input error (these were a traceback and status 1)."""
+    path = tmp_path / ('cfg.py' if content and content.startswith(b'model') else 'w.pth')
+    if content is not None:
+        path.write_bytes(content)
+    args = [str(path)] if path.suffix == '.py' else ['efficientvit_m0', str(path)]
+    assert tool.main(args + ['--format', 'onnx', '--out', str(tmp_path / 'x.onnx')]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('[export] error: ') and message in err

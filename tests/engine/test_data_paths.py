@@ -2,6 +2,7 @@
 import shlex
 
 import pytest
+import torch
 from mmengine.config import Config
 
 from mmeff.datasets.toy_data import make_toy_data
@@ -75,7 +76,7 @@ def test_missing_dataset_names_path_and_fix(tmp_path, monkeypatch, kind):
 def test_coco_evaluator_annotation_file_is_checked_and_redirected(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / 'cfg.py').write_text(DET_CONFIG)
-    (tmp_path / 'w.pth').write_bytes(b'')
+    torch.save({'state_dict': {'w': torch.zeros(1)}}, tmp_path / 'w.pth')  # checked last
     with pytest.raises(MissingDataError) as info:
         launch.build_test_config(['cfg.py', 'w.pth'])
     message = str(info.value)

@@ -134,6 +134,7 @@ def test_interrupted_write_with_max_keep_one(tiny, tiny_config, tmp_path, monkey
     runner = launch.train(tiny.run_args(tiny_config, work_dir, '--resume', options=options))
     _assert_same_weights(tiny.weights(runner), uninterrupted[1])
     assert sorted(p.name for p in work_dir.glob('*.pth')) == ['epoch_2.pth']  # kept just one
+    assert sorted(p.name for p in work_dir.glob('*.sha256')) == ['epoch_2.pth.sha256']
 
 
 @pytest.mark.parametrize('hook', ['CheckpointHook', 'mmengine.CheckpointHook'],

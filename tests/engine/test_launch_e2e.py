@@ -107,7 +107,8 @@ def test_train_resume_and_test_on_toy_data(toy_workspace, task):
 
 
 def test_show_dir_is_routed_per_package(toy_workspace, tiny_config):
-    (toy_workspace / 'w.pth').write_bytes(b'')
+    # a real checkpoint: build_test_config verifies it
+    torch.save({'state_dict': {'w': torch.zeros(1)}}, toy_workspace / 'w.pth')
     for name, text in (('seg.py', SEG), ('det.py', DET)):
         (toy_workspace / name).write_text(text)
     det = launch.build_test_config(['det.py', 'w.pth', '--show-dir', 'shown'])

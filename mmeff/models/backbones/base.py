@@ -210,9 +210,17 @@ class MobileBackbone(BaseModule):
     min_input_size: int = 32
 
     def check_input(self, x: torch.Tensor) -> None:
+        """Name what is wrong with an input that would otherwise fail deep inside a block
+        (a reshape of an empty batch, a dtype mismatch in a conv) with a raw torch error."""
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f'{type(self).__name__} expects an (N, C, H, W) tensor, got {shape}')
+        if x.shape[0] == 0:
+            raise ValueError(
+                f'{type(self).__name__} got an empty batch (input shape {tuple(x.shape)}); pass '
+                'at least one image (drop empty batches before the model, e.g. skip the '
+                'iteration)')
+        self._check_dtype(x)
         if x.shape[1] != self.in_channels:
             raise ValueError(
                 f'{type(self).__name__} expects {self.in_channels} input channels but got '
@@ -223,6 +231,22 @@ class MobileBackbone(BaseModule):
                 f'input {tuple(x.shape[-2:])} is too small for {type(self).__name__}: H and W '
                 f'must be at least {self.min_input_size} pixels (total stride); resize or pad '
                 'the image')
+
+    def _check_dtype(self, x: torch.Tensor) -> None:
+        """The input must be floating point and, outside autocast, of the weights' dtype."""
+        if not x.is_floating_point():
+            raise ValueError(
+                f'{type(self).__name__} expects normalized floating-point images, got {x.dtype} '
+                'input; convert and normalize it first (MMDet / MMSeg data preprocessors do: '
+                'mean/std in data_preprocessor), e.g. (x.float() - mean) / std')
+        weight = next(self.parameters(), None)
+        if weight is None or x.dtype == weight.dtype or torch.is_autocast_enabled(
+                x.device.type):
+            return
+        raise ValueError(
+            f'{type(self).__name__} has {weight.dtype} weights but got {x.dtype} input; cast '
+            f'the input (x.to({weight.dtype})), convert the model (model.to({x.dtype})), or '
+            'run under torch.autocast for mixed precision')
 
     # -------------------------------------------------------------------- train-time behaviour
     def run_block(self, block: nn.Module, *args):

@@ -64,6 +64,31 @@ def _signature(state_dict: StateDict, prefix: str) -> FrozenSet[str]:
                      if k.startswith(prefix) and not k.endswith(_BN_BUFFERS))
 
 
+#: most keys an edited first block may miss or add to be reported as its layout's block
+_NEAR = 2
+
+
+def _first_block_mismatch(body: StateDict) -> str:
+    """Why no layout's first-block signature matched: the keys missing / extra against the
+    nearest layout when the first block differs from it by at most ``_NEAR`` keys (an edited
+    file), else that this is no EfficientFormer (V2's first block, for one, differs by 5)."""
+    best = None
+    for layout, (prefix, signature) in _MB4D_SIGNATURES.items():
+        found = _signature(body, prefix)
+        if len(signature ^ found) <= _NEAR:
+            diff = (len(signature - found) + len(found - signature), layout, prefix,
+                    sorted(signature - found), sorted(found - signature))
+            best = min(best, diff) if best else diff
+    if best is None:
+        return ('not an EfficientFormer (V1) checkpoint: its first block has none of the known '
+                f'key sets ({sorted(_MB4D_SIGNATURES)})')
+    _, layout, prefix, missing, extra = best
+    return (f'the first EfficientFormer block ({prefix}*) is nearest the {layout!r} layout but '
+            f'differs from it: missing {missing}, unexpected {extra}. The file was edited or '
+            'saved from a modified model; restore the keys, or convert an unmodified checkpoint '
+            'with tools/convert_checkpoint.py')
+
+
 def _without_backbone_prefix(state_dict: StateDict) -> Tuple[StateDict, bool]:
     """Strip 'backbone.' when the network's keys sit under it (classifier/detector files)."""
     if any(k.startswith('backbone.') for k in state_dict):
@@ -151,8 +176,7 @@ class EfficientFormerConverter(LayoutConverter):
                 if layout == 'official' and prefixed:
                     return 'official-dense'
                 return layout
-        raise ValueError('not an EfficientFormer (V1) checkpoint: its first block has none of '
-                         f'the known key sets ({sorted(_MB4D_SIGNATURES)})')
+        raise ValueError(_first_block_mismatch(body))
 
     def to_canonical(self, state_dict: StateDict, layout: str) -> StateDict:
         body, _ = _without_backbone_prefix(state_dict)
