@@ -172,14 +172,12 @@ def test_tables_of_another_grid_are_resampled_with_a_warning(tmp_path):
 def test_tools_test_evaluates_a_released_detector_file(tmp_path, toy_coco, write_overlay):
     """``tools/test.py CONFIG FILE`` with an official MMDet 2 Mask R-CNN L1 file: the runner's
     load_from fills the whole detector from it and the test loop evaluates (toy COCO)."""
-    from mmeff.checkpoint import safe_globals
     from mmeff.engine import launch
     config = write_overlay(REPO / 'configs' / 'maskrcnn_l1_coco.py', tmp_path, toy_coco)
     src = tmp_path / 'efficientformer_l1_coco.pth'
     official = official_file(load_model(str(config)), 'maskrcnn_l1_coco', src)
     runner = launch.build_runner(launch.build_test_config(
         [str(config), str(src), '--work-dir', str(tmp_path / 'work')]))
-    with safe_globals():
-        metrics = runner.test()
+    metrics = runner.test()  # runner types are allow-listed by import mmeff
     assert 'coco/bbox_mAP' in metrics and 'coco/segm_mAP' in metrics
     check_exact(runner.model, official)
