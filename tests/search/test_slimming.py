@@ -183,19 +183,20 @@ def test_width_cut_that_saves_exactly_nothing_is_not_offered():
 
 
 def test_mes_candidate_without_latency_gain_is_not_taken():
-    """Under MES a width cut that saves parameters but no time raises MES most; it must not be
-    a candidate (a step that does not lower the latency never reaches the target)."""
+    """Under MES a depth cut that saves parameters but no time raises MES most; it must not be
+    a candidate (a step that does not lower the latency never reaches the target). (A width
+    cut without saving is already not offered, see above; a depth cut is not timed there.)"""
     start = full_subnet(num_3d=0)
     imp = uniform_importance()
     acts = candidate_actions(start, imp)
     dr = next(k for k in acts if k.startswith('DR'))
     wr = next(k for k in acts if k.startswith('WR'))
-    lat = {start: 2.0, acts[dr]: 1.0, acts[wr]: 2.0}  # WR: same latency ...
-    params = {start: 12.0, acts[dr]: 11.5, acts[wr]: 0.5}  # ... but 24x fewer parameters
-    assert mes(2.0, 0.5) - mes(2.0, 12.0) > mes(1.0, 11.5) - mes(2.0, 12.0)  # WR gains more MES
+    lat = {start: 2.0, acts[dr]: 2.0, acts[wr]: 1.0}  # DR: same latency ...
+    params = {start: 12.0, acts[dr]: 0.5, acts[wr]: 11.5}  # ... but 24x fewer parameters
+    assert mes(2.0, 0.5) - mes(2.0, 12.0) > mes(1.0, 11.5) - mes(2.0, 12.0)  # DR gains more MES
     hist = slim(start, imp, 1.5, lambda s: lat.get(s, 1.95),
                 lambda s: 70.0 if s == start else 69.0, lambda s: params.get(s, 11.9),
                 objective='mes')
-    assert [h.action for h in hist] == ['start', dr]
-    assert wr not in {c.action for c in hist[1].candidates}
+    assert [h.action for h in hist] == ['start', wr]
+    assert dr not in {c.action for c in hist[1].candidates}
     assert hist[-1].latency_ms == 1.0
