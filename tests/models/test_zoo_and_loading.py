@@ -96,3 +96,23 @@ def test_classification_config_builds_the_student_only(tmp_path):
     assert type(model).__name__ == 'MobileClassifierNet'
     assert model.head.distillation and not hasattr(model, 'teacher')
     assert model(torch.randn(1, 3, 224, 224)).shape == (1, 10)
+
+
+def test_config_without_model_entry_is_named(tmp_path):
+    path = tmp_path / 'no_model.py'
+    path.write_text('default_scope = "mmeff"\n')
+    with pytest.raises(ValueError, match=r"config '.*no_model.py' has no `model` entry"):
+        load_model(str(path))
+
+
+def test_family_with_a_builder_but_no_registered_backbone_is_reported_by_name():
+    """Its classifier builder exists (borrowed), its backbone type is not registered."""
+    fake = zoo.Family('Imaginary', 'imaginary_', 'ImaginaryNet', 'efficientformer_classifier',
+                      'imaginary_', {'t': (1.0, 0.1)})
+    zoo.register_family(fake)
+    try:
+        with pytest.raises(zoo.FamilyUnavailableError,
+                           match='Imaginary is not available: no backbone mmeff.ImaginaryNet'):
+            zoo.build_classifier('imaginary_t')
+    finally:
+        zoo.FAMILIES[:] = [f for f in zoo.FAMILIES if f.name != 'Imaginary']
