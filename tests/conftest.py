@@ -1,6 +1,6 @@
 """Helpers shared by the test suite: weight perturbation, default-scope hygiene and the toy
 models that test the deploy and benchmark machinery without depending on any family."""
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import pytest
 import torch
@@ -43,6 +43,43 @@ def perturb_state(model: nn.Module, seed: int = 0) -> nn.Module:
 @pytest.fixture(scope='session')
 def perturb():
     return perturb_state
+
+
+def projection_loss(outputs: Sequence[torch.Tensor], seed: int = 0) -> torch.Tensor:
+    """A scalar that depends on every output element: each map times a fixed random tensor.
+
+    ``o.mean()`` and ``o.square().mean()`` are constants after a GroupNorm(1, C) / LayerNorm
+    with unit affine (mean 0, mean square 1 by construction), so their gradients are rounding
+    noise (~1e-15, sometimes exactly 0) and a gradient check on them cannot fail on a broken
+    path; a random projection has an O(1) gradient through every weight.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    return sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outputs)
+
+
+@pytest.fixture(scope='session')
+def project():
+    return projection_loss
+
+
+def assert_nonzero_finite_grads(named_parameters, min_abs: float = 1e-3) -> None:
+    """Every parameter got a finite gradient, and every weight (not bias) one well above
+    rounding noise (max |g| > min_abs; ~1 on the perturbed models the tests use).
+
+    Biases are exempt from the size check: a bias followed by a training-mode BN (subtracted
+    with the batch mean), or added to attention keys (softmax is shift-invariant), has a zero
+    gradient by mathematics, not by a broken path.
+    """
+    for name, p in named_parameters:
+        assert p.grad is not None, f'{name}: no gradient'
+        assert torch.isfinite(p.grad).all(), f'{name}: non-finite gradient'
+        if not name.endswith('bias'):
+            assert p.grad.abs().max() > min_abs, f'{name}: gradient {p.grad.abs().max():.3g}'
+
+
+@pytest.fixture(scope='session')
+def grads_ok():
+    return assert_nonzero_finite_grads
 
 
 def _drop_new_default_scopes():

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmeff.checkpoint import (ArchMismatchError, LayoutConverter, load_pretrained,
@@ -87,8 +88,13 @@ def test_other_size_bias_table_is_resized():
     sd = upstream_state(table=14 * 14)
     sd['backbone.bias.table'] = sd.pop('bias.table')
     model = Tiny('small')
+    source = sd['backbone.bias.table'].clone()
     report = load_pretrained(model, sd, TinyConverter(), arch_name='small')
     assert report.resized and model.bias.table.shape == (2, 49)
+    # the values: the 14x14 offset grid of each head resized bicubically to 7x7
+    expected = F.interpolate(source.view(1, 2, 14, 14), size=(7, 7), mode='bicubic',
+                             align_corners=False).view(2, 49)
+    torch.testing.assert_close(model.bias.table.detach(), expected)
 
 
 def test_other_arch_fails_naming_it():

@@ -34,3 +34,12 @@ def test_topk_above_class_count_is_a_clear_error():
         metric.process(None, [_sample([0.1, 0.2, 0.3, 0.4], 0)])
     with pytest.raises(ValueError, match='positive integers'):
         Accuracy(topk=(0,))
+
+
+def test_prediction_without_score_or_label_and_empty_results_are_clear_errors():
+    metric = Accuracy(topk=1)
+    with pytest.raises(ValueError, match=r"needs pred_score and gt_label .*got \['pred_score'\]"):
+        metric.process(None, [{'pred_score': torch.tensor([0.1, 0.9])}])
+    with pytest.raises(ValueError, match='no predictions were collected: is the validation '
+                                         'set empty'):
+        metric.compute_metrics([])

@@ -13,10 +13,10 @@ from torch import nn
 
 from mmeff.deploy.deploy_path import (ChannelAffine, StableGroupNorm, all_finite, deploy,
                                       deploy_violations, nan_bias_tables, traced_op_kinds)
-from mmeff.deploy.export import ExportError, ExportOptions, export
+from mmeff.deploy.export import ExportError, ExportOptions, check_options, export
 from mmeff.deploy.onnx_check import graph_violations, ort_session, run_ort
 from mmeff.deploy.parity import compare
-from mmeff.deploy.parts import make_part
+from mmeff.deploy.parts import flatten_outputs, make_part
 from mmeff.testing import randomize_
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -232,3 +232,25 @@ def test_norms_without_a_conv_become_plain_arithmetic():
         deploy(model, x.shape)
         assert isinstance(model[1], ChannelAffine) and isinstance(model[2], StableGroupNorm)
         assert torch.allclose(model(x), expected, atol=1e-5)
+
+
+def test_model_of_unknown_kind_output_of_unknown_type_and_output_count_are_named(toys):
+    class Wrapper(nn.Module):  # an mmeff backbone, but neither classifier, segmentor nor detector
+        def __init__(self):
+            super().__init__()
+            self.backbone = toys.Backbone()
+
+    with pytest.raises(ValueError, match=r"cannot tell what to export from Wrapper; pass --part "
+                                         r"with one of \('classifier'"):
+        make_part(Wrapper())
+    with pytest.raises(TypeError, match='cannot export an output of type dict'):
+        flatten_outputs({'a': torch.ones(1)})
+    with pytest.raises(ValueError, match='exported model returns 1 outputs, the reference 2'):
+        compare([torch.ones(1), torch.ones(1)], [torch.ones(1)], ['a', 'b'])
+
+
+def test_unknown_coreml_target_lists_the_known_ones(toys):
+    options = ExportOptions(fmt='coreml', input_hw=(64, 64), coreml_target='iOS9')
+    with pytest.raises(ValueError, match=r"unknown CoreML target 'iOS9'; choose one of "
+                                         r"\('iOS15'"):
+        check_options(options, make_part(toys.classifier()))

@@ -119,3 +119,8 @@ def test_check_runs_before_the_runner_is_built(tmp_path, monkeypatch):
     monkeypatch.setattr(launch, 'build_runner', must_not_build)
     with pytest.raises(MissingDataError, match='imagenet'):
         launch.train(['cfg.py'])
+
+
+def test_unknown_mode_is_named():
+    with pytest.raises(ValueError, match="mode must be 'train', 'val' or 'test', got 'deploy'"):
+        find_missing_data(Config(dict(train_dataloader=None)), 'deploy')

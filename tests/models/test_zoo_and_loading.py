@@ -6,6 +6,7 @@ import torch
 from mmeff.models import zoo
 from mmeff.models.loading import load_model
 from mmeff.models.backbones.base import MobileBackbone
+from mmeff.testing import randomize_
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -60,11 +61,13 @@ def test_dense_backbone_has_every_stage():
 
 def test_name_with_timm_checkpoint_reproduces_timm(tmp_path):
     """A timm state dict given to the tool is converted and gives timm's outputs."""
-    reference = timm.create_model('efficientvit_m0').eval()
+    # perturbed BN statistics and bias tables: at init (identity BNs, zero tables) a wrong
+    # mapping of either gives the same outputs
+    reference = randomize_(timm.create_model('efficientvit_m0')).eval()
     path = tmp_path / 'timm_m0.pth'
     torch.save(reference.state_dict(), path)
     model = load_model('efficientvit_m0', str(path))
-    x = torch.randn(2, 3, 224, 224)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected, got = reference(x), model(x)
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
@@ -93,3 +96,23 @@ def test_classification_config_builds_the_student_only(tmp_path):
     assert type(model).__name__ == 'MobileClassifierNet'
     assert model.head.distillation and not hasattr(model, 'teacher')
     assert model(torch.randn(1, 3, 224, 224)).shape == (1, 10)
+
+
+def test_config_without_model_entry_is_named(tmp_path):
+    path = tmp_path / 'no_model.py'
+    path.write_text('default_scope = "mmeff"\n')
+    with pytest.raises(ValueError, match=r"config '.*no_model.py' has no `model` entry"):
+        load_model(str(path))
+
+
+def test_family_with_a_builder_but_no_registered_backbone_is_reported_by_name():
+    """Its classifier builder exists (borrowed), its backbone type is not registered."""
+    fake = zoo.Family('Imaginary', 'imaginary_', 'ImaginaryNet', 'efficientformer_classifier',
+                      'imaginary_', {'t': (1.0, 0.1)})
+    zoo.register_family(fake)
+    try:
+        with pytest.raises(zoo.FamilyUnavailableError,
+                           match='Imaginary is not available: no backbone mmeff.ImaginaryNet'):
+            zoo.build_classifier('imaginary_t')
+    finally:
+        zoo.FAMILIES[:] = [f for f in zoo.FAMILIES if f.name != 'Imaginary']

@@ -41,7 +41,14 @@ def test_pipeline_tiny_budget(tmp_path):
     report = run(cfg, target_ratios=[0.7], objective='mes', work_dir=str(tmp_path / 'w'),
                  compare=True, log=log)
     (entry,) = report['searches']
-    assert entry['lut_ms'] <= entry['target_ms'] or any('[refine' in x for x in lines)
+    # The table's prediction reaches the target (refinement only lowers the table target),
+    # unless the smallest network of the space is above it, or refinement kept the step
+    # before an overshooting last action, measured within the tolerance of the target.
+    tol = cfg.search.latency_tolerance * entry['target_ms']
+    kept_earlier = any('undershoots; keeping step' in x for x in lines)
+    assert (entry['lut_ms'] <= entry['target_ms']
+            or any('not reachable' in x for x in lines)
+            or (kept_earlier and abs(entry['measured_ms'] - entry['target_ms']) <= tol)), lines
     assert all(w % 16 == 0 for w in entry['arch']['widths'])
     assert report['lut_meta']['calibration_points'] == 2
     assert sum(line.startswith('[calibrate]') for line in lines) == 3

@@ -3,6 +3,7 @@ import pytest
 
 from mmeff.search.slimming import (candidate_actions, importance_scores, initial_subnet, slim)
 from mmeff.search.lut import LatencyLUT
+from mmeff.search.mes import mes
 from mmeff.search.space import Subnet
 
 from .helpers import full_subnet, synthetic_lut, uniform_importance
@@ -158,3 +159,44 @@ def test_stop_at_floor_returns_smallest_network():
                 _params, stop_at_floor=True, log=lines.append)
     assert len(hist) > 1 and candidate_actions(hist[-1].subnet, uniform_importance()) == {}
     assert any('not reachable' in line for line in lines)
+
+
+def test_width_cut_that_saves_exactly_nothing_is_not_offered():
+    """A flat spot of a measured table: stage 1 at 48 costs exactly what it costs at 64 (a
+    gain of 0.0 ms, not a loss). WR must move on to the next least important stage."""
+    lut = synthetic_lut()
+    start = full_subnet(num_3d=0)
+    imp = uniform_importance(5.0)
+    imp[1] = [0.1, 0.1]  # least important stage
+    imp[0] = [0.2, 0.3]  # next least important
+
+    def latency(sub: Subnet) -> float:
+        widths = list(sub.widths)
+        if widths[1] == 48:
+            widths[1] = 64
+        return lut.predict(Subnet.create(widths, sub.blocks))
+
+    narrower = Subnet.create((32, 48, 96, 128), start.blocks)
+    assert latency(narrower) == latency(start)
+    acts = candidate_actions(start, imp, latency_fn=latency)
+    assert [k for k in acts if k.startswith('WR')] == ['WR(stage 0, 32->16)']
+
+
+def test_mes_candidate_without_latency_gain_is_not_taken():
+    """Under MES a depth cut that saves parameters but no time raises MES most; it must not be
+    a candidate (a step that does not lower the latency never reaches the target). (A width
+    cut without saving is already not offered, see above; a depth cut is not timed there.)"""
+    start = full_subnet(num_3d=0)
+    imp = uniform_importance()
+    acts = candidate_actions(start, imp)
+    dr = next(k for k in acts if k.startswith('DR'))
+    wr = next(k for k in acts if k.startswith('WR'))
+    lat = {start: 2.0, acts[dr]: 2.0, acts[wr]: 1.0}  # DR: same latency ...
+    params = {start: 12.0, acts[dr]: 0.5, acts[wr]: 11.5}  # ... but 24x fewer parameters
+    assert mes(2.0, 0.5) - mes(2.0, 12.0) > mes(1.0, 11.5) - mes(2.0, 12.0)  # DR gains more MES
+    hist = slim(start, imp, 1.5, lambda s: lat.get(s, 1.95),
+                lambda s: 70.0 if s == start else 69.0, lambda s: params.get(s, 11.9),
+                objective='mes')
+    assert [h.action for h in hist] == ['start', wr]
+    assert dr not in {c.action for c in hist[1].candidates}
+    assert hist[-1].latency_ms == 1.0

@@ -5,17 +5,20 @@ snap-research code names every tensor), so the converter is checked against a se
 of the same facts rather than against itself.
 """
 import itertools
+import math
 import re
 
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmeff.checkpoint import ArchMismatchError, detect_family, load_pretrained
 from mmeff.models.backbones.efficientformer_v2.checkpoint import EfficientFormerV2Converter
 from mmeff.models.backbones import EfficientFormerV2
 from mmeff.models.classifiers import efficientformer_v2_classifier
+from mmeff.testing import randomize_
 
 CONVERTER = EfficientFormerV2Converter()
 
@@ -196,12 +199,22 @@ def test_guess_arch(arch):
 
 
 def test_tables_resized_for_another_pretraining_size():
-    ref = timm.create_model('efficientformerv2_s0', pretrained=False)
+    # random tables (timm's start at zero): a table loaded into the wrong block shows
+    ref = randomize_(timm.create_model('efficientformerv2_s0', pretrained=False))
     model = EfficientFormerV2('s0', img_size=256)  # 8x8 and 16x16 tables
     report = load_pretrained(model, ref.state_dict(), CONVERTER, arch_name='s0',
                              allowed_missing=model.dense_only_prefixes)
     assert len(report.resized) == 5 and not report.missing
     assert model.stages[3].downsample.attn.attention_bias.table.shape == (8, 256)
+    timm_tables = {k: v for k, v in ref.state_dict().items() if k.endswith('attention_biases')}
+    ours = {k: v for k, v in model.state_dict().items() if k.endswith('attention_bias.table')}
+    assert len(ours) == len(timm_tables) == 5
+    for name, table in ours.items():
+        src = timm_tables[name.replace('attention_bias.table', 'attention_biases')]
+        side, new_side = math.isqrt(src.shape[1]), math.isqrt(table.shape[1])  # 7->8, 14->16
+        expected = F.interpolate(src.view(1, -1, side, side), size=(new_side, new_side),
+                                 mode='bicubic', align_corners=False).view(table.shape)
+        torch.testing.assert_close(table, expected, msg=name)
     assert [o.shape[-1] for o in model.eval()(torch.randn(1, 3, 256, 256))] == [64, 32, 16, 8]
 
 
