@@ -289,12 +289,18 @@ class MobileBackbone(BaseModule):
     # --------------------------------------------------------------------- weights and deploy
     arch_name: Optional[str] = None
 
-    def checkpoint_converter(self) -> LayoutConverter:
-        raise NotImplementedError
+    def checkpoint_converter(self) -> Optional[LayoutConverter]:
+        """The family's layout converter; None for a backbone that knows no other layout (it
+        then loads only its own state dicts)."""
+        return None
 
     def load_checkpoint(self, checkpoint: str) -> LoadReport:
         """Load an official / timm / mmpretrain / mmeff checkpoint (heads dropped)."""
-        return load_pretrained(self, checkpoint, self.checkpoint_converter(), prefix='backbone.',
+        converter = self.checkpoint_converter()
+        if converter is None:
+            raise NotImplementedError(f'{type(self).__name__} has no checkpoint converter: '
+                                      'implement checkpoint_converter() to load checkpoints')
+        return load_pretrained(self, checkpoint, converter, prefix='backbone.',
                                arch_name=self.arch_name,
                                allowed_missing=self.dense_only_prefixes,
                                not_built=self.not_built_prefixes())
@@ -303,7 +309,9 @@ class MobileBackbone(BaseModule):
         """``load_state_dict`` pre-hook: a backbone of another layout under this module's prefix
         (``load_from=`` an official MMDet 2 / MMSeg 0.x checkpoint, a timm file, ...) is renamed
         to ours before loading, so the whole detector loads from it with equal weights."""
-        convert_under_prefix(state_dict, prefix, self, self.checkpoint_converter())
+        converter = self.checkpoint_converter()
+        if converter is not None:
+            convert_under_prefix(state_dict, prefix, self, converter)
 
     def init_weights(self) -> None:
         cfg = self.init_cfg
