@@ -70,7 +70,11 @@ def _from_config(path: str, checkpoint: Optional[str]) -> nn.Module:
     if checkpoint:
         from mmeff.checkpoint import read_state_dict
         state = read_state_dict(checkpoint)
-        result = model.load_state_dict(state, strict=False)
+        try:  # a backbone converts another layout on load and says when it knows none
+            result = model.load_state_dict(state, strict=False)
+        except ValueError as err:
+            raise ValueError(f'checkpoint {checkpoint!r} does not fit the model of {path!r}: '
+                             f'{err}') from err
         missing = [k for k in result.missing_keys if not k.endswith('num_batches_tracked')]
         if missing or result.unexpected_keys:
             raise ValueError(

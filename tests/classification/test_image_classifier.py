@@ -86,10 +86,10 @@ def test_unknown_teacher_name_is_named_with_a_pointer_to_timm(stand_ins, teacher
     assert 'regnety_160' in str(err.value)  # the close match is suggested
 
 
-def test_teacher_needs_a_matching_local_checkpoint(stand_ins, teacher_file, tmp_path):
-    with pytest.raises(ValueError, match='needs checkpoint=<local file>'):
+def test_teacher_needs_a_matching_checkpoint(stand_ins, teacher_file, tmp_path):
+    with pytest.raises(ValueError, match='needs checkpoint=<file, URL or timm: tag>'):
         _model(stand_ins, teacher=dict(name='test_resnet'))
-    with pytest.raises(FileNotFoundError, match='never downloads'):
+    with pytest.raises(FileNotFoundError, match='checkpoint not found'):
         _model(stand_ins, teacher=dict(name='test_resnet', checkpoint=str(tmp_path / 'no.pth')))
     with pytest.raises(ValueError, match="does not match timm model 'test_vit'"):
         _model(stand_ins, teacher=dict(name='test_vit', checkpoint=teacher_file))

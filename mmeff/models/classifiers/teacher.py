@@ -18,8 +18,8 @@ from torch import nn
 
 from mmeff.checkpoint.io import read_state_dict
 
-#: where DeiT published the RegNetY-16GF teacher used by EfficientFormer V1/V2 (download it
-#: yourself; mmeff never downloads)
+#: where DeiT published the RegNetY-16GF teacher used by EfficientFormer V1/V2 (mmeff downloads
+#: it only when a config names this URL)
 DEIT_REGNETY_160_URL = 'https://dl.fbaipublicfiles.com/deit/regnety_160-a5fe301d.pth'
 
 
@@ -48,8 +48,8 @@ def _read(checkpoint: str) -> dict:
     """A ``.pth`` (plain or ``{'model': ...}``, as DeiT saves) or a ``.safetensors`` file."""
     if str(checkpoint).endswith('.safetensors'):
         if not os.path.isfile(checkpoint):
-            raise FileNotFoundError(f'teacher checkpoint not found: {checkpoint!r}; mmeff never '
-                                    'downloads weights, pass the path of a local file')
+            raise FileNotFoundError(f'teacher checkpoint not found: {checkpoint!r}; pass the path '
+                                    'of a local file, an http(s) URL or a timm: tag')
         from safetensors.torch import load_file
         return load_file(checkpoint)
     return read_state_dict(checkpoint)
@@ -94,9 +94,10 @@ class FrozenTeacher:
         _check_known(name)
         if not checkpoint:
             raise ValueError(
-                f'teacher {name!r} needs checkpoint=<local file>: a randomly initialised '
-                'teacher would distil noise, and mmeff never downloads weights. For the papers\' '
-                f'RegNetY-16GF, download {DEIT_REGNETY_160_URL} and pass its path.')
+                f'teacher {name!r} needs checkpoint=<file, URL or timm: tag>: a randomly initialised '
+                'teacher would distil noise. For the papers\' RegNetY-16GF pass '
+                f'checkpoint={DEIT_REGNETY_160_URL!r} (downloaded once into torch hub\'s cache) or '
+                'the path of a local copy.')
         self.name = name
         state_dict = _read(checkpoint)  # before building: a missing file fails fast
         self.model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
