@@ -44,10 +44,15 @@ def kept_tensor_bytes(model: torch.nn.Module) -> int:
         tensors = [obj for obj in gc.get_objects() if isinstance(obj, torch.Tensor)]
     storages = {}
     for tensor in tensors:
-        if tensor.device.type != 'meta':
+        if tensor.device.type == 'meta':
+            continue
+        try:
             storage = tensor.untyped_storage()
-            if storage.data_ptr() and storage.data_ptr() not in owned:
-                storages[storage.data_ptr()] = storage.nbytes()
+            pointer = storage.data_ptr()
+        except RuntimeError:  # fake / functional tensors left by torch.compile or export own
+            continue          # no memory
+        if pointer and pointer not in owned:
+            storages[pointer] = storage.nbytes()
     return sum(storages.values())
 
 

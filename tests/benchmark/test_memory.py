@@ -15,3 +15,14 @@ def test_kept_tensor_bytes_sees_held_tensors_and_skips_the_model():
     assert kept_tensor_bytes(model) - base == 8000
     del held, view
     assert kept_tensor_bytes(model) == base
+
+
+def test_fake_tensors_left_by_compile_or_export_are_skipped():
+    """torch.compile / export leave FakeTensors alive whose data pointer raises; a memory
+    count taken after them (as in a full test run) must still work and count them as 0."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        leftover = torch.empty(256, 256)  # noqa: F841  (alive during the count)
+    model = torch.nn.Linear(2, 2)
+    before = kept_tensor_bytes(model)
+    assert before >= 0
