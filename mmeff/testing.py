@@ -1,10 +1,12 @@
 """Helpers for parity tests, multi-process tests and benchmarks (not used by the models)."""
+import importlib.util
 import os
 import re
 import signal
 import socket
 import subprocess
-from typing import Dict, List, Optional, Tuple
+from types import ModuleType
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -117,3 +119,14 @@ def finish_group(proc: subprocess.Popen, timeout: float) -> Tuple[bool, str]:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         return False, out
+
+
+def load_script(path: Union[str, os.PathLike]) -> ModuleType:
+    """A fresh module object of a script under tools/ (run its ``main`` in-process, without
+    paying a new interpreter's imports); the tools are scripts, not package modules."""
+    path = os.fspath(path)
+    name = 'mmeff_tool_' + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,6 +1,5 @@
 """The benchmark machinery: registry, backends, outputs and ratios (no timing is asserted)."""
 import csv
-import importlib.util
 import json
 import os
 
@@ -13,6 +12,7 @@ from mmeff.benchmark.report import (aggregate, ratio_rows, ratio_table, results_
                                        save_outputs)
 from mmeff.benchmark.runner import BenchConfig, Row, plan_sessions, run_benchmark
 from mmeff.benchmark.timer import measure
+from mmeff.testing import load_script
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -145,11 +145,7 @@ def test_outputs_json_csv_png(tmp_path):
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(f'mmeff_tool_{name}',
-                                                  os.path.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(os.path.join(ROOT, 'tools', f'{name}.py'))
 
 
 def test_benchmark_tool_macs_only(tmp_path, capsys):

@@ -6,7 +6,6 @@ load) and ``tools/convert_checkpoint.py FILE OUT`` then ``OUT``. The files are s
 tensors in the key layouts recorded from the official code (tests/data/official_dense), the
 neck and heads in MMDet 3 / MMSeg 1 names, which are MMDet 2 / MMSeg 0.x's (their model zoos
 load the 2.x / 0.x files of these models unchanged)."""
-import importlib.util
 import json
 import re
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from mmengine.runner.checkpoint import load_checkpoint
 
 from mmeff.models.loading import load_model
 from mmeff.registry import MODELS
+from mmeff.testing import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 LAYOUTS = json.loads((REPO / 'tests/data/official_dense/official_dense_layouts.json').read_text())
@@ -94,11 +94,7 @@ def check_exact(model, official: OrderedDict) -> None:
 
 
 def _convert_tool():
-    spec = importlib.util.spec_from_file_location('convert_checkpoint',
-                                                  REPO / 'tools' / 'convert_checkpoint.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / 'tools' / 'convert_checkpoint.py')
 
 
 @pytest.mark.parametrize('case', sorted(c for c in CASES if c.startswith('maskrcnn')))

@@ -5,7 +5,6 @@ backbones, exactly as the project's configs do; necks and heads are slimmed (64 
 keep the tests quick. Checkpoints are random weights saved to a temporary file, so the tool's
 checkpoint path is exercised too.
 """
-import importlib.util
 import os
 
 import numpy as np
@@ -17,22 +16,14 @@ from mmeff.deploy.export import ExportOptions, export
 from mmeff.models.loading import load_model
 from mmeff.deploy.onnx_check import ort_session, run_ort
 from mmeff.deploy.parts import make_part
-from mmeff.testing import randomize_
+from mmeff.testing import load_script, randomize_
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'mmeff_tool_{name}',
-                                                  os.path.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-export_tool = _load_tool('export')
+export_tool = load_script(os.path.join(ROOT, 'tools', 'export.py'))
 
 SEMANTIC_FPN_S0 = """
 _base_ = 'mmseg::_base_/models/fpn_r50.py'

@@ -1,8 +1,8 @@
 """tools/export.py from the command line's point of view: exit codes and what it prints."""
-import importlib.util
 import os
 
 import pytest
+from mmeff.testing import load_script
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -11,11 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('mmeff_tool_export',
-                                                  os.path.join(ROOT, 'tools', 'export.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(os.path.join(ROOT, 'tools', 'export.py'))
 
 
 def test_backbone_by_name_torchscript(tool, tmp_path, capsys):

@@ -5,7 +5,6 @@ BN statistics, layer scales and bias tables all matter). The official and mmpret
 built here by renaming timm's state dict back to their key names (the official renaming is
 checked against timm's own ``checkpoint_filter_fn``).
 """
-import importlib.util
 import re
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from mmeff.models.backbones.efficientformer.checkpoint import EfficientFormerCon
 from mmeff.models.backbones import EfficientFormer
 from mmeff.models.classifiers import efficientformer_classifier
 from mmeff.models.layers import resize_offset_table
+from mmeff.testing import load_script
 
 REPO = Path(__file__).resolve().parents[3]
 CONVERTER = EfficientFormerConverter()
@@ -254,11 +254,7 @@ def test_custom_arch_with_mb3d_in_stage3_round_trips_through_the_canonical_layou
 def run_tool_in_process(argv, capsys, status: int = 0):
     """tools/convert_checkpoint.py's main(), without paying a fresh interpreter's imports;
     returns what it printed (stdout, stderr)."""
-    spec = importlib.util.spec_from_file_location('convert_checkpoint',
-                                                  REPO / 'tools' / 'convert_checkpoint.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(argv) == status
+    assert load_script(REPO / 'tools' / 'convert_checkpoint.py').main(argv) == status
     return capsys.readouterr()
 
 

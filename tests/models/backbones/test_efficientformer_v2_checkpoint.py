@@ -18,7 +18,7 @@ from mmeff.checkpoint import ArchMismatchError, detect_family, load_pretrained
 from mmeff.models.backbones.efficientformer_v2.checkpoint import EfficientFormerV2Converter
 from mmeff.models.backbones import EfficientFormerV2
 from mmeff.models.classifiers import efficientformer_v2_classifier
-from mmeff.testing import randomize_
+from mmeff.testing import load_script, randomize_
 
 CONVERTER = EfficientFormerV2Converter()
 
@@ -229,12 +229,8 @@ def test_official_round_trip_is_lossless(perturb):
 
 def test_generic_convert_tool_handles_v2(tmp_path, capsys):
     """tools/convert_checkpoint.py has no family-specific code: timm -> official -> mmeff."""
-    import importlib.util
     from pathlib import Path
-    tool_path = Path(__file__).resolve().parents[3] / 'tools' / 'convert_checkpoint.py'
-    spec = importlib.util.spec_from_file_location('convert_checkpoint', tool_path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script(Path(__file__).resolve().parents[3] / 'tools' / 'convert_checkpoint.py')
     src, official, mmeff = (tmp_path / n for n in ('timm.pth', 'official.pth', 'mmeff.pth'))
     timm_sd = timm.create_model('efficientformerv2_s1', pretrained=False).state_dict()
     torch.save(timm_sd, src)

@@ -1,7 +1,6 @@
 """Bad input and bad checkpoints get a message that says what is wrong and what to do
 (issue 15, "Found" 4). Argument checks (in_channels=0, frozen_stages=-2, out_indices=1.5) are
 tested for every family in test_contract.py."""
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,6 +8,7 @@ import torch
 
 from mmeff.checkpoint import CheckpointIntegrityError
 from mmeff.models.backbones import EfficientFormer, EfficientFormerV2, EfficientViT
+from mmeff.testing import load_script
 
 REPO = Path(__file__).resolve().parents[3]
 FAMILIES = [(EfficientFormer, 'l1'), (EfficientFormerV2, 's0'), (EfficientViT, 'm0')]
@@ -101,11 +101,7 @@ def test_another_familys_weights_name_the_file_and_the_family(models, l1, tmp_pa
 
 @pytest.fixture(scope='module')
 def convert_tool():
-    spec = importlib.util.spec_from_file_location('convert_checkpoint_tool',
-                                                  REPO / 'tools' / 'convert_checkpoint.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / 'tools' / 'convert_checkpoint.py')
 
 
 def test_convert_tool_exits_2_with_a_message(convert_tool, tmp_path, capsys):
