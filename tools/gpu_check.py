@@ -277,6 +277,12 @@ class Runner:
     def note_skip(self, section, what, why):
         self.result['skipped'].append(dict(section=section, what=what, why=why))
 
+    def release_memory(self) -> None:
+        """Free what the last model held before the next one is built (GPU cache too)."""
+        gc.collect()
+        if self.cuda:
+            self.torch.cuda.empty_cache()
+
     def note_error(self, section, what, err):
         tb = traceback.format_exception(type(err), err, err.__traceback__)
         self.result['errors'].append(dict(section=section, what=what,
@@ -430,9 +436,7 @@ class Runner:
             for part, model in models.items():
                 self.measure_part(name, part, model, x_acc, refs[part])
             del models, built, refs
-            gc.collect()
-            if self.cuda:
-                torch.cuda.empty_cache()
+            self.release_memory()
             self.save()
 
     def measure_part(self, name, part, model, x_acc, ref) -> None:
@@ -495,9 +499,7 @@ class Runner:
                 except Exception as err:  # noqa: BLE001
                     self.note_error('train', what, err)
                 finally:
-                    gc.collect()
-                    if self.cuda:
-                        torch.cuda.empty_cache()
+                    self.release_memory()
             self.save()
 
     def train_one(self, family, arch, with_cp, amp_dtype, size) -> dict:
@@ -553,7 +555,7 @@ class Runner:
         return row
 
     def compile(self) -> None:
-        torch, args = self.torch, self.args
+        args = self.args
         if not args.compile:
             return
         for name in args.variants:
@@ -574,9 +576,7 @@ class Runner:
                             self.compile_one(name, part, make, dtype, batch)
                         except Exception as err:  # noqa: BLE001
                             self.note_error('compile', what, err)
-                        gc.collect()
-                        if self.cuda:
-                            torch.cuda.empty_cache()
+                        self.release_memory()
             self.save()
 
     def compile_one(self, name, part, make, dtype, batch) -> None:
