@@ -1,13 +1,37 @@
-"""Whether a forward is being recorded as a graph (ONNX / CoreML / TorchScript export).
+"""Whether a forward is being recorded as a graph (ONNX / CoreML / TorchScript export) or
+should run the forms written for graphs anyway (:func:`graph_forms`).
 
 Deploy forms use it to pick, per backend, the formulation that runs fastest there: PyTorch's
 eager CPU kernels favour channels-last linears, while graph runtimes (ONNX Runtime's NCHWc
 layout transformer, CoreML) favour plain NCHW convolutions that they can keep in their own
-blocked layout from one op to the next (docs/deploy_speed.md).
+blocked layout from one op to the next (docs/deploy_speed.md). TorchInductor with freezing
+is such a runtime too: it fuses oneDNN 1x1 convolutions with their GELU and prepacks their
+weights, where it would call MKL's linear (slow on AMD CPUs) for the channels-last linears,
+so :func:`mmeff.deploy.compile_for_cpu` compiles the graph forms inside :func:`graph_forms`.
 """
+import contextlib
+from typing import Iterator
+
 import torch
+
+#: set by :func:`graph_forms`; a module global so that TorchDynamo guards on its value
+_GRAPH_FORMS = False
 
 
 def is_graph_export() -> bool:
-    """True while tracing or scripting (every exporter of :mod:`mmeff.deploy.export` traces)."""
-    return torch.jit.is_tracing() or torch.jit.is_scripting()
+    """True while tracing or scripting (every exporter of :mod:`mmeff.deploy.export` traces)
+    and inside :func:`graph_forms`."""
+    return _GRAPH_FORMS or torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+@contextlib.contextmanager
+def graph_forms() -> Iterator[None]:
+    """Run the deploy blocks' graph-export forms inside the block (restored after, nesting
+    allowed). A ``torch.compile`` d module traced inside it must also be called inside it:
+    TorchDynamo guards on the flag and would recompile the other forms outside."""
+    global _GRAPH_FORMS
+    saved, _GRAPH_FORMS = _GRAPH_FORMS, True
+    try:
+        yield
+    finally:
+        _GRAPH_FORMS = saved
