@@ -214,7 +214,7 @@ def prepare(backend: str, model: nn.Module, x: torch.Tensor, threads: int = 1,
         prepared.note = f'compiled in {time.perf_counter() - start:.0f} s'
         return prepared
     if backend == 'onnxruntime':
-        return _ort(_deployed(model, x) if ours else model, x, threads)
+        return _ort(model, x, threads, ours)
     if backend == 'cuda-fp16':
         if not torch.cuda.is_available():
             raise Skip('no CUDA device on this machine')
@@ -225,17 +225,26 @@ def prepare(backend: str, model: nn.Module, x: torch.Tensor, threads: int = 1,
     raise ValueError(f'unknown backend {backend!r}; choose from {BACKENDS}')
 
 
-def _ort(model: nn.Module, x: torch.Tensor, threads: int) -> Prepared:
+def _ort(model: nn.Module, x: torch.Tensor, threads: int, ours: bool) -> Prepared:
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         raise Skip('onnxruntime is not installed (pip install mmeff[export])')
     from mmeff.deploy.onnx_check import ort_session
+    session = ort_session(ort_graph(model, x, ours), threads=threads)
+    feed = {'input': x.numpy()}
+    return Prepared(lambda: session.run(None, feed))
+
+
+def ort_graph(model: nn.Module, x: torch.Tensor, ours: Optional[bool] = None) -> bytes:
+    """The ONNX graph (opset 17, input named 'input') that the ``onnxruntime`` backend runs:
+    of the deployed model for mmeff's models (``ours``, default :func:`is_mmeff_model`; the
+    model is changed in place), of the model as built for reference models."""
+    if ours if ours is not None else is_mmeff_model(model):
+        model = _deployed(model, x)
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        torch.onnx.export(model, (x,), buffer, opset_version=17, dynamo=False,
+        torch.onnx.export(model.eval(), (x,), buffer, opset_version=17, dynamo=False,
                           input_names=['input'], do_constant_folding=True)
-    session = ort_session(buffer.getvalue(), threads=threads)
-    feed = {'input': x.numpy()}
-    return Prepared(lambda: session.run(None, feed))
+    return buffer.getvalue()
