@@ -3,9 +3,10 @@
 ``torch.compile`` of the deployed model (:func:`mmeff.deploy.deploy`) with three choices that
 each measured faster on CPU (docs/deploy_speed.md, "PyTorch on CPU"):
 
-* the blocks' graph forms (:func:`mmeff.models.layers.graph_forms`): NCHW 1x1 convolutions,
-  which TorchInductor hands to oneDNN with the following GELU fused in, instead of the
-  channels-last linears of the eager forms, which it hands to MKL (slow on AMD CPUs);
+* EfficientFormer's MB4D blocks in their graph form (:func:`mmeff.models.layers.graph_forms`):
+  NCHW 1x1 convolutions, which TorchInductor hands to oneDNN with the following GELU fused in,
+  instead of the channels-last linears of the eager form, which it hands to MKL (slow on AMD
+  CPUs). EfficientViT's attention keeps its token form (faster under Inductor);
 * Inductor's freezing (``options={'freezing': True}``): parameters become constants, so conv
   weights are prepacked for oneDNN once and BN-like constant folding happens at compile time;
 * a channels-last model and input, the layout oneDNN's convolutions run in without reorders.

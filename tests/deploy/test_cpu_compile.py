@@ -7,7 +7,7 @@ from torch._dynamo.utils import counters
 
 from mmeff.deploy import CompiledForCPU, compile_for_cpu
 from mmeff.models.backbones import EfficientFormer
-from mmeff.models.layers import graph_forms, is_graph_export
+from mmeff.models.layers import graph_forms, is_graph_export, use_graph_forms
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -16,14 +16,14 @@ TINY = dict(widths=[8, 16, 24, 32], depths=[1, 1, 1, 2], num_vit=1)
 
 
 def test_graph_forms_is_scoped_and_restored_after_an_error():
-    assert not is_graph_export()
+    assert not use_graph_forms()
     with pytest.raises(RuntimeError):
         with graph_forms():
             with graph_forms():
-                assert is_graph_export()
-            assert is_graph_export()  # the inner block restores the outer one's state
+                assert use_graph_forms() and not is_graph_export()  # not an export
+            assert use_graph_forms()  # the inner block restores the outer one's state
             raise RuntimeError
-    assert not is_graph_export()
+    assert not use_graph_forms()
 
 
 @pytest.mark.parametrize('shape', [(1, 3, 64), (1, 3, 0, 64)])
@@ -36,12 +36,12 @@ def test_compiled_model_runs_in_graph_forms_on_a_channels_last_input():
     seen = []
 
     def fake_compiled(x):
-        seen.append((is_graph_export(), torch.is_grad_enabled(),
+        seen.append((use_graph_forms(), torch.is_grad_enabled(),
                      x.is_contiguous(memory_format=torch.channels_last)))
         return x
     CompiledForCPU(fake_compiled)(torch.randn(1, 3, 8, 8))
     assert seen == [(True, False, True)]
-    assert not is_graph_export()
+    assert not use_graph_forms()
 
 
 @pytest.mark.slow

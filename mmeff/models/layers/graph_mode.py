@@ -7,7 +7,8 @@ layout transformer, CoreML) favour plain NCHW convolutions that they can keep in
 blocked layout from one op to the next (docs/deploy_speed.md). TorchInductor with freezing
 is such a runtime too: it fuses oneDNN 1x1 convolutions with their GELU and prepacks their
 weights, where it would call MKL's linear (slow on AMD CPUs) for the channels-last linears,
-so :func:`mmeff.deploy.compile_for_cpu` compiles the graph forms inside :func:`graph_forms`.
+so :func:`mmeff.deploy.compile_for_cpu` compiles inside :func:`graph_forms`, where the blocks
+that check :func:`use_graph_forms` take their graph forms.
 """
 import contextlib
 from typing import Iterator
@@ -19,16 +20,23 @@ _GRAPH_FORMS = False
 
 
 def is_graph_export() -> bool:
-    """True while tracing or scripting (every exporter of :mod:`mmeff.deploy.export` traces)
-    and inside :func:`graph_forms`."""
-    return _GRAPH_FORMS or torch.jit.is_tracing() or torch.jit.is_scripting()
+    """True while tracing or scripting (every exporter of :mod:`mmeff.deploy.export` traces)."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+def use_graph_forms() -> bool:
+    """True while exporting (:func:`is_graph_export`) and inside :func:`graph_forms`: what a
+    block checks whose graph form is also the faster one under TorchInductor (EfficientFormer's
+    MB4D; EfficientViT's attention keeps its token form there, measured faster)."""
+    return _GRAPH_FORMS or is_graph_export()
 
 
 @contextlib.contextmanager
 def graph_forms() -> Iterator[None]:
-    """Run the deploy blocks' graph-export forms inside the block (restored after, nesting
-    allowed). A ``torch.compile`` d module traced inside it must also be called inside it:
-    TorchDynamo guards on the flag and would recompile the other forms outside."""
+    """Make :func:`use_graph_forms` true inside the block (restored after, nesting allowed).
+
+    A ``torch.compile`` d module traced inside it must also be called inside it: TorchDynamo
+    guards on the flag and would recompile the other forms outside."""
     global _GRAPH_FORMS
     saved, _GRAPH_FORMS = _GRAPH_FORMS, True
     try:

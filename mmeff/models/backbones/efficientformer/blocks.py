@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmeff.models.layers import (AttentionBias2d, ConvBN, LayerScale, conv1x1_to_linear,
-                                 drop_path_or_identity, folded, is_graph_export)
+                                 drop_path_or_identity, folded, is_graph_export,
+                                 use_graph_forms)
 
 Size2d = Tuple[int, int]
 
@@ -155,7 +156,7 @@ class MB4DDeploy(nn.Module):
         self.fc2 = fc2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if is_graph_export():
+        if use_graph_forms():
             return self._forward_nchw(x)
         gamma1 = self.gamma1
         if gamma1.dtype != x.dtype:  # autocast: x is fp16/bf16, lerp wants one dtype
