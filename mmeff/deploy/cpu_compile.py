@@ -7,14 +7,17 @@ each measured faster on CPU (docs/deploy_speed.md, "PyTorch on CPU"):
   NCHW 1x1 convolutions, which TorchInductor hands to oneDNN with the following GELU fused in,
   instead of the channels-last linears of the eager form, which it hands to MKL (slow on AMD
   CPUs). EfficientViT's attention keeps its token form (faster under Inductor);
-* Inductor's freezing (``options={'freezing': True}``): parameters become constants, so conv
-  weights are prepacked for oneDNN once and BN-like constant folding happens at compile time;
+* Inductor's freezing (``torch._inductor.config.freezing`` set around every call, so a
+  recompilation freezes too; ``torch.compile(options={'freezing': True})`` measured as slow as
+  no freezing here): parameters become constants, so conv weights are prepacked for oneDNN
+  once and constant folding happens at compile time;
 * a channels-last model and input, the layout oneDNN's convolutions run in without reorders.
 """
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+from torch._inductor import config as inductor_config
 
 from mmeff.deploy.deploy_path import deploy
 from mmeff.models.layers.graph_mode import graph_forms
@@ -24,7 +27,8 @@ class CompiledForCPU(nn.Module):
     """A module compiled by :func:`compile_for_cpu`; call it like the model.
 
     Every call runs without autograd, inside :func:`graph_forms` (the forms it was compiled
-    with; outside them TorchDynamo would recompile) and on a channels-last copy of a 4-D input.
+    with; outside them TorchDynamo would recompile), with Inductor's freezing on, and on a
+    channels-last copy of a 4-D input.
     """
 
     def __init__(self, compiled: Callable[[torch.Tensor], Any]):
@@ -34,16 +38,17 @@ class CompiledForCPU(nn.Module):
     def forward(self, x: torch.Tensor):
         if x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), graph_forms():
+        with torch.no_grad(), graph_forms(), inductor_config.patch(freezing=True):
             return self.compiled(x)
 
 
 def compile_for_cpu(model: nn.Module, input_shape: Sequence[int]) -> CompiledForCPU:
     """Deploy ``model`` for ``input_shape`` (N, C, H, W) and compile it for CPU inference.
 
-    The model is changed in place as by :func:`~mmeff.deploy.deploy` (which fuses the children
-    of ``model``: wrap a bare block in a container to have it replaced) (BN folded, attention biases frozen for the shape) and its
-    parameters are frozen into the compiled code: later changes to them are not seen. The
+    The model is changed in place as by :func:`~mmeff.deploy.deploy` (BN folded, attention
+    biases frozen for the shape; it fuses the children of ``model``, so wrap a bare block in a
+    container to have it replaced) and its parameters are frozen into the compiled code:
+    later changes to them are not seen. The
     first call for ``input_shape`` is made here, so the compile time is spent now (minutes for
     the large variants on a couple of cores); another input shape compiles again (and, with
     frozen attention biases, is only valid for models without them).
@@ -56,6 +61,6 @@ def compile_for_cpu(model: nn.Module, input_shape: Sequence[int]) -> CompiledFor
         raise ValueError(f'input_shape must be four positive sizes (N, C, H, W), got '
                          f'{tuple(input_shape)}')
     deployed = deploy(model, shape).to(memory_format=torch.channels_last)
-    compiled = CompiledForCPU(torch.compile(deployed, options={'freezing': True}))
+    compiled = CompiledForCPU(torch.compile(deployed))
     compiled(torch.zeros(shape))
     return compiled
