@@ -91,7 +91,7 @@ def image_files(folder: str) -> List[str]:
                    for name in names if name.lower().endswith(IMG_EXTENSIONS))
     if not files:
         raise ValueError(f'calibration directory {folder!r} holds no image files '
-                         f'({", ".join(IMG_EXTENSIONS)}): pass a folder of images')
+                         f'({", ".join(IMG_EXTENSIONS)}): pass --calib-dir a folder of images')
     return files
 
 
@@ -186,6 +186,9 @@ def quantize_onnx(path: str, mode: str, calibration: Optional[np.ndarray] = None
     done). ``calibration``: (N, 3, H, W) preprocessed images, needed by ``int8-static``."""
     if mode not in ONNX_MODES:
         raise ValueError(f'unknown ONNX compression {mode!r}; choose one of {ONNX_MODES}')
+    if mode == 'int8-static' and calibration is None:
+        raise ValueError('int8-static needs calibration images (an (N, 3, H, W) array '
+                         'preprocessed as the model expects: calibration_images / toy_images)')
     import onnx
     out = out or compressed_path(path, mode)
     if mode == 'fp16':
@@ -202,8 +205,6 @@ def quantize_onnx(path: str, mode: str, calibration: Optional[np.ndarray] = None
                              weight_type=QuantType.QInt8)
             return out, (f'int8 weights of {"/".join(DYNAMIC_OPS)}, activations quantised '
                          'at run time; convolutions fp32')
-        if calibration is None:
-            raise ValueError('int8-static needs calibration images')
         activation, reduce_range, why = int8_types()
         reader = CalibrationImages(calibration, batch)
         quantize_static(pre, out, reader, quant_format=QuantFormat.QDQ, per_channel=True,
