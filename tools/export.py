@@ -15,7 +15,8 @@ Examples::
     # compressed copies with their drift against the fp32 PyTorch model (docs/compression.md)
     python tools/export.py efficientformer_l1 l1.pth --format onnx --quantize int8-static \\
         --calib-dir data/imagenet/train --calib-num 64
-    python tools/export.py efficientvit_m4 m4.pth --format coreml --quantize palettize-6
+    python tools/export.py efficientvit_m4 m4.pth --format coreml --quantize int8-linear \\
+        palettize-6 palettize-4
 
 The model goes down the deploy path first (BN folded, attention biases frozen for --shape,
 no DropPath/Dropout); the exported graph is inspected for leftovers and compared with the
@@ -69,9 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=1,
                         help='PyTorch intra-op threads (default 1: export is not timed, and '
                              'spinning threads on a busy machine slow it down many times)')
-    parser.add_argument('--quantize', default=None,
+    parser.add_argument('--quantize', nargs='+', default=None, metavar='MODE',
                         choices=[m for modes in MODES.values() for m in modes],
-                        help='also write a compressed copy <out>_<mode> and report its drift: '
+                        help='also write compressed copies <out>_<mode> and report their drift: '
                              f'ONNX {MODES["onnx"]} (drift of ONNX Runtime vs the fp32 PyTorch '
                              f'model on toy images); CoreML {MODES["coreml"]} (weight error '
                              'and size; running it needs macOS)')
@@ -104,16 +105,15 @@ def main(argv=None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     try:
-        check_compression(args.format, args.quantize, args.calib_dir, args.calib_num,
+        check_compression(args.format, args.quantize or [], args.calib_dir, args.calib_num,
                           args.drift_num)
         model = load_model(args.model, args.checkpoint, args.part)
         part = make_part(model, args.part)
         reference = copy.deepcopy(part).eval() if args.quantize else None  # export fuses part
         report = export(part, out, options, verbose=args.verbose)
-        if args.quantize:
-            compress_export(reference, report, args.quantize, args.coreml_target,
-                            args.calib_dir, args.calib_num, args.drift_num,
-                            Normalization.of_model(model))
+        for mode in args.quantize or []:
+            compress_export(reference, report, mode, args.coreml_target, args.calib_dir,
+                            args.calib_num, args.drift_num, Normalization.of_model(model))
     except ExportError as err:
         print(f'[export] FAILED: {err}', file=sys.stderr)
         return 1

@@ -335,21 +335,19 @@ def compress_onnx_export(reference: nn.Module, path: str, mode: str, input_hw: T
 
 
 # ------------------------------------------------------------------------------ entry point
-def check_compression(fmt: str, mode: Optional[str], calib_dir: Optional[str] = None,
+def check_compression(fmt: str, modes: Sequence[str], calib_dir: Optional[str] = None,
                       calib_num: int = CALIB_NUM, drift_num: int = DRIFT_NUM) -> None:
     """Refuse a compression request that does not fit the export, before anything is built."""
-    if mode is None:
-        if calib_dir:
-            raise ValueError('--calib-dir is only used by --quantize int8-static')
-        return
-    if mode not in MODES.get(fmt, ()):
-        owner = next((f for f, modes in MODES.items() if mode in modes), None)
-        raise ValueError(f'--quantize {mode} applies to --format {owner}, not {fmt}; for '
-                         f'{fmt} choose one of {MODES.get(fmt, ())}' if owner else
-                         f'unknown --quantize {mode!r}; choose one of {MODES}')
+    for mode in modes:
+        if mode not in MODES.get(fmt, ()):
+            owner = next((f for f, choices in MODES.items() if mode in choices), None)
+            raise ValueError(f'--quantize {mode} applies to --format {owner}, not {fmt}; for '
+                             f'{fmt} choose from {MODES.get(fmt, ())}' if owner else
+                             f'unknown --quantize {mode!r}; choose one of {MODES}')
     if calib_dir is not None:
-        if mode != 'int8-static':
-            raise ValueError(f'--calib-dir is only used by --quantize int8-static, not {mode}')
+        if 'int8-static' not in modes:
+            raise ValueError('--calib-dir is only used by --quantize int8-static (got '
+                             f'{list(modes) or "no --quantize"})')
         image_files(calib_dir)
     if calib_num < 1 or drift_num < 1:
         raise ValueError(f'--calib-num and --drift-num must be at least 1 (got {calib_num}, '

@@ -149,7 +149,7 @@ def test_bad_calibration_directory_is_a_clear_error(tmp_path, missing, message):
     with pytest.raises(ValueError, match=message):
         image_files(str(folder))
     with pytest.raises(ValueError, match='--calib-dir'):
-        check_compression('onnx', 'int8-static', str(folder))
+        check_compression('onnx', ['fp16', 'int8-static'], str(folder))
 
 
 @pytest.mark.parametrize('args, message', [
@@ -158,6 +158,7 @@ def test_bad_calibration_directory_is_a_clear_error(tmp_path, missing, message):
     (['--format', 'coreml', '--quantize', 'int8-static'], 'applies to --format onnx'),
     (['--format', 'onnx', '--quantize', 'palettize-4'], 'applies to --format coreml'),
     (['--format', 'onnx', '--quantize', 'fp16', '--calib-dir', '.'], 'only used by'),
+    (['--format', 'onnx', '--calib-num', '0'], '--calib-num and --drift-num must be'),
 ])
 def test_tool_refuses_bad_compression_requests_with_exit_2(tmp_path, capsys, args, message):
     tool = load_script(os.path.join(ROOT, 'tools', 'export.py'))
