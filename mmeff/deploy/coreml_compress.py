@@ -18,7 +18,10 @@ the target, I/O unchanged), the package size, and how far each compressed weight
 fp32 original (relative Frobenius error ``||W_c - W|| / ||W||``, decompressed with
 ``decompress_weights``). Running the package (and so its output drift) needs macOS.
 """
+import contextlib
+import io
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Tuple
 
@@ -98,6 +101,15 @@ def weight_errors(original, compressed) -> Dict[str, float]:
     return errors
 
 
+@contextlib.contextmanager
+def _quiet():
+    """coremltools' progress bars (stderr) and its division warning on all-zero weights
+    (which it still encodes as zeros; :func:`weight_errors` checks every weight)."""
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        yield
+
+
 def package_bytes(path: str) -> int:
     """Bytes of a ``.mlpackage`` directory (or a file)."""
     if os.path.isfile(path):
@@ -156,14 +168,16 @@ def compress_coreml_export(path: str, mode: str, target: str,
     from mmeff.deploy.coreml_check import inspect_mlprogram
 
     original = ct.models.MLModel(path, skip_model_load=True)
-    compressed = compress_mlmodel(original, mode)
+    with _quiet():
+        compressed = compress_mlmodel(original, mode)
+        errors = weight_errors(original, compressed)
     if os.path.isdir(out):
         shutil.rmtree(out)
     compressed.save(out)
     structure = inspect_mlprogram(compressed, getattr(ct.target, target))
     return CoreMLCompressionReport(
         mode=mode, path=out, bytes=package_bytes(out), source_bytes=package_bytes(path),
-        op_types=structure.op_types, weight_errors=weight_errors(original, compressed),
+        op_types=structure.op_types, weight_errors=errors,
         outside_op_set=structure.outside_op_set,
         notes=['CoreML predictions need macOS: output drift is not measured here; the weight '
                'error bounds what the compression changed'])
