@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from mmeff.datasets.imagenet import IMG_EXTENSIONS
-from mmeff.deploy.coreml_compress import COREML_MODES, compress_coreml_export
+from mmeff.deploy.coreml_compress import COREML_MODES, compress_coreml_export, file_bytes
 from mmeff.deploy.parity import output_list
 from mmeff.models.classifiers.data_preprocessor import IMAGENET_MEAN_255, IMAGENET_STD_255
 
@@ -258,7 +258,8 @@ def drift(reference: nn.Module, session, images: np.ndarray, batch: int, task: s
     refs, gots = [], []
     with torch.no_grad():
         for array in batches(images, batch):
-            refs.append([t.float().numpy() for t in output_list(reference(torch.from_numpy(array)))])
+            out = output_list(reference(torch.from_numpy(array)))
+            refs.append([t.float().numpy() for t in out])
             gots.append([np.asarray(o, np.float32) for o in run_ort(session, array)])
     cosines, max_abs, max_rel = [], 0.0, 0.0
     for ref, got in zip(refs, gots):
@@ -329,7 +330,7 @@ def compress_onnx_export(reference: nn.Module, path: str, mode: str, input_hw: T
     images = toy_images(max(drift_num, batch), input_hw, normalization, split='val')
     session = ort_session(out, threads=1)
     return CompressionReport(
-        mode=mode, path=out, bytes=os.path.getsize(out), fp32_bytes=os.path.getsize(path),
+        mode=mode, path=out, bytes=file_bytes(out), fp32_bytes=file_bytes(path),
         method=method, drift=drift(reference.eval(), session, images, batch, task),
         min_cosine=MIN_COSINE[mode], notes=notes)
 

@@ -110,8 +110,8 @@ def _quiet():
         yield
 
 
-def package_bytes(path: str) -> int:
-    """Bytes of a ``.mlpackage`` directory (or a file)."""
+def file_bytes(path: str) -> int:
+    """Bytes of a file, or of every file under a directory (an ``.mlpackage``)."""
     if os.path.isfile(path):
         return os.path.getsize(path)
     return sum(os.path.getsize(os.path.join(root, n)) for root, _, names in os.walk(path)
@@ -150,7 +150,8 @@ class CoreMLCompressionReport:
                  f'  {self.compressed_ops} weights as {ops} ops; op set: '
                  + ('all in the target\'s core MIL op set' if not self.outside_op_set
                     else f'OUTSIDE the target op set: {self.outside_op_set}'),
-                 f'  weight error (relative Frobenius, per weight): median {np.median(errors):.2e}, '
+                 '  weight error (relative Frobenius, per weight): median '
+                 f'{np.median(errors):.2e}, '
                  f'max {errors.max():.2e} ({worst}) -> {verdict} (bound: max <= '
                  f'{MAX_WEIGHT_ERROR[self.mode]:g})']
         lines.extend(f'  note: {n}' for n in self.notes)
@@ -176,7 +177,7 @@ def compress_coreml_export(path: str, mode: str, target: str,
     compressed.save(out)
     structure = inspect_mlprogram(compressed, getattr(ct.target, target))
     return CoreMLCompressionReport(
-        mode=mode, path=out, bytes=package_bytes(out), source_bytes=package_bytes(path),
+        mode=mode, path=out, bytes=file_bytes(out), source_bytes=file_bytes(path),
         op_types=structure.op_types, weight_errors=errors,
         outside_op_set=structure.outside_op_set,
         notes=['CoreML predictions need macOS: output drift is not measured here; the weight '
