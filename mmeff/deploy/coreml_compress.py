@@ -42,24 +42,32 @@ def _kind(mode: str) -> str:
     return 'palettize' if mode.startswith('palettize') else mode
 
 
-def kmeans_lut(nbits: int, iters: int = 25) -> Callable[[np.ndarray], Tuple[np.ndarray,
+def kmeans_lut(nbits: int, iters: int = 50) -> Callable[[np.ndarray], Tuple[np.ndarray,
                                                                             np.ndarray]]:
     """A coremltools ``lut_function``: 1-D k-means of a weight's values into 2^nbits
-    centres; returns (look-up table, index of each element)."""
+    centres; returns (look-up table, index of each element).
+
+    Lloyd's iterations run on the distinct values weighted by their counts, started at
+    quantiles of the distinct values: a weight with a few very frequent values (a frozen
+    attention bias gathered from a small table) would otherwise start many centres on the
+    same value and waste them. A weight with at most 2^nbits distinct values is exact."""
     def lut_function(weight: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         values = weight.astype(np.float32).ravel()
+        distinct, counts = np.unique(values, return_counts=True)
         k = 1 << nbits
-        centres = np.quantile(values, (np.arange(k) + 0.5) / k).astype(np.float32)
+        if len(distinct) <= k:
+            lut = np.concatenate([distinct, np.full(k - len(distinct), distinct[-1])])
+            return lut, _nearest(values, distinct).astype(np.uint8)
+        centres = np.quantile(distinct, (np.arange(k) + 0.5) / k).astype(np.float64)
         for _ in range(iters):
-            centres = np.sort(centres)
-            index = _nearest(values, centres)
-            sums = np.bincount(index, weights=values, minlength=k)
-            counts = np.bincount(index, minlength=k)
-            moved = np.where(counts > 0, sums / np.maximum(counts, 1), centres)
-            if np.allclose(moved, centres):
+            index = _nearest(distinct, centres)
+            sums = np.bincount(index, weights=distinct * counts, minlength=k)
+            totals = np.bincount(index, weights=counts, minlength=k)
+            moved = np.sort(np.where(totals > 0, sums / np.maximum(totals, 1), centres))
+            if np.allclose(moved, centres, rtol=0, atol=1e-12):
                 break
-            centres = moved.astype(np.float32)
-        centres = np.sort(centres)
+            centres = moved
+        centres = centres.astype(np.float32)
         return centres, _nearest(values, centres).astype(np.uint8)
     return lut_function
 
