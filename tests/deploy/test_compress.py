@@ -67,12 +67,17 @@ def test_onnx_compressed_file_runs_within_its_drift_bound(exported, mode):
 
 @pytest.mark.slow
 def test_int8_static_from_a_calibration_folder_through_the_tool(exported, tmp_path, capsys):
-    """The whole tool path: QDQ per-channel int8 calibrated on a folder of images."""
+    """The whole tool path: QDQ per-channel int8 calibrated on a folder of images. The
+    checkpoint holds randomised BN statistics (a fresh initialisation's near-constant logits,
+    different in every process, would make the drift figure noise)."""
     from mmeff.datasets.toy_data import make_imagenet
     make_imagenet(tmp_path / 'calib', num_train=6, num_val=1, size=(64, 64))
+    checkpoint = tmp_path / 'm0.pth'
+    torch.save(exported[0].classifier.state_dict(), checkpoint)
     tool = load_script(os.path.join(ROOT, 'tools', 'export.py'))
     out = tmp_path / 'm0.onnx'
-    code = tool.main(['efficientvit_m0', '--format', 'onnx', '--shape', *map(str, HW),
+    code = tool.main(['efficientvit_m0', str(checkpoint), '--format', 'onnx',
+                      '--shape', *map(str, HW),
                       '--out', str(out), '--quantize', 'int8-static', '--calib-dir',
                       str(tmp_path / 'calib'), '--calib-num', '4', '--drift-num', '8'])
     printed = capsys.readouterr().out
