@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
-    print(f'| model | mode | size vs fp32 | cosine min / mean | top-1 agreement | max rel |')
+    print('| model | mode | size vs fp32 | cosine min / mean | top-1 agreement | max rel |')
     print('|---|---|---|---|---|---|')
     ok = True
     for name in args.models:
