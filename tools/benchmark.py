@@ -22,6 +22,10 @@ Examples::
     python tools/benchmark.py backbone/efficientformer_l1 --backends eager fused \\
         --shape 800 1216 --runs 10
 
+    # compressed ONNX models (fp16, int8) next to the fp32 ONNX Runtime graph
+    python tools/benchmark.py efficientformer_l1 --backends onnxruntime onnxruntime-fp16 \\
+        onnxruntime-int8-dynamic onnxruntime-int8-static --runs 30 --clock cpu
+
     # Semantic FPN segmentors at 512x512, each next to MMSeg's ResNet-50 one (images/s)
     python tools/benchmark.py segmentors --backends eager fused --threads 1 --runs 5
 
@@ -35,8 +39,8 @@ import argparse
 import sys
 
 from mmeff.benchmark.registry import select
-from mmeff.benchmark.report import (format_meta, load_results, machine_info, ratio_table,
-                                    results_table, save_outputs)
+from mmeff.benchmark.report import (compression_table, format_meta, load_results,
+                                    machine_info, ratio_table, results_table, save_outputs)
 from mmeff.benchmark.runner import BACKENDS, DEFAULT_BACKENDS, BenchConfig, run_benchmark
 from mmeff.benchmark.segmentors import DEFAULT_CONFIG_DIR, SEGMENTOR_ANCHOR, throughput_table
 from mmeff.benchmark.timer import CLOCKS
@@ -134,6 +138,12 @@ def report(rows, meta, backends, args) -> None:
         print()
         print('speed ratios (lower = faster; medians of one session, timed round-robin):')
         print(ratio_table(classifiers))
+    compressed = compression_table(rows) if backends else ''
+    if compressed:
+        print()
+        print('compressed ONNX models (median ms; speedup over fp32 ONNX Runtime in the same '
+              'session, higher = faster; drift: tools/export.py --quantize):')
+        print(compressed)
     if backends and len(classifiers) < len(rows):
         print()
         print(f'segmentor throughput ({rows[0].batch} image(s) per call; speed relative to '

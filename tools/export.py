@@ -12,6 +12,11 @@ Examples::
         --format onnx --shape 512 512
     # MMDet RetinaNet: backbone + neck + raw dense-head outputs
     python tools/export.py configs/retinanet_m4_coco.py ckpt.pth --format onnx --shape 800 1344
+    # compressed copies with their drift against the fp32 PyTorch model (docs/compression.md)
+    python tools/export.py efficientformer_l1 l1.pth --format onnx --quantize int8-static \\
+        --calib-dir data/imagenet/train --calib-num 64
+    python tools/export.py efficientvit_m4 m4.pth --format coreml --quantize int8-linear \\
+        palettize-6 palettize-4
 
 The model goes down the deploy path first (BN folded, attention biases frozen for --shape,
 no DropPath/Dropout); the exported graph is inspected for leftovers and compared with the
@@ -20,9 +25,12 @@ unfused PyTorch model. Exit status: 0 when every check passes, 1 when a check fa
 does not parse), reported as one message.
 """
 import argparse
+import copy
 import os
 import sys
 
+from mmeff.deploy.compress import (CALIB_NUM, DRIFT_NUM, MODES, Normalization,
+                                   check_compression, compress_export)
 from mmeff.deploy.export import (COREML_TARGETS, FORMATS, ExportError,
                                  ExportOptions, export)
 from mmeff.engine.launch import INPUT_ERRORS
@@ -62,6 +70,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=1,
                         help='PyTorch intra-op threads (default 1: export is not timed, and '
                              'spinning threads on a busy machine slow it down many times)')
+    parser.add_argument('--quantize', nargs='+', default=None, metavar='MODE',
+                        choices=[m for modes in MODES.values() for m in modes],
+                        help='also write compressed copies <out>_<mode> and report their drift: '
+                             f'ONNX {MODES["onnx"]} (drift of ONNX Runtime vs the fp32 PyTorch '
+                             f'model on toy images); CoreML {MODES["coreml"]} (weight error '
+                             'and size; running it needs macOS)')
+    parser.add_argument('--calib-dir', default=None,
+                        help='images calibrating int8-static (any folder layout; default: '
+                             'generated toy images, fine for a smoke test only)')
+    parser.add_argument('--calib-num', type=int, default=CALIB_NUM,
+                        help='calibration images, spread over --calib-dir (default %(default)s)')
+    parser.add_argument('--drift-num', type=int, default=DRIFT_NUM,
+                        help='toy images the drift is measured on (default %(default)s)')
     parser.add_argument('--verbose', action='store_true', help='show converter progress')
     return parser.parse_args(argv)
 
@@ -84,9 +105,15 @@ def main(argv=None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     try:
+        check_compression(args.format, args.quantize or [], args.calib_dir, args.calib_num,
+                          args.drift_num)
         model = load_model(args.model, args.checkpoint, args.part)
         part = make_part(model, args.part)
+        reference = copy.deepcopy(part).eval() if args.quantize else None  # export fuses part
         report = export(part, out, options, verbose=args.verbose)
+        for mode in args.quantize or []:
+            compress_export(reference, report, mode, args.coreml_target, args.calib_dir,
+                            args.calib_num, args.drift_num, Normalization.of_model(model))
     except ExportError as err:
         print(f'[export] FAILED: {err}', file=sys.stderr)
         return 1

@@ -79,6 +79,31 @@ def ratio_rows(rows: List[Row], anchor: str = 'timm/resnet50') -> List[Dict[str,
     return out
 
 
+def compression_table(rows: List[Row]) -> str:
+    """Per model and session: fp32 ONNX Runtime latency and each compressed ONNX Runtime
+    backend's latency and speedup over it (higher = faster); '' when none was timed."""
+    from mmeff.benchmark.timer import COMPRESSED_ORT
+    present = [b for b in COMPRESSED_ORT if any(r.backend == b and r.status == 'ok'
+                                                for r in rows)]
+    if not present:
+        return ''
+    width = max([22] + [len(r.model) for r in rows])
+    head = f'{"model":{width}s} {"ORT fp32 ms":>11s}' + ''.join(
+        f' {b[len("onnxruntime-"):] + " ms (x)":>22s}' for b in present)
+    lines = [head, '-' * len(head)]
+    for name, sid in dict.fromkeys((r.model, r.session) for r in rows):
+        base = _latency(rows, name, 'onnxruntime', sid)
+        cells = []
+        for b in present:
+            ms = _latency(rows, name, b, sid)
+            speedup = f'{base / ms:5.2f}x' if ms and base else f'{"-":>6s}'
+            cells.append(f' {f"{ms:8.2f}" if ms else "-":>14s} {speedup:>7s}')
+        if base is None and not any(_latency(rows, name, b, sid) for b in present):
+            continue
+        lines.append(f'{name:{width}s} {f"{base:11.2f}" if base else "-":>11s}' + ''.join(cells))
+    return '\n'.join(lines)
+
+
 RATIO_COLUMNS = [('fused_over_eager', 'fused/eager'), ('fused_over_timm_eager', 'fused/timm'),
                  ('fused_over_resnet50', 'fused/R50'), ('ort_over_timm_ort', 'ORT/timm ORT'),
                  ('ort_over_resnet50_ort', 'ORT/R50 ORT')]

@@ -14,6 +14,10 @@ Backends (:func:`prepare`)::
     onnxruntime    the fused model (the model as built for reference models) exported to ONNX
                    (opset 17) and run by ONNX Runtime's CPU provider
     cuda-fp16      the fused model in half precision on the GPU
+    onnxruntime-fp16, onnxruntime-int8-dynamic, onnxruntime-int8-static
+                   the onnxruntime backend's graph compressed by :mod:`mmeff.deploy.compress`
+                   (int8-static calibrated on toy images at the input size), run by ONNX
+                   Runtime's CPU provider (docs/compression.md)
 
 A backend that cannot run here raises :class:`Skip` with the reason.
 
@@ -28,13 +32,14 @@ time adds the threads up, so it is only meaningful with one. Models that are com
 timed :func:`round_robin`, so slow drifts of the machine's load hit all of them alike.
 """
 import io
+import os
 import platform
 import shutil
 import statistics
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -45,7 +50,10 @@ from mmeff.deploy.deploy_path import deploy
 from mmeff.models.backbones.base import MobileBackbone
 from mmeff.models.layers.attention_bias import AttentionBias2d
 
-BACKENDS = ('eager', 'channels-last', 'fused', 'compile', 'onnxruntime', 'cuda-fp16')
+#: compressed ONNX Runtime backends: 'onnxruntime-<mode>' for each mmeff.deploy.compress mode
+COMPRESSED_ORT = ('onnxruntime-fp16', 'onnxruntime-int8-dynamic', 'onnxruntime-int8-static')
+BACKENDS = ('eager', 'channels-last', 'fused', 'compile', 'onnxruntime', 'cuda-fp16') + \
+    COMPRESSED_ORT
 CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
 
 
@@ -213,8 +221,9 @@ def prepare(backend: str, model: nn.Module, x: torch.Tensor, threads: int = 1,
         prepared = _no_grad(compiled, x)
         prepared.note = f'compiled in {time.perf_counter() - start:.0f} s'
         return prepared
-    if backend == 'onnxruntime':
-        return _ort(model, x, threads, ours)
+    if backend == 'onnxruntime' or backend in COMPRESSED_ORT:
+        mode = backend[len('onnxruntime-'):] if backend in COMPRESSED_ORT else None
+        return _ort(model, x, threads, ours, mode)
     if backend == 'cuda-fp16':
         if not torch.cuda.is_available():
             raise Skip('no CUDA device on this machine')
@@ -225,15 +234,21 @@ def prepare(backend: str, model: nn.Module, x: torch.Tensor, threads: int = 1,
     raise ValueError(f'unknown backend {backend!r}; choose from {BACKENDS}')
 
 
-def _ort(model: nn.Module, x: torch.Tensor, threads: int, ours: bool) -> Prepared:
+def _ort(model: nn.Module, x: torch.Tensor, threads: int, ours: bool,
+         compression: Optional[str] = None) -> Prepared:
+    """ONNX Runtime on the model's ONNX graph (:func:`ort_graph`), compressed by
+    ``compression`` (a :data:`mmeff.deploy.compress.ONNX_MODES` entry) if given."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         raise Skip('onnxruntime is not installed (pip install mmeff[export])')
     from mmeff.deploy.onnx_check import ort_session
-    session = ort_session(ort_graph(model, x, ours), threads=threads)
+    graph, note = ort_graph(model, x, ours), ''
+    if compression:
+        graph, note = _compressed(graph, compression, x)
+    session = ort_session(graph, threads=threads)
     feed = {'input': x.numpy()}
-    return Prepared(lambda: session.run(None, feed))
+    return Prepared(lambda: session.run(None, feed), note=note)
 
 
 def ort_graph(model: nn.Module, x: torch.Tensor, ours: Optional[bool] = None) -> bytes:
@@ -248,3 +263,26 @@ def ort_graph(model: nn.Module, x: torch.Tensor, ours: Optional[bool] = None) ->
         torch.onnx.export(model.eval(), (x,), buffer, opset_version=17, dynamo=False,
                           input_names=['input'], do_constant_folding=True)
     return buffer.getvalue()
+
+
+def _compressed(graph: bytes, mode: str, x: torch.Tensor) -> Tuple[bytes, str]:
+    """The ``mode`` compression of an ONNX graph (bytes in, bytes out) and what was done."""
+    import tempfile
+
+    from mmeff.deploy.compress import Normalization, quantize_onnx, toy_images
+
+    calibration = None
+    if mode == 'int8-static':
+        calibration = toy_images(max(CALIB_IMAGES, x.shape[0]), tuple(x.shape[2:]),
+                                 Normalization(), 'train')
+    with tempfile.TemporaryDirectory(prefix='mmeff_bench_') as tmp:
+        path = os.path.join(tmp, 'model.onnx')
+        with open(path, 'wb') as f:
+            f.write(graph)
+        out, method = quantize_onnx(path, mode, calibration, batch=x.shape[0])
+        with open(out, 'rb') as f:
+            return f.read(), method
+
+
+#: toy images the int8-static backend is calibrated on
+CALIB_IMAGES = 16

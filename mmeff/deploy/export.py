@@ -107,6 +107,9 @@ class ExportReport:
     coreml: Optional[object] = None
     frozen_biases: int = 0
     notes: List[str] = field(default_factory=list)
+    #: compressed versions of the file and their drift (mmeff.deploy.compress /
+    #: coreml_compress reports: ``ok``, ``text()``)
+    compressed: List[object] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -115,7 +118,8 @@ class ExportReport:
         coreml_ok = self.coreml is None or not (self.coreml.outside_op_set or
                                                 self.coreml.forbidden)
         return (not self.violations and coreml_ok
-                and all(p.ok(self.tolerance) for p in parities))
+                and all(p.ok(self.tolerance) for p in parities)
+                and all(c.ok for c in self.compressed))
 
     def text(self) -> str:
         shapes = ', '.join(f'{n} {list(s)}' for n, s in zip(self.output_names,
@@ -138,6 +142,7 @@ class ExportReport:
         if self.coreml is not None:
             lines.append(self.coreml.text())
         lines.extend(f'  note: {n}' for n in self.notes)
+        lines.extend(c.text() for c in self.compressed)
         verdict = 'PASS' if self.ok else 'FAIL'
         lines.append(f'  parity {verdict} (tolerance: relative error <= {self.tolerance:g})')
         return '\n'.join(lines)

@@ -22,6 +22,7 @@ import traceback
 
 import torch
 
+from mmeff.deploy.coreml_compress import file_bytes
 from mmeff.deploy.export import ExportOptions, export
 from mmeff.models.loading import load_model
 from mmeff.deploy.parts import make_part
@@ -40,13 +41,6 @@ def parse_args(argv=None):
     parser.add_argument('--no-keep', action='store_true', help='delete files after checking')
     parser.add_argument('--threads', type=int, default=1)
     return parser.parse_args(argv)
-
-
-def _size_mb(path: str) -> float:
-    if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
-                   for f in files) / 2**20
-    return os.path.getsize(path) / 2**20
 
 
 def export_one(name: str, args) -> dict:
@@ -68,7 +62,8 @@ def export_one(name: str, args) -> dict:
             result[fmt] = {'ok': False, 'error': f'{type(err).__name__}: {err}'}
             continue
         entry = {'ok': report.ok, 'seconds': round(time.time() - start, 1),
-                 'size_mb': round(_size_mb(report.path), 1), 'violations': report.violations,
+                 'size_mb': round(file_bytes(report.path) / 2**20, 1),
+                 'violations': report.violations,
                  'fused_rel': report.fused_parity.max_rel}
         if fmt == 'onnx':
             entry.update(max_abs=report.runtime_parity.max_abs,
