@@ -12,6 +12,8 @@ Backends (:func:`prepare`)::
     onnxruntime    the fused model (the model as built for reference models) exported to ONNX
                    (opset 17) and run by ONNX Runtime's CPU provider
     cuda-fp16      the fused model in half precision on the GPU
+    train          one training step of the model as built, train mode: forward, backward,
+                   gradients cleared (:mod:`mmeff.benchmark.train_step`)
 
 A backend that cannot run here raises :class:`Skip` with the reason.
 
@@ -38,11 +40,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmeff.benchmark.train_step import train_step
 from mmeff.deploy.deploy_path import deploy
 from mmeff.models.backbones.base import MobileBackbone
 from mmeff.models.layers.attention_bias import AttentionBias2d
 
-BACKENDS = ('eager', 'channels-last', 'fused', 'compile', 'onnxruntime', 'cuda-fp16')
+BACKENDS = ('eager', 'channels-last', 'fused', 'compile', 'onnxruntime', 'cuda-fp16', 'train')
 CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
 
 
@@ -216,6 +219,11 @@ def prepare(backend: str, model: nn.Module, x: torch.Tensor, threads: int = 1,
         prepared = _no_grad(base, x.half().cuda())
         prepared.sync, prepared.note = torch.cuda.synchronize, torch.cuda.get_device_name()
         return prepared
+    if backend == 'train':
+        try:
+            return Prepared(train_step(model, x))
+        except ValueError as err:
+            raise Skip(str(err))
     raise ValueError(f'unknown backend {backend!r}; choose from {BACKENDS}')
 
 
