@@ -87,8 +87,10 @@ def test_zoo_tables_dense_columns_and_official_ratios(tmp_path, capsys):
                                ('onnxruntime', 10.0 * scale))]
     train_rows = [_row('train', 300.0, '512x512', batch=2),
                   replace(_row('train', 500.0, '512x512', batch=2), status='skipped')]
+    remeasured = [_row('train', 280.0, '512x512', batch=2)]  # a later file replaces a row
     dense = [save_outputs(eval_rows, {'cpu': 'x'}, str(tmp_path), 'eval').json,
-             save_outputs(train_rows, {'cpu': 'x'}, str(tmp_path), 'train').json]
+             save_outputs(train_rows, {'cpu': 'x'}, str(tmp_path), 'train').json,
+             save_outputs(remeasured, {'cpu': 'x'}, str(tmp_path), 'again').json]
     official = tmp_path / 'official.csv'
     with open(official, 'w', newline='') as f:
         writer = csv.DictWriter(f, ['variant', 'mode', 'input', 'official_ms', 'mmeff_ms'])
@@ -102,7 +104,7 @@ def test_zoo_tables_dense_columns_and_official_ratios(tmp_path, capsys):
     assert 'train step 2x512x512 ms' in head and 'train vs official' in head
     line = next(ln for ln in text.splitlines() if ln.startswith('| efficientvit_m0 '))
     cells = [c.strip() for c in line.split('|')[1:-1]]
-    assert cells[1:] == ['40', '20', '10', '160', '80', '40', '300', '1.30x', '–']
+    assert cells[1:] == ['40', '20', '10', '160', '80', '40', '280', '1.30x', '–']
     assert '| efficientvit_m1 ' not in text  # no rows: no line
     assert tables.main([dense[0], '--official', str(official)]) == 2  # needs --dense
     assert tables.main([str(tmp_path / 'missing.json')]) == 2

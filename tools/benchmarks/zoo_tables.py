@@ -79,14 +79,16 @@ DenseKey = Tuple[str, str, str]  # (variant, backend, input)
 
 
 def dense_latencies(paths: Sequence[str]) -> Tuple[Dict[DenseKey, object], Optional[int]]:
-    """Pooled ``backbone/<variant>`` rows of benchmark JSONs, keyed (variant, backend, input),
-    and the batch of the training-step rows (None when there are none)."""
-    rows, _ = load_results(paths)
+    """The ``backbone/<variant>`` rows of benchmark JSONs (sessions of a file pooled), keyed
+    (variant, backend, input), and the batch of the training-step rows (None when there are
+    none). A later file replaces an earlier one's rows of the same key: a re-measurement."""
     out: Dict[DenseKey, object] = {}
-    for size in dict.fromkeys(r.input for r in rows):
-        for r in aggregate([r for r in rows if r.input == size]):
-            if r.model.startswith('backbone/') and r.status == 'ok':
-                out[(r.model[len('backbone/'):], r.backend, size)] = r
+    for path in paths:
+        rows, _ = load_results([path])
+        for size in dict.fromkeys(r.input for r in rows):
+            for r in aggregate([r for r in rows if r.input == size]):
+                if r.model.startswith('backbone/') and r.status == 'ok':
+                    out[(r.model[len('backbone/'):], r.backend, size)] = r
     train_batches = {r.batch for (_, backend, size), r in out.items()
                      if backend == 'train' and size == TRAIN_INPUT}
     return out, (max(train_batches) if train_batches else None)

@@ -251,9 +251,9 @@ class MobileBackbone(BaseModule):
     # -------------------------------------------------------------------- train-time behaviour
     #: run training forwards on CPU in channels_last memory format (same NCHW shapes and
     #: function; outputs are returned contiguous NCHW). Measured on one EPYC thread, batch 2 at
-    #: 512x512 (docs/benchmark.md, "Dense resolutions"): the training step 1.15-1.25x faster,
-    #: from oneDNN's NHWC convolutions (depth-wise and 1x1 alike, forward and backward) and
-    #: NHWC average pooling. Set False to train in the default NCHW layout.
+    #: 512x512 (docs/model_zoo.md, "Dense resolutions"): the training step 1.1-1.25x faster,
+    #: from oneDNN's NHWC convolutions (depth-wise and 3x3, forward and backward) and NHWC
+    #: average pooling. Set False to train in the default NCHW layout.
     train_channels_last: bool = True
 
     def training_layout(self, x: torch.Tensor) -> torch.Tensor:

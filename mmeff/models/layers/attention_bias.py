@@ -60,9 +60,10 @@ def relative_offset_index(query_hw: Size2d, key_hw: Size2d, query_stride: int = 
 def gather_offsets(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """The (heads, Nq, Nk) bias ``table[:, index]`` of a (heads, T) table, as one
     ``index_select``: the same values, and its backward is an ``index_add`` instead of the
-    sorting ``index_put(accumulate=True)`` of advanced indexing, 3-4x faster on CPU for the
-    1024 x 1024 grids of a 512x512 training input (measured: docs/benchmark.md, "Dense
-    resolutions"); the training step gathers every attention bias once per forward."""
+    sorting ``index_put(accumulate=True)`` of advanced indexing: forward + backward 2.7x
+    faster on one CPU thread for 8 heads on the 1024 x 1024 grid of V2's stride-16 attention at
+    512x512, 4x on 16x16 grids (docs/model_zoo.md, "Dense resolutions"); the training step
+    gathers every attention bias once per forward."""
     return torch.index_select(table, 1, index.reshape(-1)).reshape(
         table.shape[0], *index.shape)
 
