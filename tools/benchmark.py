@@ -25,6 +25,10 @@ Examples::
     # compressed ONNX models (fp16, int8) next to the fp32 ONNX Runtime graph
     python tools/benchmark.py efficientformer_l1 --backends onnxruntime onnxruntime-fp16 \\
         onnxruntime-int8-dynamic onnxruntime-int8-static --runs 30 --clock cpu
+    # dense backbones at detection / segmentation sizes, and one training step (forward +
+    # backward, train mode; with only --backends train: batch 2 at 512x512 by default)
+    python tools/benchmark.py backbones --backends eager fused onnxruntime --shape 512 512
+    python tools/benchmark.py backbones --backends train --clock cpu
 
     # Semantic FPN segmentors at 512x512, each next to MMSeg's ResNet-50 one (images/s)
     python tools/benchmark.py segmentors --backends eager fused --threads 1 --runs 5
@@ -44,6 +48,7 @@ from mmeff.benchmark.report import (compression_table, format_meta, load_results
 from mmeff.benchmark.runner import BACKENDS, DEFAULT_BACKENDS, BenchConfig, run_benchmark
 from mmeff.benchmark.segmentors import DEFAULT_CONFIG_DIR, SEGMENTOR_ANCHOR, throughput_table
 from mmeff.benchmark.timer import CLOCKS
+from mmeff.benchmark.train_step import TRAIN_DEFAULT_BATCH, TRAIN_DEFAULT_HW
 
 SHARED_CPU_NOTE = ('note: the CPU may be shared with other jobs; absolute times are noisy. '
                    'Compared models (ours, timm\'s same variant, ResNet-50) are timed round-robin '
@@ -56,10 +61,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
     parser.add_argument('models', nargs='*', default=['all'])
     parser.add_argument('--backends', nargs='+', choices=BACKENDS, default=DEFAULT_BACKENDS)
-    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--batch', type=int, default=None,
+                        help=f'images per call (default 1; {TRAIN_DEFAULT_BATCH} when train is '
+                             'the only backend)')
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--shape', nargs=2, type=int, default=None, metavar=('H', 'W'),
-                        help="input size (default: each model's own, 224x224 for classifiers)")
+                        help="input size (default: each model's own, 224x224 for classifiers; "
+                             f"{TRAIN_DEFAULT_HW[0]}x{TRAIN_DEFAULT_HW[1]} when train is the "
+                             "only backend)")
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--runs', type=int, default=10)
     parser.add_argument('--clock', choices=sorted(CLOCKS), default='wall',
@@ -84,8 +93,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def apply_train_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """A run of the train backend alone times the dense training step at its usual size
+    (batch 2, 512x512); otherwise batch 1 at each model's own size."""
+    train_only = list(args.backends) == ['train']
+    if args.batch is None:
+        args.batch = TRAIN_DEFAULT_BATCH if train_only else 1
+    if args.shape is None and train_only:
+        args.shape = list(TRAIN_DEFAULT_HW)
+    return args
+
+
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = apply_train_defaults(parse_args(argv))
     if args.batch <= 0 or args.threads <= 0 or args.runs <= 0 or args.warmup < 0:
         print('[benchmark] error: --batch, --threads and --runs must be positive, '
               '--warmup non-negative', file=sys.stderr)

@@ -18,6 +18,8 @@ Backends (:func:`prepare`)::
                    the onnxruntime backend's graph compressed by :mod:`mmeff.deploy.compress`
                    (int8-static calibrated on toy images at the input size), run by ONNX
                    Runtime's CPU provider (docs/compression.md)
+    train          one training step of the model as built, train mode: forward, backward,
+                   gradients cleared (:mod:`mmeff.benchmark.train_step`)
 
 A backend that cannot run here raises :class:`Skip` with the reason.
 
@@ -45,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmeff.benchmark.train_step import train_step
 from mmeff.deploy.cpu_compile import compile_for_cpu
 from mmeff.deploy.deploy_path import deploy
 from mmeff.models.backbones.base import MobileBackbone
@@ -52,8 +55,8 @@ from mmeff.models.layers.attention_bias import AttentionBias2d
 
 #: compressed ONNX Runtime backends: 'onnxruntime-<mode>' for each mmeff.deploy.compress mode
 COMPRESSED_ORT = ('onnxruntime-fp16', 'onnxruntime-int8-dynamic', 'onnxruntime-int8-static')
-BACKENDS = ('eager', 'channels-last', 'fused', 'compile', 'onnxruntime', 'cuda-fp16') + \
-    COMPRESSED_ORT
+BACKENDS = ('eager', 'channels-last', 'fused', 'compile', 'onnxruntime', 'cuda-fp16',
+            'train') + COMPRESSED_ORT
 CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
 
 
@@ -231,6 +234,11 @@ def prepare(backend: str, model: nn.Module, x: torch.Tensor, threads: int = 1,
         prepared = _no_grad(base, x.half().cuda())
         prepared.sync, prepared.note = torch.cuda.synchronize, torch.cuda.get_device_name()
         return prepared
+    if backend == 'train':
+        try:
+            return Prepared(train_step(model, x))
+        except ValueError as err:
+            raise Skip(str(err))
     raise ValueError(f'unknown backend {backend!r}; choose from {BACKENDS}')
 
 

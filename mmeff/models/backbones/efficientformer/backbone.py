@@ -124,7 +124,7 @@ class EfficientFormer(MobileBackbone):
         Stages after the last requested output are not built (see ``built_stages``). Outputs are always contiguous
         NCHW, also when the fused model runs channels_last inside (mmcv's CPU ops expect NCHW)."""
         self.check_input(x)
-        x = self.stem(x)
+        x = self.stem(self.training_layout(x))
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x, self.run_block)

@@ -44,8 +44,9 @@ class EfficientFormerV2(MobileBackbone):
     unexpected on load.
 
     In eval mode the forward runs in channels_last memory format (depth-wise convolutions are
-    many times faster so on CPU; set ``eval_channels_last = False`` to disable) and returns
-    ordinary contiguous NCHW tensors.
+    many times faster so on CPU; set ``eval_channels_last = False`` to disable), in train mode
+    too on CPU (``train_channels_last``, see MobileBackbone), and returns ordinary contiguous
+    NCHW tensors.
 
     Args:
         arch: 's0', 's1', 's2', 'l' or a dict with keys ``widths`` (4), ``depths`` (4),
@@ -143,6 +144,7 @@ class EfficientFormerV2(MobileBackbone):
         channels_last = self.eval_channels_last and not self.training
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        x = self.training_layout(x)
         x = self.stem(x)
         outs = []
         for i, stage in enumerate(self.stages):
@@ -152,7 +154,7 @@ class EfficientFormerV2(MobileBackbone):
                 x = self.run_block(block, x)
             if i in self.out_indices:
                 out = getattr(self, f'out_norm{i}')(x) if self.with_out_norms else x
-                outs.append(out.contiguous() if channels_last else out)
+                outs.append(out.contiguous())
         return tuple(outs)
 
     # ------------------------------------------------------------------------------ weights

@@ -153,7 +153,7 @@ class EfficientViT(MobileBackbone):
     # --------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self.check_input(x)
-        x, outs = self.stem(x, self.extra_levels)
+        x, outs = self.stem(self.training_layout(x), self.extra_levels)
         for i, stage in enumerate(self.stages):
             if stage.downsample is not None:
                 x = self.run_block(stage.downsample, x)

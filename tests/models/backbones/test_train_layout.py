@@ -1,0 +1,87 @@
+"""The training step's speed-ups compute the same function: every family's training forward
+runs channels_last on CPU (``MobileBackbone.train_channels_last``) and attention biases are
+gathered with one ``index_select`` (``gather_offsets``). Outputs and every gradient must equal
+the NCHW / advanced-indexing formulation within fp32 rounding (the official-code and timm
+equality tests check the function itself and stay unchanged)."""
+import copy
+
+import pytest
+import torch
+
+from mmeff.models.layers.attention_bias import gather_offsets, relative_offset_index
+from mmeff.registry import MODELS
+from mmeff.testing import randomize_
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+#: small members of each family (every block kind: V1 MB4D + MB3D, V2 FFN + attention +
+#: attention downsampling, EfficientViT cascaded group attention with windows)
+SMALL = {
+    'EfficientFormer': dict(type='mmeff.EfficientFormer',
+                            arch=dict(widths=[8, 16, 24, 32], depths=[1, 1, 1, 2], num_vit=1)),
+    'EfficientFormerV2': dict(type='mmeff.EfficientFormerV2',
+                              arch=dict(widths=(16, 16, 32, 32), depths=(1, 1, 2, 2), num_attn=1,
+                                        mlp_ratios=((4,), (4,), (4, 4), (4, 4)))),
+    'EfficientViT': dict(type='mmeff.EfficientViT', out_indices=(0, 1, 2),
+                         arch=dict(embed_dims=[16, 32, 48], depths=[1, 1, 1],
+                                   num_heads=[2, 2, 2], key_dim=4, kernels=[5, 3, 3, 3])),
+}
+
+
+def _step(model, x, project):
+    """Outputs and gradients (input and every parameter) of one training forward/backward."""
+    x = x.clone().requires_grad_()
+    outs = model(x)
+    project(outs).backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    grads['input'] = x.grad
+    return [o.detach() for o in outs], grads
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+@pytest.mark.parametrize('family', sorted(SMALL))
+def test_channels_last_training_equals_nchw(family, project, grads_ok):
+    fast = randomize_(MODELS.build(SMALL[family])).train()
+    plain = copy.deepcopy(fast)
+    plain.train_channels_last = False
+    layouts = []
+    stem = fast.stem
+    stem.register_forward_pre_hook(lambda m, args: layouts.append(
+        args[0].is_contiguous(memory_format=torch.channels_last)))
+    x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    outs, grads = _step(fast, x, project)
+    ref_outs, ref_grads = _step(plain, x, project)
+    assert layouts == [True]  # the fast path was taken ...
+    for out, ref in zip(outs, ref_outs):
+        assert out.is_contiguous() and out.shape == ref.shape  # ... and hands out NCHW maps
+        assert _rel(out, ref) < 1e-4
+    assert grads.keys() == ref_grads.keys()
+    # a conv bias before a training-mode BN has a zero gradient by mathematics (rounding noise
+    # in both layouts): errors are measured against the largest gradient of the model
+    scale = max(float(g.abs().max()) for g in ref_grads.values())
+    for name, ref in ref_grads.items():
+        err = float((grads[name] - ref).norm())
+        assert err < 1e-4 * float(ref.norm()) + 1e-5 * scale, (name, err, float(ref.norm()))
+    assert _rel(grads['input'], ref_grads['input']) < 1e-4
+    grads_ok((n, p) for n, p in fast.named_parameters())
+    fast.eval()
+    layouts.clear()
+    with torch.no_grad():
+        fast(x)
+    assert layouts == [family == 'EfficientFormerV2']  # eval: each family's own choice
+
+
+@pytest.mark.parametrize('query_hw, key_hw, stride', [((4, 6), (4, 6), 1), ((2, 3), (4, 6), 2)])
+def test_gather_offsets_equals_advanced_indexing(query_hw, key_hw, stride):
+    index = relative_offset_index(query_hw, key_hw, stride)
+    table = torch.randn(3, key_hw[0] * key_hw[1], requires_grad=True)
+    upstream = torch.randn(3, *index.shape)
+    fast = gather_offsets(table, index)
+    (fast_grad,) = torch.autograd.grad(fast, table, upstream)
+    ref = table[:, index]
+    (ref_grad,) = torch.autograd.grad(ref, table, upstream)
+    assert torch.equal(fast, ref)
+    assert torch.allclose(fast_grad, ref_grad, rtol=1e-6, atol=1e-6)
