@@ -9,6 +9,9 @@ Parts:
     classifier     image -> logits (mmeff classification model)
     backbone       image -> one feature map per out_index (multi-output)
     segmentor      image -> per-pixel logits at the input resolution (MMSeg EncoderDecoder)
+    detector       image -> boxes, scores, labels (+ masks): RetinaNet-style single-stage or
+                   Faster / Mask R-CNN detectors whole, NMS in the graph (mmeff.deploy.detectors;
+                   what ``auto`` picks for them)
     detector-neck  image -> neck feature maps (any MMDet detector with backbone + neck)
     detector-head  image -> neck maps + the dense head's raw outputs (single-stage, e.g. RetinaNet)
 """
@@ -18,19 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmeff.deploy.part_base import ExportPart, Outputs
 from mmeff.models.backbones.base import MobileBackbone
 from mmeff.models.classifiers.classifier_net import MobileClassifierNet
 
-PARTS = ('auto', 'classifier', 'backbone', 'segmentor', 'detector-neck', 'detector-head')
-Outputs = Tuple[torch.Tensor, ...]
-
-
-class ExportPart(nn.Module):
-    """Base: ``forward(image)`` returns a flat tuple; ``output_names`` names its entries."""
-    part: str = ''
-
-    def output_names(self, num_outputs: int) -> List[str]:
-        return [f'output{i}' for i in range(num_outputs)]
+PARTS = ('auto', 'classifier', 'backbone', 'segmentor', 'detector', 'detector-neck',
+         'detector-head')
 
 
 class ClassifierPart(ExportPart):
@@ -159,6 +155,24 @@ def _kind(model: nn.Module) -> str:
     return 'unknown'
 
 
+def _whole_detector(model: nn.Module, kind: str) -> ExportPart:
+    """The whole-detector part (NMS in the graph) of a single- or two-stage detector."""
+    from mmeff.deploy.detectors import MaskRCNNPart, RetinaNetPart
+    if kind == 'detector-head':
+        return RetinaNetPart(model)
+    return MaskRCNNPart(model)
+
+
+def _auto_detector(model: nn.Module, kind: str) -> str:
+    """``auto`` for a detector: the whole detector when its heads can be exported whole,
+    else what can (raw head maps / neck maps)."""
+    try:
+        _whole_detector(model, kind)
+    except ValueError:
+        return kind
+    return 'detector'
+
+
 def make_part(model: nn.Module, part: str = 'auto') -> ExportPart:
     """Wrap ``model`` for export as ``part`` (see module doc); clear errors when impossible."""
     if part not in PARTS:
@@ -173,7 +187,7 @@ def make_part(model: nn.Module, part: str = 'auto') -> ExportPart:
             'mmeff.EfficientFormer / EfficientFormerV2 / EfficientViT')
     kind = _kind(model)
     if part == 'auto':
-        part = kind
+        part = _auto_detector(model, kind) if kind.startswith('detector') else kind
     if part == 'classifier':
         classifier = _find_classifier(model)
         if classifier is None:
@@ -189,6 +203,11 @@ def make_part(model: nn.Module, part: str = 'auto') -> ExportPart:
             raise ValueError(f'--part segmentor needs an MMSeg EncoderDecoder config; '
                              f'{type(model).__name__} is a {kind}')
         return SegmentorPart(model)
+    if part == 'detector':
+        if kind not in ('detector-neck', 'detector-head'):
+            raise ValueError(f'--part detector needs an MMDet detector with a neck; '
+                             f'{type(model).__name__} is a {kind}')
+        return _whole_detector(model, kind)
     if part in ('detector-neck', 'detector-head'):
         if kind not in ('detector-neck', 'detector-head'):
             raise ValueError(f'--part {part} needs an MMDet detector with a neck; '
@@ -196,8 +215,8 @@ def make_part(model: nn.Module, part: str = 'auto') -> ExportPart:
         if part == 'detector-head' and kind != 'detector-head':
             raise ValueError(
                 f'--part detector-head exports a single-stage dense head (e.g. RetinaNet); '
-                f'{type(model).__name__} is two-stage (RPN + RoI heads need NMS and RoIAlign, '
-                'which stay outside the graph). Use --part detector-neck')
+                f'{type(model).__name__} is two-stage (RPN + RoI heads). Use --part detector '
+                '(the whole detector, NMS and RoIAlign in the graph) or --part detector-neck')
         return DetectorPart(model, with_head=part == 'detector-head')
     raise ValueError(f'cannot tell what to export from {type(model).__name__}; pass --part '
                      f'with one of {PARTS[1:]}')
