@@ -92,6 +92,13 @@ class WholeDetectorPart(ExportPart):
                         names: Sequence[str]) -> 'DetectionParity':
         return compare_detections(reference, got)
 
+    def decoded(self) -> ExportPart:
+        """The CoreML form: boxes and per-class scores before NMS (see module doc)."""
+        raise ValueError(
+            f'{type(self.detector).__name__}: a two-stage detector needs NMS between its RPN '
+            'and its RoI head, which a CoreML ML Program cannot express; export it to CoreML '
+            'with --part detector-neck (the RoI stage on the host), or to ONNX whole')
+
     @staticmethod
     def _check_batch(image: Tensor) -> None:
         if image.shape[0] != 1:
@@ -151,6 +158,50 @@ class RetinaNetPart(WholeDetectorPart):
             boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
         keep = batched_nms(boxes, scores, labels, self.iou)[:self.max_per_img]
         return boxes[keep], scores[keep], labels[keep]
+
+    def decoded(self) -> ExportPart:
+        return DecodedRetinaNetPart(self)
+
+
+class DecodedRetinaNetPart(ExportPart):
+    """RetinaNet for CoreML: a static-shape graph of candidate boxes and their class scores;
+    NMS runs after the model (Vision / the app, or a CoreML ``NonMaximumSuppression`` model
+    in a pipeline; not built here).
+
+    Per level, the ``nms_pre`` anchors with the highest best-class score are kept (MMDet
+    ranks (anchor, class) pairs instead; for an anchor whose second class also ranks, the
+    difference is one candidate fewer). Outputs, K = the kept anchors of all levels::
+
+        boxes   (K, 4) x1, y1, x2, y2 in input pixels, decoded with the config's bbox coder
+        scores  (K, num_classes) sigmoid scores; apply test_cfg.score_thr, per-class NMS at
+                test_cfg.nms.iou_threshold and keep test_cfg.max_per_img
+    """
+    part = 'detector-decoded'
+
+    def __init__(self, whole: RetinaNetPart):
+        super().__init__()
+        self.detector = whole.detector
+        self.nms_pre = whole.nms_pre
+
+    def output_names(self, num_outputs: int) -> List[str]:
+        return ['boxes', 'scores']
+
+    def forward(self, image: Tensor) -> Outputs:
+        WholeDetectorPart._check_batch(image)
+        head = self.detector.bbox_head
+        cls_scores, bbox_preds = head(self.detector.extract_feat(image))[:2]
+        priors = WholeDetectorPart._priors(head, cls_scores)
+        boxes, scores = [], []
+        for cls_score, bbox_pred, prior in zip(cls_scores, bbox_preds, priors):
+            score = cls_score[0].permute(1, 2, 0).reshape(-1, head.cls_out_channels).sigmoid()
+            deltas = bbox_pred[0].permute(1, 2, 0).reshape(-1, head.bbox_coder.encode_size)
+            if 0 < self.nms_pre < score.shape[0]:
+                _, index = score.max(dim=1)[0].topk(self.nms_pre)
+                score, deltas, prior = score[index], deltas[index], prior[index]
+            boxes.append(head.bbox_coder.decode(prior, deltas,
+                                                max_shape=tuple(image.shape[-2:])))
+            scores.append(score)
+        return torch.cat(boxes), torch.cat(scores)
 
 
 class MaskRCNNPart(WholeDetectorPart):

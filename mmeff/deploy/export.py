@@ -20,6 +20,7 @@ instead. Models without attention biases get dynamic H/W and are verified at a s
 """
 import contextlib
 import copy
+import dataclasses
 import io
 import os
 import time
@@ -410,7 +411,7 @@ def _convert_coreml(job: ExportJob):
         try:
             with _quiet_tracer(), progress:
                 mlmodel = ct.convert(
-                    source, inputs=[ct.TensorType(name='input', shape=tuple(x.shape))],
+                    source, inputs=[_coreml_input(ct, module, x)],
                     outputs=[ct.TensorType(name=n) for n in names], convert_to='mlprogram',
                     minimum_deployment_target=target, compute_precision=precision)
         except NotImplementedError as err:
@@ -432,9 +433,31 @@ def _convert_coreml(job: ExportJob):
     raise RuntimeError('coremltools kept failing on unsupported ops: ' + str(to_decompose))
 
 
+def _coreml_input(ct, module: nn.Module, x: torch.Tensor):
+    """An ImageType (scale / bias from the config's normalisation) for an image-input part
+    (:class:`~mmeff.deploy.parts.ScaledImagePart`), else a TensorType."""
+    args = getattr(module, 'image_type_args', None)
+    if args is None:
+        return ct.TensorType(name='input', shape=tuple(x.shape))
+    layout = getattr(ct.colorlayout, args['color_layout'])
+    return ct.ImageType(name='input', shape=tuple(x.shape), scale=args['scale'],
+                        bias=args['bias'], color_layout=layout)
+
+
+def _coreml_graph(job: ExportJob) -> ExportJob:
+    """An image-input part is converted as the graph behind CoreML's ImageType scale / bias,
+    and checked on the input that scale / bias give it."""
+    view = getattr(job.module, 'coreml_view', None)
+    if view is None:
+        return job
+    scaled = view()
+    return dataclasses.replace(job, module=scaled, x=scaled.prescale(job.x))
+
+
 def _export_coreml(job: ExportJob) -> None:
     from mmeff.deploy.coreml_check import inspect_mlprogram
 
+    job = _coreml_graph(job)
     report, path = job.report, job.path
     mlmodel, route, run, target, _ = _convert_coreml(job)
     with torch.no_grad():
