@@ -10,16 +10,23 @@ Examples::
     # MMSeg Semantic FPN end to end (image -> per-pixel logits)
     python tools/export.py configs/fpn_l1_ade20k.py work_dirs/.../iter_40000.pth \\
         --format onnx --shape 512 512
-    # MMDet RetinaNet: backbone + neck + raw dense-head outputs
+    # MMDet RetinaNet / Mask R-CNN whole: boxes, scores, labels (+ masks), NMS in the graph
     python tools/export.py configs/retinanet_m4_coco.py ckpt.pth --format onnx --shape 800 1344
+    # ... or only the raw dense-head maps (NMS on the host)
+    python tools/export.py configs/retinanet_m4_coco.py ckpt.pth --format onnx \
+        --part detector-head --shape 800 1344
+    # CoreML for Vision: an image input (mean/std inside the model) is the default for configs
+    python tools/export.py configs/semfpn_l1_ade20k.py ckpt.pth --format coreml --shape 512 512
 
 The model goes down the deploy path first (BN folded, attention biases frozen for --shape,
 no DropPath/Dropout); the exported graph is inspected for leftovers and compared with the
-unfused PyTorch model. Exit status: 0 when every check passes, 1 when a check fails,
+unfused PyTorch model; a whole detector (ONNX) and a segmentor are also compared with
+MMDet's / MMSeg's own predict on a toy scene. Exit status: 0 when every check passes, 1 when a check fails,
 2 for an input error (an unsupported request, a missing or damaged checkpoint, a config that
 does not parse), reported as one message.
 """
 import argparse
+import copy
 import os
 import sys
 
@@ -27,7 +34,8 @@ from mmeff.deploy.export import (COREML_TARGETS, FORMATS, ExportError,
                                  ExportOptions, export)
 from mmeff.engine.launch import INPUT_ERRORS
 from mmeff.models.loading import load_model
-from mmeff.deploy.parts import PARTS, make_part
+from mmeff.deploy.framework_parity import add_framework_parity
+from mmeff.deploy.parts import PARTS, prepare_part
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,6 +63,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='output path (default: work_dirs/export/<name>_<H>x<W>.<ext>)')
     parser.add_argument('--part', choices=PARTS, default='auto',
                         help='what to export (default: inferred from the model)')
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument('--image-input', action='store_true', default=None,
+                      help='the graph takes the image (pixels 0..255 in the config\'s channel '
+                           'order) and normalises it with the config\'s data_preprocessor '
+                           'mean/std; CoreML: an ImageType input (the default for configs)')
+    kind.add_argument('--tensor-input', dest='image_input', action='store_false',
+                      help='the graph takes the normalised tensor (the default for ONNX and '
+                           'TorchScript)')
     parser.add_argument('--opset', type=int, default=17)
     parser.add_argument('--coreml-target', choices=COREML_TARGETS, default='iOS16')
     parser.add_argument('--tolerance', type=float, default=None,
@@ -85,8 +101,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         model = load_model(args.model, args.checkpoint, args.part)
-        part = make_part(model, args.part)
+        part = prepare_part(model, args.part, args.format, args.image_input)
+        reference = copy.deepcopy(model) if args.format == 'onnx' else None  # export fuses
         report = export(part, out, options, verbose=args.verbose)
+        if reference is not None:
+            add_framework_parity(reference, report)
     except ExportError as err:
         print(f'[export] FAILED: {err}', file=sys.stderr)
         return 1

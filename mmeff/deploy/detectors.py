@@ -90,7 +90,9 @@ class WholeDetectorPart(ExportPart):
 
     def compare_outputs(self, reference: Sequence, got: Sequence,
                         names: Sequence[str]) -> 'DetectionParity':
-        return compare_detections(reference, got)
+        """Export's parity rule for this part: matched sets (see :func:`compare_detections`)."""
+        return compare_detections(reference, got, self.score_thr,
+                                  max_per_img=self.max_per_img)
 
     def decoded(self) -> ExportPart:
         """The CoreML form: boxes and per-class scores before NMS (see module doc)."""
@@ -413,15 +415,22 @@ def match_detections(ref_boxes, ref_labels, got_boxes, got_labels) -> List[Tuple
 
 
 def compare_detections(reference: Sequence, got: Sequence, score_thr: float = 0.0,
-                       masks_hw: Optional[Tuple[int, int]] = None,
-                       mask_thr: float = 0.5) -> DetectionParity:
+                       masks_hw: Optional[Tuple[int, int]] = None, mask_thr: float = 0.5,
+                       max_per_img: int = 0) -> DetectionParity:
     """Compare (boxes, scores, labels[, masks]) lists. Masks are (N, 28, 28) probabilities on
     both sides unless ``masks_hw`` is given: then the exported ones are pasted to (H, W) and
-    compared with the reference's (N, H, W) bool masks, as MMDet's predict gives them."""
+    compared with the reference's (N, H, W) bool masks, as MMDet's predict gives them.
+
+    A detection may go unmatched only at a cut: its score within the margin of ``score_thr``
+    or, when a list is full (``max_per_img`` entries), of that list's lowest score."""
     rb, rs, rl = (_np(t) for t in reference[:3])
     gb, gs, gl = (_np(t) for t in got[:3])
     pairs = match_detections(rb, rl, gb, gl)
-    margin = score_thr + DETECTION_TOLERANCE['score_margin']
+    cut = score_thr
+    for scores in (rs, gs):
+        if max_per_img > 0 and len(scores) >= max_per_img:
+            cut = max(cut, float(scores.min()))
+    margin = cut + DETECTION_TOLERANCE['score_margin']
     matched_r, matched_g = {i for i, _ in pairs}, {j for _, j in pairs}
     unmatched = sum(rs[i] > margin for i in range(len(rs)) if i not in matched_r) + \
         sum(gs[j] > margin for j in range(len(gs)) if j not in matched_g)

@@ -108,6 +108,8 @@ class ExportReport:
     coreml: Optional[object] = None
     frozen_biases: int = 0
     notes: List[str] = field(default_factory=list)
+    #: 'tensor' (normalised NCHW) or 'image' (pixels; normalisation inside the graph)
+    input_kind: str = 'tensor'
 
     @property
     def ok(self) -> bool:
@@ -123,7 +125,7 @@ class ExportReport:
                                                             self.output_shapes))
         lines = [f'[export] {self.fmt} ({self.precision}) of the {self.part}: {self.path} '
                  f'({self.seconds:.1f} s)',
-                 f'  input {list(self.input_shape)} -> {shapes}',
+                 f'  input {list(self.input_shape)} ({self._input_text()}) -> {shapes}',
                  f'  deploy path: {self.frozen_biases} attention biases frozen as constants; '
                  + ('graph clean (no BN / dropout / DropPath / random / bicubic ops)'
                     if not self.violations else f'VIOLATIONS: {self.violations}')]
@@ -142,6 +144,11 @@ class ExportReport:
         verdict = 'PASS' if self.ok else 'FAIL'
         lines.append(f'  parity {verdict} (tolerance: relative error <= {self.tolerance:g})')
         return '\n'.join(lines)
+
+    def _input_text(self) -> str:
+        if self.input_kind == 'image':
+            return 'image: pixels 0..255, mean/std inside the graph'
+        return "normalised as the config's data preprocessor does"
 
 
 @dataclass
@@ -235,7 +242,8 @@ def export(part: ExportPart, path: str, options: ExportOptions,
         path=path, fmt=options.fmt, part=deployed.part, input_shape=options.input_shape,
         precision=options.precision, output_names=names,
         output_shapes=[tuple(t.shape) for t in fused_out], fused_parity=fused_parity,
-        tolerance=options.rel_tolerance, violations=violations, frozen_biases=frozen)
+        tolerance=options.rel_tolerance, violations=violations, frozen_biases=frozen,
+        input_kind='image' if hasattr(deployed, 'image_type_args') else 'tensor')
     if violations:
         raise ExportError('the deploy path left training-time ops in the graph; nothing was '
                           'written:\n' + report.text())
