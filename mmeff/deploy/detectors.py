@@ -166,24 +166,25 @@ class RetinaNetPart(WholeDetectorPart):
 
 
 class DecodedRetinaNetPart(ExportPart):
-    """RetinaNet for CoreML: a static-shape graph of candidate boxes and their class scores;
-    NMS runs after the model (Vision / the app, or a CoreML ``NonMaximumSuppression`` model
-    in a pipeline; not built here).
+    """RetinaNet for CoreML: a static-shape graph of every anchor's decoded box and class
+    scores; score threshold, ``nms_pre`` and NMS run after the model (Vision / the app, or a
+    CoreML ``NonMaximumSuppression`` model in a pipeline; not built here).
 
-    Per level, the ``nms_pre`` anchors with the highest best-class score are kept (MMDet
-    ranks (anchor, class) pairs instead; for an anchor whose second class also ranks, the
-    difference is one candidate fewer). Outputs, K = the kept anchors of all levels::
+    Every anchor is an output (no top-k inside): a top-k of near-equal scores picks different
+    anchors at its boundary for rounding-level differences, which a check of the file cannot
+    tell from an error. Outputs, K = the anchors of all levels (level, then y, x, anchor, as
+    MMDet flattens them)::
 
         boxes   (K, 4) x1, y1, x2, y2 in input pixels, decoded with the config's bbox coder
-        scores  (K, num_classes) sigmoid scores; apply test_cfg.score_thr, per-class NMS at
-                test_cfg.nms.iou_threshold and keep test_cfg.max_per_img
+        scores  (K, num_classes) sigmoid scores; then per level the test_cfg.nms_pre best
+                (anchor, class) pairs above test_cfg.score_thr, per-class NMS at
+                test_cfg.nms.iou_threshold, the test_cfg.max_per_img best
     """
     part = 'detector-decoded'
 
     def __init__(self, whole: RetinaNetPart):
         super().__init__()
         self.detector = whole.detector
-        self.nms_pre = whole.nms_pre
 
     def output_names(self, num_outputs: int) -> List[str]:
         return ['boxes', 'scores']
@@ -192,18 +193,13 @@ class DecodedRetinaNetPart(ExportPart):
         WholeDetectorPart._check_batch(image)
         head = self.detector.bbox_head
         cls_scores, bbox_preds = head(self.detector.extract_feat(image))[:2]
-        priors = WholeDetectorPart._priors(head, cls_scores)
-        boxes, scores = [], []
-        for cls_score, bbox_pred, prior in zip(cls_scores, bbox_preds, priors):
-            score = cls_score[0].permute(1, 2, 0).reshape(-1, head.cls_out_channels).sigmoid()
-            deltas = bbox_pred[0].permute(1, 2, 0).reshape(-1, head.bbox_coder.encode_size)
-            if 0 < self.nms_pre < score.shape[0]:
-                _, index = score.max(dim=1)[0].topk(self.nms_pre)
-                score, deltas, prior = score[index], deltas[index], prior[index]
-            boxes.append(head.bbox_coder.decode(prior, deltas,
-                                                max_shape=tuple(image.shape[-2:])))
-            scores.append(score)
-        return torch.cat(boxes), torch.cat(scores)
+        priors = torch.cat(WholeDetectorPart._priors(head, cls_scores))
+        scores = torch.cat([c[0].permute(1, 2, 0).reshape(-1, head.cls_out_channels)
+                            for c in cls_scores]).sigmoid()
+        deltas = torch.cat([b[0].permute(1, 2, 0).reshape(-1, head.bbox_coder.encode_size)
+                            for b in bbox_preds])
+        boxes = head.bbox_coder.decode(priors, deltas, max_shape=tuple(image.shape[-2:]))
+        return boxes, scores
 
 
 class MaskRCNNPart(WholeDetectorPart):

@@ -16,7 +16,7 @@ from mmeff.deploy.framework_parity import mmseg_logits, toy_inputs
 from mmeff.deploy.onnx_check import ort_session, run_ort
 from mmeff.deploy.parts import PixelInputPart, make_part, prepare_part
 from mmeff.models.loading import load_model
-from mmeff.testing import randomize_
+from mmeff.testing import randomize_, sharpen_roi_classifier
 
 from .test_export_dense import (MASK_RCNN_L1, RETINANET_M0, SEMANTIC_FPN_S0, _config,
                                export_tool)
@@ -29,20 +29,10 @@ def _model(tmp_path, text, name, seed=5):
     return randomize_(load_model(_config(tmp_path, text, name)), seed=seed)
 
 
-def _sharpen(model):
-    """A randomly initialised RoI classifier spreads its softmax over 81 classes (~0.012, under
-    score_thr 0.05: no detections); 4x its weights gives scores from ~0.1 to ~0.7."""
-    with torch.no_grad():
-        model.roi_head.bbox_head.fc_cls.weight.mul_(4)
-    return model
-
-
 def _tool(tmp_path, capsys, text, name, *args):
     """tools/export.py on a config + a checkpoint of perturbed weights; (code, printed, model)."""
     config = _config(tmp_path, text, name)
-    model = randomize_(load_model(config), seed=5)
-    if hasattr(model, 'roi_head'):
-        _sharpen(model)
+    model = sharpen_roi_classifier(randomize_(load_model(config), seed=5))
     checkpoint = tmp_path / f'{name}.pth'
     torch.save({'state_dict': model.state_dict()}, checkpoint)
     code = export_tool.main([config, str(checkpoint), '--shape', *map(str, HW),
@@ -179,8 +169,7 @@ def test_retinanet_coreml_image_input_and_decoded_outputs(tmp_path):
     scale = 3 / sum(std)
     assert image['color'] == 'RGB' and image['scale'] == pytest.approx(scale, rel=1e-6)
     assert image['bias'] == pytest.approx([-m * scale for m in mean], rel=1e-6)
-    # 1000 best anchors at P3 (16x16x9 = 2304), every anchor of P4..P7 (576+144+36+9)
-    k = 1000 + 576 + 144 + 36 + 9
+    k = 9 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1)  # every anchor of P3..P7
     assert spec.outputs == [('boxes', (k, 4), 'FLOAT32'), ('scores', (k, 80), 'FLOAT32')]
     assert spec.outside_op_set == [] and 'non_maximum_suppression' not in spec.op_types
     assert 'IMAGE_RGB' in report.text() and 'scale 0.0173' in report.text()
