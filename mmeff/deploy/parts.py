@@ -3,7 +3,8 @@
 MMSeg and MMDet models take data samples and return structured results; exporters need a
 ``forward(image) -> (tensor, ...)``. Each wrapper here exposes one *part* of a model with fixed,
 named outputs. Inputs are preprocessed images (RGB, mean/std-normalised as the config's
-``data_preprocessor`` does); normalisation is not part of the graph.
+``data_preprocessor`` does) unless the part is wrapped in :class:`PixelInputPart`
+(:func:`prepare_part`: the image in, the normalisation inside the graph; CoreML's default).
 
 Parts:
     classifier     image -> logits (mmeff classification model)
