@@ -20,10 +20,10 @@ Examples::
 
 The model goes down the deploy path first (BN folded, attention biases frozen for --shape,
 no DropPath/Dropout); the exported graph is inspected for leftovers and compared with the
-unfused PyTorch model; a whole detector (ONNX) and a segmentor are also compared with
-MMDet's / MMSeg's own predict on a toy scene. Exit status: 0 when every check passes, 1 when a check fails,
-2 for an input error (an unsupported request, a missing or damaged checkpoint, a config that
-does not parse), reported as one message.
+unfused PyTorch model; a whole detector (ONNX) and a segmentor are also compared with MMDet's /
+MMSeg's own predict on a toy scene (docs/deploy.md). Exit status: 0 when every check passes, 1
+when a check fails, 2 for an input error (an unsupported request, a missing or damaged
+checkpoint, a config that does not parse), reported as one message.
 """
 import argparse
 import copy

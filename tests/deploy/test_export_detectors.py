@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmeff.deploy.detectors import (MaskRCNNPart, RetinaNetPart, batched_nms, compare_detections, mmdet_predictions,
-                                    roi_align_levels)
+from mmeff.deploy.detectors import (MaskRCNNPart, RetinaNetPart, batched_nms,
+                                    compare_detections, mmdet_predictions, roi_align_levels)
 from mmeff.deploy.export import ExportOptions, export
 from mmeff.deploy.framework_parity import mmseg_logits, toy_inputs
 from mmeff.deploy.onnx_check import ort_session, run_ort
