@@ -38,6 +38,12 @@ from torch import Tensor, nn
 from mmeff.deploy.part_base import ExportPart, Outputs
 
 DETECTION_OUTPUTS = ('boxes', 'scores', 'labels')
+#: dense heads whose test-time path is exactly anchors + sigmoid scores + bbox coder (no score
+#: factors such as FCOS's / ATSS's centerness, no points instead of anchors)
+ANCHOR_HEADS = ('AnchorHead', 'RetinaHead', 'RetinaSepBNHead')
+#: RoI heads' bbox / mask heads with the plain softmax classifier / FCN mask
+BBOX_HEADS = ('BBoxHead', 'ConvFCBBoxHead', 'Shared2FCBBoxHead', 'Shared4Conv1FCBBoxHead')
+MASK_HEADS = ('FCNMaskHead',)
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -121,10 +127,11 @@ class RetinaNetPart(WholeDetectorPart):
         super().__init__(detector)
         head = detector.bbox_head
         what = f'{type(detector).__name__}.bbox_head ({type(head).__name__})'
-        if not getattr(head, 'use_sigmoid_cls', False) or not hasattr(head, 'prior_generator'):
+        if type(head).__name__ not in ANCHOR_HEADS or not getattr(head, 'use_sigmoid_cls',
+                                                                   False):
             raise ValueError(f'{what}: whole-detector export supports anchor heads with sigmoid '
-                             'classification (RetinaNet); use --part detector-head for the raw '
-                             'head outputs')
+                             f'classification and no score factors ({", ".join(ANCHOR_HEADS)}); '
+                             'use --part detector-head for the raw head outputs')
         cfg = head.test_cfg
         if cfg is None:
             raise ValueError(f'{what} has no test_cfg: the export needs score_thr, nms, '
@@ -215,6 +222,14 @@ class MaskRCNNPart(WholeDetectorPart):
                 f'{name}: whole-detector export supports an RPN + StandardRoIHead (Faster / '
                 f'Mask R-CNN), not {type(roi_head).__name__} (cascade and other multi-stage '
                 'RoI heads are not exported); use --part detector-neck')
+        heads = [(roi_head.bbox_head, BBOX_HEADS)]
+        if getattr(roi_head, 'with_mask', False):
+            heads.append((roi_head.mask_head, MASK_HEADS))
+        for head, supported in heads:
+            if type(head).__name__ not in supported or getattr(head, 'custom_cls_channels',
+                                                               False):
+                raise ValueError(f'{name}: {type(head).__name__} is not exported whole (supported: '
+                                 f'{", ".join(supported)}); use --part detector-neck')
         for extractor in self._extractors():
             for layer in extractor.roi_layers:
                 if type(layer).__name__ != 'RoIAlign' or getattr(layer, 'pool_mode',

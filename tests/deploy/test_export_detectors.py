@@ -213,12 +213,20 @@ def test_detector_refusals_exit_2(tmp_path, capsys, args, text, message):
     assert not (tmp_path / 'x.onnx').exists() and not (tmp_path / 'x.mlpackage').exists()
 
 
-def test_cascade_roi_head_is_refused(tmp_path):
-    model = _model(tmp_path, MASK_RCNN_L1, 'mrcnn')
-    model.roi_head.__class__ = type('CascadeRoIHead', (type(model.roi_head),), {})
-    with pytest.raises(ValueError, match='CascadeRoIHead.*--part detector-neck'):
+@pytest.mark.parametrize('text, attr, head, fallback', [
+    (MASK_RCNN_L1, 'roi_head', 'CascadeRoIHead', 'detector-neck'),
+    (MASK_RCNN_L1, 'roi_head.mask_head', 'HTCMaskHead', 'detector-neck'),
+    (RETINANET_M0, 'bbox_head', 'ATSSHead', 'detector-head'),  # centerness: score factors
+])
+def test_heads_that_are_not_exported_whole_are_refused(tmp_path, text, attr, head, fallback):
+    """A head renamed to a type the parts do not reproduce (same modules, other semantics)."""
+    model = load_model(_config(tmp_path, text, 'det'))
+    owner, _, leaf = attr.rpartition('.')
+    module = getattr(model.roi_head if owner else model, leaf)
+    module.__class__ = type(head, (type(module),), {})
+    with pytest.raises(ValueError, match=f'{head}.*--part detector-'):
         make_part(model, 'detector')
-    assert make_part(model).part == 'detector-neck'  # auto falls back to what can be exported
+    assert make_part(model).part == fallback  # auto falls back to what can be exported
 
 
 def test_image_input_needs_a_data_preprocessor(tmp_path, capsys):
