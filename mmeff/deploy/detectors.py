@@ -104,8 +104,8 @@ class WholeDetectorPart(ExportPart):
         """The CoreML form: boxes and per-class scores before NMS (see module doc)."""
         raise ValueError(
             f'{type(self.detector).__name__}: a two-stage detector needs NMS between its RPN '
-            'and its RoI head, which a CoreML ML Program cannot express; export it to CoreML '
-            'with --part detector-neck (the RoI stage on the host), or to ONNX whole')
+            'and its RoI head, and the CoreML export puts no NMS in an ML Program; export it to '
+            'CoreML with --part detector-neck (the RoI stage on the host), or to ONNX whole')
 
     @staticmethod
     def _check_batch(image: Tensor) -> None:

@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import List, Optional
+from typing import Iterator, Optional
 
 import torch
 
@@ -66,14 +66,18 @@ def config_path(name: str, tmp: str) -> str:
     return os.path.join(ROOT, 'configs', name if name.endswith('.py') else f'{name}.py')
 
 
-def run_one(name: str, args, tmp: str) -> List[str]:
-    """Rows of the table for one config: ONNX (+ framework parity), optionally CoreML."""
+def run_one(name: str, args, tmp: str) -> Iterator[str]:
+    """Rows of the table for one config, as they are measured: ONNX (+ framework parity),
+    optionally CoreML."""
     model = sharpen_roi_classifier(randomize_(load_model(config_path(name, tmp)), seed=0))
-    rows = []
     formats = ('onnx', 'coreml') if args.coreml else ('onnx',)
     for fmt in formats:
         reference = copy.deepcopy(model)
-        part = prepare_part(copy.deepcopy(model), 'auto', fmt)
+        try:
+            part = prepare_part(copy.deepcopy(model), 'auto', fmt)
+        except ValueError as err:  # a two-stage detector to CoreML
+            yield f'{name:20s} {fmt:6s} refused: {err}'
+            continue
         start = time.time()
         report = export(part, os.path.join(tmp, f'{name}_{fmt}'),
                         ExportOptions(fmt=fmt, input_hw=tuple(args.shape)))
@@ -84,10 +88,8 @@ def run_one(name: str, args, tmp: str) -> List[str]:
             parities.append(f'{label}: {_figures(report.extra_parity[label])}')
         outputs = ', '.join(f'{n} {list(s)}' for n, s in zip(report.output_names,
                                                             report.output_shapes))
-        rows.append(f'{name:20s} {fmt:6s} {report.part:16s} {seconds:6.1f} s  '
-                    f'{"PASS" if report.ok else "FAIL"}  {outputs}\n    ' +
-                    '\n    '.join(parities))
-    return rows
+        yield (f'{name:20s} {fmt:6s} {report.part:16s} {seconds:6.1f} s  '
+               f'{"PASS" if report.ok else "FAIL"}  {outputs}\n    ' + '\n    '.join(parities))
 
 
 def _figures(parity) -> str:
