@@ -26,7 +26,6 @@ when a check fails, 2 for an input error (an unsupported request, a missing or d
 checkpoint, a config that does not parse), reported as one message.
 """
 import argparse
-import copy
 import os
 import sys
 
@@ -34,7 +33,7 @@ from mmeff.deploy.export import (COREML_TARGETS, FORMATS, ExportError,
                                  ExportOptions, export)
 from mmeff.engine.launch import INPUT_ERRORS
 from mmeff.models.loading import load_model
-from mmeff.deploy.framework_parity import add_framework_parity
+from mmeff.deploy.framework_parity import add_framework_parity, framework_reference
 from mmeff.deploy.parts import PARTS, prepare_part
 
 
@@ -102,10 +101,11 @@ def main(argv=None) -> int:
     try:
         model = load_model(args.model, args.checkpoint, args.part)
         part = prepare_part(model, args.part, args.format, args.image_input)
-        reference = copy.deepcopy(model) if args.format == 'onnx' else None  # export fuses
+        # the framework's own predict, taken before the export fuses the model in place
+        pending = framework_reference(model, part, options.input_hw) \
+            if args.format == 'onnx' else None
         report = export(part, out, options, verbose=args.verbose)
-        if reference is not None:
-            add_framework_parity(reference, report)
+        add_framework_parity(report, pending)
     except ExportError as err:
         print(f'[export] FAILED: {err}', file=sys.stderr)
         return 1

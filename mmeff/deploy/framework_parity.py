@@ -8,7 +8,7 @@ predictions are compared — detections as matched sets (:class:`DetectionParity
 segmentation as the share of pixels whose argmax label agrees plus the logits' relative error.
 """
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -70,39 +70,56 @@ def mmseg_logits(segmentor: nn.Module, image: torch.Tensor) -> np.ndarray:
     return result.seg_logits.data.numpy()
 
 
-def framework_parity(model: nn.Module, onnx_path: str, part: str, hw: Tuple[int, int],
-                     pixel_input: bool, seed: int = 0):
-    """(label, parity) of the ONNX file at ``onnx_path`` vs the *unfused* ``model``'s own
-    predict on a toy scene; ``part`` is the exported part ('detector' or 'segmentor')."""
-    kind = 'coco' if part == 'detector' else 'ade'
-    pixels, normalised = toy_inputs(model, kind, hw, seed)
-    feed = (pixels if pixel_input else normalised).numpy()
-    got = run_ort(ort_session(onnx_path, threads=1), feed)
-    if part == 'detector':
-        reference = mmdet_predictions(model, normalised)
-        rcnn = getattr(getattr(model, 'roi_head', None), 'test_cfg', None)
-        cfg = rcnn if rcnn is not None else model.bbox_head.test_cfg
-        parity = compare_detections(reference, got, float(cfg.get('score_thr', 0.0)),
-                                    masks_hw=tuple(hw),
-                                    mask_thr=float(cfg.get('mask_thr_binary', 0.5)),
-                                    max_per_img=int(cfg.get('max_per_img', 0)))
-        return 'ONNX Runtime vs MMDet predict (toy COCO scene)', parity
-    reference = mmseg_logits(model, normalised)
-    logits = got[0][0]
-    agreement = float((logits.argmax(0) == reference.argmax(0)).mean())
-    rel = float(np.abs(logits - reference).max() / max(np.abs(reference).max(), 1e-12))
-    return 'ONNX Runtime vs MMSeg predict (toy ADE scene)', SegmentationParity(agreement, rel)
+@dataclass
+class FrameworkReference:
+    """The framework's own predictions on a toy scene, taken before the export (the export
+    fuses the model in place) and the input to feed the exported file."""
+    label: str
+    part: str
+    feed: np.ndarray
+    reference: List[np.ndarray]
+    hw: Tuple[int, int]
+    score_thr: float = 0.0
+    mask_thr: float = 0.5
+    max_per_img: int = 0
 
 
-def add_framework_parity(model: nn.Module, report: ExportReport,
-                         seed: int = 0) -> Optional[str]:
-    """Add :func:`framework_parity` to an ONNX export's report when its part has a framework
-    predict to compare with (whole detector, segmentor); returns the label or None."""
-    if report.fmt != 'onnx' or report.part not in ('detector', 'segmentor'):
+def framework_reference(model: nn.Module, part: nn.Module, hw: Tuple[int, int],
+                        seed: int = 0) -> Optional[FrameworkReference]:
+    """MMDet's / MMSeg's predict of the *unfused* ``model`` on a toy scene of size ``hw``,
+    for an export ``part`` that has one to compare with (whole detector, segmentor); None
+    otherwise. Call it before :func:`~mmeff.deploy.export.export`."""
+    kind = getattr(part, 'part', '')
+    if kind not in ('detector', 'segmentor'):
         return None
-    hw = tuple(report.input_shape[-2:])
-    pixel_input = report.input_kind == 'image'
-    label, parity = framework_parity(model, report.path, report.part, hw, pixel_input, seed)
-    report.extra_parity[label] = parity
-    return label
+    pixels, normalised = toy_inputs(model, 'coco' if kind == 'detector' else 'ade', hw, seed)
+    feed = (pixels if hasattr(part, 'image_type_args') else normalised).numpy()
+    if kind == 'segmentor':
+        return FrameworkReference('ONNX Runtime vs MMSeg predict (toy ADE scene)', kind, feed,
+                                  [mmseg_logits(model, normalised)], tuple(hw))
+    rcnn = getattr(getattr(model, 'roi_head', None), 'test_cfg', None)
+    cfg = rcnn if rcnn is not None else model.bbox_head.test_cfg
+    return FrameworkReference(
+        'ONNX Runtime vs MMDet predict (toy COCO scene)', kind, feed,
+        mmdet_predictions(model, normalised), tuple(hw),
+        score_thr=float(cfg.get('score_thr', 0.0)),
+        mask_thr=float(cfg.get('mask_thr_binary', 0.5)),
+        max_per_img=int(cfg.get('max_per_img', 0)))
 
+
+def add_framework_parity(report: ExportReport, pending: Optional[FrameworkReference]) -> None:
+    """Run the exported ONNX file on the reference's input and add the comparison with the
+    framework's predictions to ``report`` (nothing for other formats or parts)."""
+    if pending is None or report.fmt != 'onnx':
+        return
+    got = run_ort(ort_session(report.path, threads=1), pending.feed)
+    if pending.part == 'detector':
+        parity = compare_detections(pending.reference, got, pending.score_thr,
+                                    masks_hw=pending.hw, mask_thr=pending.mask_thr,
+                                    max_per_img=pending.max_per_img)
+    else:
+        reference, logits = pending.reference[0], got[0][0]
+        agreement = float((logits.argmax(0) == reference.argmax(0)).mean())
+        rel = float(np.abs(logits - reference).max() / max(np.abs(reference).max(), 1e-12))
+        parity = SegmentationParity(agreement, rel)
+    report.extra_parity[pending.label] = parity

@@ -20,12 +20,12 @@ import os
 import sys
 import tempfile
 import time
-from typing import Iterator, Optional
+from typing import Iterator
 
 import torch
 
 from mmeff.deploy.export import ExportOptions, export
-from mmeff.deploy.framework_parity import add_framework_parity
+from mmeff.deploy.framework_parity import add_framework_parity, framework_reference
 from mmeff.deploy.parts import prepare_part
 from mmeff.models.loading import load_model
 from mmeff.testing import randomize_, sharpen_roi_classifier
@@ -52,6 +52,8 @@ def parse_args(argv=None):
     parser.add_argument('--shape', nargs=2, type=int, default=(320, 320), metavar=('H', 'W'))
     parser.add_argument('--coreml', action='store_true',
                         help='also convert to CoreML (image input; detectors: decoded boxes)')
+    parser.add_argument('--sharpen', type=float, default=4.0,
+                        help='factor on the RoI classifier weights (two-stage detectors)')
     parser.add_argument('--threads', type=int, default=1)
     return parser.parse_args(argv)
 
@@ -69,23 +71,26 @@ def config_path(name: str, tmp: str) -> str:
 def run_one(name: str, args, tmp: str) -> Iterator[str]:
     """Rows of the table for one config, as they are measured: ONNX (+ framework parity),
     optionally CoreML."""
-    model = sharpen_roi_classifier(randomize_(load_model(config_path(name, tmp)), seed=0))
+    model = sharpen_roi_classifier(randomize_(load_model(config_path(name, tmp)), seed=0),
+                                   args.sharpen)
     formats = ('onnx', 'coreml') if args.coreml else ('onnx',)
     for fmt in formats:
-        reference = copy.deepcopy(model)
         try:
-            part = prepare_part(copy.deepcopy(model), 'auto', fmt)
+            detector = copy.deepcopy(model)
+            part = prepare_part(detector, 'auto', fmt)
         except ValueError as err:  # a two-stage detector to CoreML
             yield f'{name:20s} {fmt:6s} refused: {err}'
             continue
+        pending = framework_reference(detector, part, tuple(args.shape)) \
+            if fmt == 'onnx' else None
         start = time.time()
         report = export(part, os.path.join(tmp, f'{name}_{fmt}'),
                         ExportOptions(fmt=fmt, input_hw=tuple(args.shape)))
         seconds = time.time() - start
         parities = [f'eager vs file: {_figures(report.runtime_parity or report.fused_parity)}']
-        label: Optional[str] = add_framework_parity(reference, report)
-        if label:
-            parities.append(f'{label}: {_figures(report.extra_parity[label])}')
+        add_framework_parity(report, pending)
+        if pending is not None:
+            parities.append(f'{pending.label}: {_figures(report.extra_parity[pending.label])}')
         outputs = ', '.join(f'{n} {list(s)}' for n, s in zip(report.output_names,
                                                             report.output_shapes))
         yield (f'{name:20s} {fmt:6s} {report.part:16s} {seconds:6.1f} s  '
