@@ -347,26 +347,31 @@ def _roi_align(roi_align, layer: nn.Module, feat: Tensor, rois: Tensor) -> Tenso
                      sampling_ratio=int(layer.sampling_ratio), aligned=bool(layer.aligned))
 
 
-def paste_masks(masks, boxes, hw: Tuple[int, int], threshold: float = 0.5) -> np.ndarray:
+def paste_masks(masks, boxes, hw: Tuple[int, int],
+                threshold: Optional[float] = 0.5) -> np.ndarray:
     """The host step after a Mask R-CNN graph: paste the (N, 28, 28) probabilities into the
     image as MMDet does (``FCNMaskHead._do_paste_mask``: bilinear ``grid_sample`` of the mask
     over its box, ``align_corners=False``) and threshold ``>= threshold`` (the config's
-    ``test_cfg.rcnn.mask_thr_binary``). Returns bool (N, H, W)."""
+    ``test_cfg.rcnn.mask_thr_binary``). Returns bool (N, H, W), or the pasted probabilities
+    when ``threshold`` is None."""
     from mmdet.models.roi_heads.mask_heads.fcn_mask_head import _do_paste_mask
     masks = torch.as_tensor(np.asarray(masks), dtype=torch.float32)
     boxes = torch.as_tensor(np.asarray(boxes), dtype=torch.float32)
     if masks.shape[0] == 0:
-        return np.zeros((0,) + tuple(hw), dtype=bool)
+        return np.zeros((0,) + tuple(hw), dtype=bool if threshold is not None else np.float32)
     pasted, _ = _do_paste_mask(masks[:, None], boxes, hw[0], hw[1], skip_empty=False)
-    return (pasted >= threshold).numpy()
+    pasted = pasted.numpy()
+    return pasted if threshold is None else pasted >= threshold
 
 
 # --------------------------------------------------------------------------------- parity
 #: what "the same detections" means (fp32, ONNX Runtime or fused PyTorch vs MMDet / eager):
 #: every detection scored above ``score_thr + SCORE_MARGIN`` on either side is matched (same
 #: label, box within BOX_TOL pixels, score within SCORE_TOL); masks agree on MASK_AGREEMENT of
-#: the pixels of each matched pair's union.
-DETECTION_TOLERANCE = dict(box_px=0.05, score=1e-4, mask_agreement=0.99, score_margin=1e-3)
+#: the pixels of each matched pair's union, not counting pixels whose probability is within
+#: MASK_MARGIN of the binarisation threshold (rounding decides those).
+DETECTION_TOLERANCE = dict(box_px=0.05, score=1e-4, mask_agreement=0.99, score_margin=1e-3,
+                           mask_margin=1e-3)
 
 
 @dataclass
@@ -449,22 +454,26 @@ def compare_detections(reference: Sequence, got: Sequence, score_thr: float = 0.
     score = max((float(abs(rs[i] - gs[j])) for i, j in pairs), default=0.0)
     agreement = None
     if len(reference) > 3 and len(got) > 3:
-        rm, gm = _np(reference[3]), _np(got[3])
+        rm, prob = _np(reference[3]), _np(got[3])
         if masks_hw is not None:
-            gm = paste_masks(gm, gb, masks_hw, mask_thr)
-            rm = rm.astype(bool)
+            prob = paste_masks(prob, gb, masks_hw, threshold=None)
         else:
-            rm, gm = rm >= mask_thr, gm >= mask_thr
-        agreement = min((_agreement(rm[i], gm[j]) for i, j in pairs), default=1.0)
+            rm = rm >= mask_thr
+        sure = np.abs(prob - mask_thr) >= DETECTION_TOLERANCE['mask_margin']
+        gm = prob >= mask_thr
+        agreement = min((_agreement(rm[i].astype(bool), gm[j], sure[j]) for i, j in pairs),
+                        default=1.0)
     return DetectionParity(reference=len(rs), got=len(gs), matched=len(pairs),
                            unmatched_confident=int(unmatched), max_box_px=box, max_score=score,
                            min_mask_agreement=agreement)
 
 
-def _agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Share of the pixels in the union of two masks where they agree (1.0 for two empties)."""
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+def _agreement(a: np.ndarray, b: np.ndarray, sure: np.ndarray) -> float:
+    """Share of the pixels in the union of two masks where they agree, among the pixels
+    ``sure`` marks as decided (1.0 when none is left)."""
+    union = np.logical_or(a, b) & sure
+    total = union.sum()
+    return 1.0 if total == 0 else float((np.logical_and(a, b) & sure).sum() / total)
 
 
 def mmdet_predictions(detector: nn.Module, image: Tensor) -> List[np.ndarray]:
