@@ -10,8 +10,13 @@ Examples::
     # MMSeg Semantic FPN end to end (image -> per-pixel logits)
     python tools/export.py configs/fpn_l1_ade20k.py work_dirs/.../iter_40000.pth \\
         --format onnx --shape 512 512
-    # MMDet RetinaNet: backbone + neck + raw dense-head outputs
+    # MMDet RetinaNet / Mask R-CNN whole: boxes, scores, labels (+ masks), NMS in the graph
     python tools/export.py configs/retinanet_m4_coco.py ckpt.pth --format onnx --shape 800 1344
+    # ... or only the raw dense-head maps (NMS on the host)
+    python tools/export.py configs/retinanet_m4_coco.py ckpt.pth --format onnx \\
+        --part detector-head --shape 800 1344
+    # CoreML for Vision: an image input (mean/std inside the model) is the default for configs
+    python tools/export.py configs/semfpn_l1_ade20k.py ckpt.pth --format coreml --shape 512 512
     # compressed copies with their drift against the fp32 PyTorch model (docs/compression.md)
     python tools/export.py efficientformer_l1 l1.pth --format onnx --quantize int8-static \\
         --calib-dir data/imagenet/train --calib-num 64
@@ -20,9 +25,10 @@ Examples::
 
 The model goes down the deploy path first (BN folded, attention biases frozen for --shape,
 no DropPath/Dropout); the exported graph is inspected for leftovers and compared with the
-unfused PyTorch model. Exit status: 0 when every check passes, 1 when a check fails,
-2 for an input error (an unsupported request, a missing or damaged checkpoint, a config that
-does not parse), reported as one message.
+unfused PyTorch model; a whole detector (ONNX) and a segmentor are also compared with MMDet's /
+MMSeg's own predict on a toy scene (docs/deploy.md). Exit status: 0 when every check passes, 1
+when a check fails, 2 for an input error (an unsupported request, a missing or damaged
+checkpoint, a config that does not parse), reported as one message.
 """
 import argparse
 import copy
@@ -35,7 +41,8 @@ from mmeff.deploy.export import (COREML_TARGETS, FORMATS, ExportError,
                                  ExportOptions, export)
 from mmeff.engine.launch import INPUT_ERRORS
 from mmeff.models.loading import load_model
-from mmeff.deploy.parts import PARTS, make_part
+from mmeff.deploy.framework_parity import add_framework_parity, framework_reference
+from mmeff.deploy.parts import PARTS, prepare_part
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -63,6 +70,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='output path (default: work_dirs/export/<name>_<H>x<W>.<ext>)')
     parser.add_argument('--part', choices=PARTS, default='auto',
                         help='what to export (default: inferred from the model)')
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument('--image-input', action='store_true', default=None,
+                      help='the graph takes the image (pixels 0..255 in the config\'s channel '
+                           'order) and normalises it with the config\'s data_preprocessor '
+                           'mean/std; CoreML: an ImageType input (the default for configs)')
+    kind.add_argument('--tensor-input', dest='image_input', action='store_false',
+                      help='the graph takes the normalised tensor (the default for ONNX and '
+                           'TorchScript)')
     parser.add_argument('--opset', type=int, default=17)
     parser.add_argument('--coreml-target', choices=COREML_TARGETS, default='iOS16')
     parser.add_argument('--tolerance', type=float, default=None,
@@ -108,12 +123,19 @@ def main(argv=None) -> int:
         check_compression(args.format, args.quantize or [], args.calib_dir, args.calib_num,
                           args.drift_num)
         model = load_model(args.model, args.checkpoint, args.part)
-        part = make_part(model, args.part)
+        part = prepare_part(model, args.part, args.format, args.image_input)
         reference = copy.deepcopy(part).eval() if args.quantize else None  # export fuses part
+        # the framework's own predict, taken before the export fuses the model in place
+        pending = framework_reference(model, part, options.input_hw) \
+            if args.format == 'onnx' else None
         report = export(part, out, options, verbose=args.verbose)
+        add_framework_parity(report, pending)
+        # an image-input part normalises inside the graph: feed it pixels
+        normalization = Normalization((0., 0., 0.), (1., 1., 1.)) \
+            if report.input_kind == 'image' else Normalization.of_model(model)
         for mode in args.quantize or []:
             compress_export(reference, report, mode, args.coreml_target, args.calib_dir,
-                            args.calib_num, args.drift_num, Normalization.of_model(model))
+                            args.calib_num, args.drift_num, normalization)
     except ExportError as err:
         print(f'[export] FAILED: {err}', file=sys.stderr)
         return 1

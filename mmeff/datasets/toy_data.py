@@ -191,6 +191,18 @@ def _ade_image(rng: np.random.Generator, height: int,
     return add_pixel_noise(img, rng), label
 
 
+def toy_image(kind: str, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """One toy scene as an RGB uint8 (H, W, 3) array, drawn like validation image 0 of
+    ``make_coco`` / ``make_ade`` (``kind`` 'coco' or 'ade') but without writing files: the
+    image export parity checks feed to MMDet's / MMSeg's predict and to the exported graph."""
+    drawers = {'coco': _coco_image, 'ade': _ade_image}
+    if kind not in drawers:
+        raise ValueError(f'toy_image kind must be one of {sorted(drawers)}, got {kind!r}')
+    height, width = _check_args(1, 1, (height, width), seed)
+    image = drawers[kind](_rng(seed, kind, 'val', 0), height, width)[0]
+    return np.asarray(image.convert('RGB'))
+
+
 def make_ade(root, num_train: int = DEFAULTS['ade'][0], num_val: int = DEFAULTS['ade'][1],
              size: Size = DEFAULTS['ade'][2], seed: int = 0, overwrite: bool = False) -> dict:
     """Write an ADEChallengeData2016-style semantic-segmentation dataset under ``root``."""

@@ -26,6 +26,9 @@ class CoreMLStructure:
     opset: str
     outside_op_set: List[str] = field(default_factory=list)
     forbidden: List[str] = field(default_factory=list)
+    #: per image input: {'color': 'RGB' / 'BGR' / 'GRAYSCALE', 'scale': float, 'bias': [...]},
+    #: read from the ImageType and the program's first ``mul`` / ``add`` of that input
+    image_inputs: Dict[str, Dict[str, object]] = field(default_factory=dict)
 
     @property
     def compute_precision(self) -> str:
@@ -42,6 +45,9 @@ class CoreMLStructure:
         lines = [f'  ML Program opset {self.opset}, {sum(self.op_types.values())} ops: {ops}',
                  f'  inputs:  {io(self.inputs)}',
                  f'  outputs: {io(self.outputs)}',
+                 *(f"  image input {name}: {info['color']}, scale {info['scale']:.6g}, bias "
+                   f"{[round(b, 6) for b in info['bias']]} (pixel * scale + bias in the graph)"
+                   for name, info in self.image_inputs.items()),
                  f'  precision: {self.compute_precision} (op outputs by dtype: '
                  f'{dict(sorted(self.precisions.items()))})',
                  '  op set: ' + ('all ops in the core MIL op set of the target' if
@@ -60,10 +66,45 @@ def _walk_ops(block):
 
 
 def _feature(desc) -> Tuple[str, Tuple[int, ...], str]:
+    """(name, shape, type): an image is (1, channels, H, W) and 'IMAGE_<colour space>'."""
     from coremltools.proto import FeatureTypes_pb2
+    if desc.type.WhichOneof('Type') == 'imageType':
+        image = desc.type.imageType
+        space = FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(image.colorSpace)
+        channels = 1 if space == 'GRAYSCALE' else 3
+        return desc.name, (1, channels, int(image.height), int(image.width)), f'IMAGE_{space}'
     arr = desc.type.multiArrayType
     dtype = FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(arr.dataType)
     return desc.name, tuple(int(s) for s in arr.shape), dtype
+
+
+def _const_values(op) -> List[float]:
+    value = op.attributes['val'].immediateValue.tensor
+    return [float(v) for v in value.floats.values]
+
+
+def image_preprocessing(block, inputs) -> Dict[str, Dict[str, object]]:
+    """The scale and bias coremltools put in front of each image input (an ML Program keeps
+    them as its first ``mul`` by a constant and ``add`` of a constant)."""
+    consts = {op.outputs[0].name: op for op in block.operations if op.type == 'const'}
+    users = {}
+    for op in block.operations:
+        if op.type in ('mul', 'add'):
+            users.setdefault(op.inputs['x'].arguments[0].name, op)
+    found = {}
+    for name, _, kind in inputs:
+        if not kind.startswith('IMAGE_'):
+            continue
+        info: Dict[str, object] = {'color': kind[len('IMAGE_'):], 'scale': 1.0, 'bias': []}
+        op, current = users.get(name), name
+        for step, key in (('mul', 'scale'), ('add', 'bias')):
+            if op is not None and op.type == step:
+                values = _const_values(consts[op.inputs['y'].arguments[0].name])
+                info[key] = values[0] if key == 'scale' and len(values) == 1 else values
+                current = op.outputs[0].name
+                op = users.get(current)
+        found[name] = info
+    return found
 
 
 def inspect_mlprogram(mlmodel, target, affine_layers: int = 0) -> CoreMLStructure:
@@ -93,8 +134,9 @@ def inspect_mlprogram(mlmodel, target, affine_layers: int = 0) -> CoreMLStructur
     counts['batch_norm'] = max(0, counts.get('batch_norm', 0) - affine_layers)
     forbidden = sorted(f'{counts[t]} x {t}: {why}' for t, why in FORBIDDEN_MIL_OPS.items()
                        if counts.get(t))
+    inputs = [_feature(d) for d in spec.description.input]
     return CoreMLStructure(
-        op_types=dict(types), opset=function.opset,
-        inputs=[_feature(d) for d in spec.description.input],
+        op_types=dict(types), opset=function.opset, inputs=inputs,
+        image_inputs=image_preprocessing(block, inputs),
         outputs=[_feature(d) for d in spec.description.output],
         precisions=dict(dtypes), outside_op_set=outside, forbidden=forbidden)

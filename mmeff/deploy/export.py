@@ -20,6 +20,7 @@ instead. Models without attention biases get dynamic H/W and are verified at a s
 """
 import contextlib
 import copy
+import dataclasses
 import io
 import os
 import time
@@ -110,6 +111,8 @@ class ExportReport:
     #: compressed versions of the file and their drift (mmeff.deploy.compress /
     #: coreml_compress reports: ``ok``, ``text()``)
     compressed: List[object] = field(default_factory=list)
+    #: 'tensor' (normalised NCHW) or 'image' (pixels; normalisation inside the graph)
+    input_kind: str = 'tensor'
 
     @property
     def ok(self) -> bool:
@@ -126,7 +129,7 @@ class ExportReport:
                                                             self.output_shapes))
         lines = [f'[export] {self.fmt} ({self.precision}) of the {self.part}: {self.path} '
                  f'({self.seconds:.1f} s)',
-                 f'  input {list(self.input_shape)} -> {shapes}',
+                 f'  input {list(self.input_shape)} ({self._input_text()}) -> {shapes}',
                  f'  deploy path: {self.frozen_biases} attention biases frozen as constants; '
                  + ('graph clean (no BN / dropout / DropPath / random / bicubic ops)'
                     if not self.violations else f'VIOLATIONS: {self.violations}')]
@@ -146,6 +149,11 @@ class ExportReport:
         verdict = 'PASS' if self.ok else 'FAIL'
         lines.append(f'  parity {verdict} (tolerance: relative error <= {self.tolerance:g})')
         return '\n'.join(lines)
+
+    def _input_text(self) -> str:
+        if self.input_kind == 'image':
+            return 'image: pixels 0..255, mean/std inside the graph'
+        return "normalised as the config's data preprocessor does"
 
 
 @dataclass
@@ -196,6 +204,10 @@ def check_options(options: ExportOptions, part: nn.Module) -> None:
             '(ONNX Runtime and PyTorch lack CPU kernels for much of an fp16 graph, so a CPU '
             f'parity check is not meaningful). Export fp32 here, or use --format coreml --fp16 '
             'for the iPhone')
+    if getattr(part, 'part', '') == 'detector' and (options.batch != 1 or options.dynamic or
+                                                    options.dynamic_batch):
+        raise ValueError('the whole detector (NMS in the graph) is exported for one image of '
+                         f'one size: use --batch 1 and no --dynamic / --dynamic-batch')
     if options.dynamic and options.fmt != 'onnx':
         raise ValueError(f'--dynamic is only supported for ONNX, not {options.fmt}')
     if options.dynamic and attention_biases(part):
@@ -227,7 +239,7 @@ def export(part: ExportPart, path: str, options: ExportOptions,
     with torch.no_grad(), nan_bias_tables(deployed):  # finite only if every bias is constant
         fused_out = output_list(deployed(x))
     names = deployed.output_names(len(fused_out))
-    fused_parity = compare(ref_out, fused_out, names)
+    fused_parity = _compare(deployed, ref_out, fused_out, names)
 
     traced = _trace(deployed, x)
     violations = deploy_violations(deployed, traced, all_finite(fused_out))
@@ -235,7 +247,8 @@ def export(part: ExportPart, path: str, options: ExportOptions,
         path=path, fmt=options.fmt, part=deployed.part, input_shape=options.input_shape,
         precision=options.precision, output_names=names,
         output_shapes=[tuple(t.shape) for t in fused_out], fused_parity=fused_parity,
-        tolerance=options.rel_tolerance, violations=violations, frozen_biases=frozen)
+        tolerance=options.rel_tolerance, violations=violations, frozen_biases=frozen,
+        input_kind='image' if hasattr(deployed, 'image_type_args') else 'tensor')
     if violations:
         raise ExportError('the deploy path left training-time ops in the graph; nothing was '
                           'written:\n' + report.text())
@@ -249,6 +262,13 @@ def export(part: ExportPart, path: str, options: ExportOptions,
                      path=path, options=options, report=report, verbose=verbose))
     report.seconds = time.time() - start
     return report
+
+
+def _compare(module: nn.Module, reference: List, got: List, names: List[str]):
+    """Elementwise parity, or the part's own rule (``compare_outputs``: detection lists are
+    compared as matched sets, since their length and order may differ)."""
+    rule = getattr(module, 'compare_outputs', None)
+    return compare(reference, got, names) if rule is None else rule(reference, got, names)
 
 
 def _with_suffix(path: str, fmt: str) -> str:
@@ -295,7 +315,8 @@ def _export_onnx(job: ExportJob) -> None:
     session = ort_session(job.path, providers, threads=1)  # a check, not a benchmark
     array = job.x.detach().cpu().numpy()
     report.runtime = f'ONNX Runtime ({providers[0]})'
-    report.runtime_parity = compare(job.ref_out, run_ort(session, array), job.names)
+    report.runtime_parity = _compare(job.module, job.ref_out, run_ort(session, array),
+                                     job.names)
     if dynamic_axes:
         _check_second_shape(job, session)
 
@@ -403,7 +424,7 @@ def _convert_coreml(job: ExportJob):
         try:
             with _quiet_tracer(), progress:
                 mlmodel = ct.convert(
-                    source, inputs=[ct.TensorType(name='input', shape=tuple(x.shape))],
+                    source, inputs=[_coreml_input(ct, module, x)],
                     outputs=[ct.TensorType(name=n) for n in names], convert_to='mlprogram',
                     minimum_deployment_target=target, compute_precision=precision)
         except NotImplementedError as err:
@@ -425,9 +446,31 @@ def _convert_coreml(job: ExportJob):
     raise RuntimeError('coremltools kept failing on unsupported ops: ' + str(to_decompose))
 
 
+def _coreml_input(ct, module: nn.Module, x: torch.Tensor):
+    """An ImageType (scale / bias from the config's normalisation) for an image-input part
+    (:class:`~mmeff.deploy.parts.ScaledImagePart`), else a TensorType."""
+    args = getattr(module, 'image_type_args', None)
+    if args is None:
+        return ct.TensorType(name='input', shape=tuple(x.shape))
+    layout = getattr(ct.colorlayout, args['color_layout'])
+    return ct.ImageType(name='input', shape=tuple(x.shape), scale=args['scale'],
+                        bias=args['bias'], color_layout=layout)
+
+
+def _coreml_graph(job: ExportJob) -> ExportJob:
+    """An image-input part is converted as the graph behind CoreML's ImageType scale / bias,
+    and checked on the input that scale / bias give it."""
+    view = getattr(job.module, 'coreml_view', None)
+    if view is None:
+        return job
+    scaled = view()
+    return dataclasses.replace(job, module=scaled, x=scaled.prescale(job.x))
+
+
 def _export_coreml(job: ExportJob) -> None:
     from mmeff.deploy.coreml_check import inspect_mlprogram
 
+    job = _coreml_graph(job)
     report, path = job.report, job.path
     mlmodel, route, run, target, _ = _convert_coreml(job)
     with torch.no_grad():

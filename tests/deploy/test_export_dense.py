@@ -15,7 +15,7 @@ from mmeff.deploy.deploy_path import ChannelAffine
 from mmeff.deploy.export import ExportOptions, export
 from mmeff.models.loading import load_model
 from mmeff.deploy.onnx_check import ort_session, run_ort
-from mmeff.deploy.parts import make_part
+from mmeff.deploy.parts import make_part, prepare_part
 from mmeff.testing import load_script, randomize_
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -96,8 +96,9 @@ def test_semantic_fpn_512_onnx_end_to_end_matches_pytorch(tmp_path, capsys):
 
 
 def test_semantic_fpn_coreml_structure(tmp_path):
+    """CoreML for Vision: an image input whose scale / bias are the config's normalisation."""
     model = randomize_(load_model(_config(tmp_path, SEMANTIC_FPN_S0, 'fpn_s0')))
-    part = make_part(model)
+    part = prepare_part(model, 'auto', 'coreml')
     report = export(part, str(tmp_path / 'seg'), ExportOptions(fmt='coreml', input_hw=(256, 256)))
     assert report.ok, report.text()
     ops = report.coreml.op_types
@@ -107,14 +108,21 @@ def test_semantic_fpn_coreml_structure(tmp_path):
     affines = sum(isinstance(m, ChannelAffine) for m in part.modules())
     assert affines == 4 and ops['batch_norm'] == affines
     assert report.coreml.outputs == [('seg_logits', (1, 150, 256, 256), 'FLOAT32')]
+    assert report.coreml.inputs == [('input', (1, 3, 256, 256), 'IMAGE_RGB')]
+    image = report.coreml.image_inputs['input']  # mmseg fpn_r50: RGB mean / std
+    scale = 3 / (58.395 + 57.12 + 57.375)
+    assert image['scale'] == pytest.approx(scale, rel=1e-6)
+    assert image['bias'] == pytest.approx([-123.675 * scale, -116.28 * scale, -103.53 * scale],
+                                          rel=1e-6)
 
 
-@pytest.mark.parametrize('fmt', ['onnx', 'coreml'])
-def test_retinanet_backbone_neck_and_raw_head(tmp_path, fmt):
+def test_retinanet_backbone_neck_and_raw_head(tmp_path):
+    """--part detector-head: the raw head maps (NMS on the host; the CoreML conversion of the
+    same network is test_export_detectors' decoded-box test)."""
     model = randomize_(load_model(_config(tmp_path, RETINANET_M0, 'retina_m0')))
-    part = make_part(model)
+    part = make_part(model, 'detector-head')
     assert part.part == 'detector-head'
-    report = export(part, str(tmp_path / 'retina'), ExportOptions(fmt=fmt, input_hw=(256, 256)))
+    report = export(part, str(tmp_path / 'retina'), ExportOptions(input_hw=(256, 256)))
     assert report.ok, report.text()
     names = report.output_names
     assert names[:5] == [f'neck{i}' for i in range(5)]
@@ -122,24 +130,21 @@ def test_retinanet_backbone_neck_and_raw_head(tmp_path, fmt):
     shapes = dict(zip(names, report.output_shapes))
     assert shapes['neck0'] == (1, 64, 32, 32) and shapes['neck4'] == (1, 64, 2, 2)  # P3..P7
     assert shapes['cls_score0'] == (1, 9 * 80, 32, 32) and shapes['bbox_pred0'] == (1, 36, 32, 32)
-    if fmt == 'onnx':
-        assert report.runtime_parity.max_rel <= 1e-4
-        x = _image(256, 256)
-        with torch.no_grad():
-            feats = model.extract_feat(x)
-            cls_scores, _ = model.bbox_head(feats)
-        got = run_ort(ort_session(report.path, threads=1), x.numpy())
-        assert np.allclose(got[5], cls_scores[0].numpy(), rtol=0,
-                           atol=1e-4 * float(cls_scores[0].abs().max()))
-    else:
-        assert report.coreml.outside_op_set == [] and len(report.coreml.outputs) == 15
+    assert report.runtime_parity.max_rel <= 1e-4
+    x = _image(256, 256)
+    with torch.no_grad():
+        feats = model.extract_feat(x)
+        cls_scores, _ = model.bbox_head(feats)
+    got = run_ort(ort_session(report.path, threads=1), x.numpy())
+    assert np.allclose(got[5], cls_scores[0].numpy(), rtol=0,
+                       atol=1e-4 * float(cls_scores[0].abs().max()))
 
 
 def test_two_stage_detector_exports_backbone_and_neck(tmp_path):
     model = randomize_(load_model(_config(tmp_path, MASK_RCNN_L1, 'mrcnn_l1')))
     with pytest.raises(ValueError, match='two-stage.*--part detector-neck'):
         make_part(model, 'detector-head')
-    part = make_part(model)
+    part = make_part(model, 'detector-neck')
     assert part.part == 'detector-neck'
     report = export(part, str(tmp_path / 'mrcnn'), ExportOptions(input_hw=(224, 320)))
     assert report.ok, report.text()
@@ -172,7 +177,7 @@ def test_config_without_an_mmeff_backbone_is_refused(tmp_path):
 PROJECT_CONFIGS = sorted(
     name for name in os.listdir(os.path.join(ROOT, 'configs'))
     if name.endswith('.py') and name.split('_')[0] in ('semfpn', 'maskrcnn', 'retinanet'))
-EXPECTED_PART = {'semfpn': 'segmentor', 'maskrcnn': 'detector-neck', 'retinanet': 'detector-head'}
+EXPECTED_PART = {'semfpn': 'segmentor', 'maskrcnn': 'detector', 'retinanet': 'detector'}
 
 
 @pytest.mark.parametrize('name', PROJECT_CONFIGS)

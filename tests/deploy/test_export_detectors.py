@@ -1,0 +1,236 @@
+"""Whole detectors (NMS in the graph) and image inputs: the exported files against MMDet's /
+MMSeg's own predict, the CoreML specs, the refusals.
+
+Weights are random but perturbed (``randomize_``), so scores spread and NMS has work to do;
+inputs are the toy scenes of :mod:`mmeff.datasets.toy_data` at 128x128 (the smallest size at
+which every level of the toy configs' pyramids exists).
+"""
+import numpy as np
+import pytest
+import torch
+
+from mmeff.deploy.detectors import (MaskRCNNPart, RetinaNetPart, batched_nms,
+                                    compare_detections, mmdet_predictions, roi_align_levels)
+from mmeff.deploy.export import ExportOptions, export
+from mmeff.deploy.framework_parity import mmseg_logits, toy_inputs
+from mmeff.deploy.onnx_check import ort_session, run_ort
+from mmeff.deploy.parts import PixelInputPart, make_part, prepare_part
+from mmeff.models.loading import load_model
+from mmeff.testing import randomize_, sharpen_roi_classifier
+
+from .test_export_dense import (MASK_RCNN_L1, RETINANET_M0, SEMANTIC_FPN_S0, _config,
+                               export_tool)
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+HW = (128, 128)
+
+
+def _model(tmp_path, text, name, seed=5):
+    return randomize_(load_model(_config(tmp_path, text, name)), seed=seed)
+
+
+def _tool(tmp_path, capsys, text, name, *args):
+    """tools/export.py on a config + a checkpoint of perturbed weights; (code, printed, model)."""
+    config = _config(tmp_path, text, name)
+    model = sharpen_roi_classifier(randomize_(load_model(config), seed=5))
+    checkpoint = tmp_path / f'{name}.pth'
+    torch.save({'state_dict': model.state_dict()}, checkpoint)
+    code = export_tool.main([config, str(checkpoint), '--shape', *map(str, HW),
+                             '--out', str(tmp_path / name), *args])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err, model
+
+
+# ------------------------------------------------------------------------ the NMS pieces
+def test_batched_nms_equals_mmcv_including_empty_input():
+    from mmcv.ops import batched_nms as mmcv_batched_nms
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(300, 2, generator=gen) * 100
+    boxes = torch.cat([xy, xy + 5 + torch.rand(300, 2, generator=gen) * 40], 1)
+    scores = torch.rand(300, generator=gen)
+    labels = torch.randint(0, 4, (300,), generator=gen)
+    _, expected = mmcv_batched_nms(boxes, scores, labels, dict(type='nms', iou_threshold=0.5))
+    got = batched_nms(boxes, scores, labels, 0.5)
+    assert 0 < len(got) < 300 and torch.equal(got, expected)
+    assert batched_nms(boxes[:0], scores[:0], labels[:0], 0.5).numel() == 0
+
+
+def test_roi_align_levels_equals_mmdet_roi_extractor():
+    """torchvision's RoIAlign (aligned, the config's sampling ratio) at MMDet's level rule
+    equals MMDet's SingleRoIExtractor (MMCV's RoIAlign), as Mask R-CNN's config builds it."""
+    from mmdet.registry import MODELS
+    extractor = MODELS.build(dict(type='SingleRoIExtractor', out_channels=8,
+                                  roi_layer=dict(type='RoIAlign', output_size=7,
+                                                 sampling_ratio=0),
+                                  featmap_strides=[4, 8, 16, 32]))
+    gen = torch.Generator().manual_seed(1)
+    feats = [torch.randn(1, 8, 512 // s, 512 // s, generator=gen) for s in (4, 8, 16, 32)]
+    size = torch.exp(torch.empty(80, 1).uniform_(np.log(8), np.log(505), generator=gen))
+    size = size * torch.empty(80, 2).uniform_(0.9, 1.0, generator=gen)
+    xy = torch.rand(80, 2, generator=gen) * (510 - size)
+    rois = torch.cat([torch.zeros(80, 1), xy, xy + size], 1)
+    assert len(extractor.map_roi_levels(rois, 4).unique()) == 4  # every level is used
+    with torch.no_grad():
+        expected = extractor(feats, rois)
+        got = roi_align_levels(extractor, feats, rois)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_detection_comparison_fails_on_a_moved_box_or_a_lost_detection():
+    boxes = np.array([[10, 10, 50, 50], [60, 60, 90, 100]], np.float32)
+    ref = [boxes, np.array([0.9, 0.8], np.float32), np.array([1, 2])]
+    assert compare_detections(ref, ref).ok()
+    moved = [boxes + np.array([[0, 0, 0, 0.5]], np.float32)] + ref[1:]
+    assert not compare_detections(ref, moved).ok()
+    lost = [boxes[:1], ref[1][:1], ref[2][:1]]
+    parity = compare_detections(ref, lost, score_thr=0.05)
+    assert parity.unmatched_confident == 1 and not parity.ok()
+    # at the score threshold a detection may drop out (a rounding difference decides)
+    ref_low = [boxes, np.array([0.9, 0.0505], np.float32), ref[2]]
+    assert compare_detections(ref_low, lost, score_thr=0.05).ok()
+    swapped = [boxes[::-1], ref[1][::-1], ref[2][::-1]]  # order does not matter
+    assert compare_detections(ref, swapped).ok()
+
+
+# ------------------------------------------------------------------- ONNX, MMDet's predict
+@pytest.mark.slow
+def test_retinanet_whole_onnx_matches_mmdet_predict(tmp_path, capsys):
+    code, printed, model = _tool(tmp_path, capsys, RETINANET_M0, 'retina', '--format', 'onnx')
+    assert code == 0, printed
+    assert 'onnx (fp32) of the detector' in printed and 'NonMaxSuppression:1' in printed
+    assert 'ONNX Runtime vs MMDet predict (toy COCO scene)' in printed
+    assert 'parity PASS' in printed
+
+    # independently: the file in ONNX Runtime vs MMDet's own predict of the checkpoint's model
+    _, image = toy_inputs(model, 'coco', HW)
+    reference = mmdet_predictions(model, image)
+    got = run_ort(ort_session(str(tmp_path / 'retina.onnx'), threads=1), image.numpy())
+    assert [o.shape for o in got] == [(len(reference[1]), 4), (len(reference[1]),),
+                                      (len(reference[1]),)]
+    assert got[2].dtype == np.int64 and 10 <= len(got[1]) <= 100  # max_per_img = 100
+    parity = compare_detections(reference, got, 0.05, max_per_img=100)
+    assert parity.ok(), parity.text()
+    assert parity.matched == len(reference[1]) and parity.max_box_px <= 1e-3
+
+
+@pytest.mark.slow
+def test_mask_rcnn_whole_onnx_matches_mmdet_predict(tmp_path, capsys):
+    code, printed, model = _tool(tmp_path, capsys, MASK_RCNN_L1, 'mrcnn', '--format', 'onnx')
+    assert code == 0, printed
+    assert 'masks [' in printed and 'RoiAlign:' in printed and 'NonMaxSuppression:2' in printed
+    assert 'ONNX Runtime vs MMDet predict' in printed and 'parity PASS' in printed
+
+    _, image = toy_inputs(model, 'coco', HW)
+    reference = mmdet_predictions(model, image)
+    got = run_ort(ort_session(str(tmp_path / 'mrcnn.onnx'), threads=1), image.numpy())
+    n = len(reference[1])
+    assert n >= 10 and got[3].shape == (n, 28, 28) and reference[3].shape == (n,) + HW
+    parity = compare_detections(reference, got, 0.05, masks_hw=HW, max_per_img=100)
+    assert parity.ok(), parity.text()
+    assert parity.matched == n and parity.min_mask_agreement >= 0.99
+
+
+def test_semantic_fpn_onnx_matches_mmseg_predict(tmp_path, capsys):
+    code, printed, model = _tool(tmp_path, capsys, SEMANTIC_FPN_S0, 'fpn', '--format', 'onnx',
+                                 '--image-input')
+    assert code == 0, printed
+    assert 'ONNX Runtime vs MMSeg predict (toy ADE scene)' in printed
+    assert 'mean/std inside the graph' in printed and 'parity PASS' in printed
+
+    pixels, image = toy_inputs(model, 'ade', HW)
+    expected = mmseg_logits(model, image)
+    got = run_ort(ort_session(str(tmp_path / 'fpn.onnx'), threads=1), pixels.numpy())[0][0]
+    assert (got.argmax(0) == expected.argmax(0)).mean() >= 0.999
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_whole_detector_is_what_auto_exports(tmp_path):
+    retina = _model(tmp_path, RETINANET_M0, 'retina')
+    assert isinstance(make_part(retina), RetinaNetPart)
+    assert make_part(retina, 'detector-head').part == 'detector-head'
+    mrcnn = _model(tmp_path, MASK_RCNN_L1, 'mrcnn')
+    part = make_part(mrcnn)
+    assert isinstance(part, MaskRCNNPart)
+    assert (part.rpn_nms_pre, part.rpn_iou, part.rpn_max) == (1000, 0.7, 1000)  # test_cfg.rpn
+    assert (part.score_thr, part.iou, part.max_per_img) == (0.05, 0.5, 100)    # .rcnn
+
+
+# ---------------------------------------------------------------------------- CoreML specs
+def test_retinanet_coreml_image_input_and_decoded_outputs(tmp_path):
+    model = _model(tmp_path, RETINANET_M0, 'retina')
+    part = prepare_part(model, 'auto', 'coreml')
+    assert isinstance(part, PixelInputPart) and part.part == 'detector-decoded'
+    report = export(part, str(tmp_path / 'retina'), ExportOptions(fmt='coreml', input_hw=HW))
+    assert report.ok, report.text()
+    spec = report.coreml
+    assert spec.inputs == [('input', (1, 3) + HW, 'IMAGE_RGB')]
+    image = spec.image_inputs['input']
+    std, mean = [58.395, 57.12, 57.375], [123.675, 116.28, 103.53]
+    scale = 3 / sum(std)
+    assert image['color'] == 'RGB' and image['scale'] == pytest.approx(scale, rel=1e-6)
+    assert image['bias'] == pytest.approx([-m * scale for m in mean], rel=1e-6)
+    k = 9 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1)  # every anchor of P3..P7
+    assert spec.outputs == [('boxes', (k, 4), 'FLOAT32'), ('scores', (k, 80), 'FLOAT32')]
+    assert spec.outside_op_set == [] and 'non_maximum_suppression' not in spec.op_types
+    assert 'IMAGE_RGB' in report.text() and 'scale 0.0173' in report.text()
+
+
+def test_image_input_normalises_like_the_data_preprocessor(tmp_path):
+    """The pixel graph equals the tensor graph on the preprocessor's output; CoreML's view
+    (ImageType scale/bias, then the per-channel remainder) as well."""
+    model = _model(tmp_path, SEMANTIC_FPN_S0, 'fpn')
+    part = prepare_part(model, 'segmentor', 'onnx', image_input=True)
+    pixels, normalised = toy_inputs(model, 'ade', (64, 64))
+    view = part.coreml_view()
+    assert not view.uniform  # ADE's stds differ per channel: the remainder is in the graph
+    with torch.no_grad():
+        expected = part.inner(normalised)[0]
+        assert torch.allclose(part(pixels)[0], expected, atol=1e-4)
+        assert torch.allclose(view(view.prescale(pixels))[0], expected, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ refusals
+def _without_test_cfg(text):
+    return text + 'model.update(test_cfg=None)\n'
+
+
+@pytest.mark.parametrize('args, text, message', [
+    (['--format', 'onnx', '--part', 'detector'], _without_test_cfg(RETINANET_M0),
+     'has no test_cfg'),
+    (['--format', 'coreml', '--part', 'detector'], MASK_RCNN_L1,
+     'needs NMS between its RPN and its RoI head'),
+    (['--format', 'onnx', '--part', 'detector', '--batch', '2'], RETINANET_M0,
+     'one image of one size'),
+    (['--format', 'onnx', '--part', 'detector'], SEMANTIC_FPN_S0,
+     '--part detector needs an MMDet detector'),
+], ids=['no-test-cfg', 'two-stage-coreml', 'batch-2', 'segmentor'])
+def test_detector_refusals_exit_2(tmp_path, capsys, args, text, message):
+    config = _config(tmp_path, text, 'cfg')
+    code = export_tool.main([config, '--out', str(tmp_path / 'x'), '--shape', '128', '128']
+                            + args)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert not (tmp_path / 'x.onnx').exists() and not (tmp_path / 'x.mlpackage').exists()
+
+
+@pytest.mark.parametrize('text, attr, head, fallback', [
+    (MASK_RCNN_L1, 'roi_head', 'CascadeRoIHead', 'detector-neck'),
+    (MASK_RCNN_L1, 'roi_head.mask_head', 'HTCMaskHead', 'detector-neck'),
+    (RETINANET_M0, 'bbox_head', 'ATSSHead', 'detector-head'),  # centerness: score factors
+])
+def test_heads_that_are_not_exported_whole_are_refused(tmp_path, text, attr, head, fallback):
+    """A head renamed to a type the parts do not reproduce (same modules, other semantics)."""
+    model = load_model(_config(tmp_path, text, 'det'))
+    owner, _, leaf = attr.rpartition('.')
+    module = getattr(model.roi_head if owner else model, leaf)
+    module.__class__ = type(head, (type(module),), {})
+    with pytest.raises(ValueError, match=f'{head}.*--part detector-'):
+        make_part(model, 'detector')
+    assert make_part(model).part == fallback  # auto falls back to what can be exported
+
+
+def test_image_input_needs_a_data_preprocessor(tmp_path, capsys):
+    code = export_tool.main(['efficientvit_m0', '--format', 'onnx', '--image-input',
+                             '--out', str(tmp_path / 'x')])
+    assert code == 2 and '--image-input needs the mean and std' in capsys.readouterr().err
+
