@@ -207,7 +207,7 @@ def check_options(options: ExportOptions, part: nn.Module) -> None:
     if getattr(part, 'part', '') == 'detector' and (options.batch != 1 or options.dynamic or
                                                     options.dynamic_batch):
         raise ValueError('the whole detector (NMS in the graph) is exported for one image of '
-                         f'one size: use --batch 1 and no --dynamic / --dynamic-batch')
+                         'one size: use --batch 1 and no --dynamic / --dynamic-batch')
     if options.dynamic and options.fmt != 'onnx':
         raise ValueError(f'--dynamic is only supported for ONNX, not {options.fmt}')
     if options.dynamic and attention_biases(part):
