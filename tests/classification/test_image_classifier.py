@@ -186,6 +186,14 @@ def test_distilled_checkpoint_evaluates_without_the_teacher_file(stand_ins, teac
         evaluator(x, {'gt_label': torch.tensor([0, 1])}, mode='loss')
 
 
+def test_teacher_with_a_head_giving_one_output_in_training_is_named(stand_ins, teacher_file):
+    model = _model(stand_ins, teacher=dict(name='test_resnet', checkpoint=teacher_file)).train()
+    model.head.eval()  # answers the averaged logits only
+    with pytest.raises(ValueError, match=r'with a teacher the head must return \(cls_logits, '
+                                         r'dist_logits\) in training mode'):
+        model(torch.randn(2, 3, 32, 32), {'gt_label': torch.tensor([0, 1])}, mode='loss')
+
+
 def test_loss_without_labels_is_a_clear_error(stand_ins):
     with pytest.raises(ValueError, match=r"gt_label"):
         _model(stand_ins)(torch.randn(2, 3, 32, 32), None, mode='loss')

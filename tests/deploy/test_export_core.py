@@ -201,6 +201,9 @@ def test_part_must_fit_the_model(toys):
         make_part(toys.classifier(), 'segmentor')
     with pytest.raises(ValueError, match='--part classifier needs a classification model'):
         make_part(toys.Backbone(), 'classifier')
+    with pytest.raises(ValueError, match='--part detector-neck needs an MMDet detector with a '
+                                         'neck; MobileClassifierNet is a classifier'):
+        make_part(toys.classifier(), 'detector-neck')
     assert make_part(toys.classifier(), 'backbone').part == 'backbone'
 
 
