@@ -140,7 +140,8 @@ def test_config_trains_one_step_and_infers(path: Path, tmp_path, toy_coco, toy_a
     assert math.isfinite(loss) and loss > 0
     assert expected, 'the validation did not run'
     for key, (value, tolerance) in expected.items():  # the metrics' rounding
-        assert abs(hub.get_scalar(key).current() - value) <= tolerance, (key, value)
+        reported = hub.get_scalar(key).current()
+        assert abs(reported - value) <= tolerance, f'{key}: {reported} reported, {value} known'
 
 
 def _rig_validation(monkeypatch, scope: str, kinds: Tuple[str, ...], known) -> Expected:
