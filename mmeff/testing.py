@@ -13,17 +13,31 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
+#: layer scales as trained models have them (a fraction of the residual branch)
+TRAINED_LAYER_SCALE = (0.05, 0.3)
+#: layer scales of about 1: every residual branch weighs as much as the identity, so a wrongly
+#: mapped branch changes the output by O(1) (converter parity tests, gradient checks)
+FULL_LAYER_SCALE = (0.5, 1.5)
+
+
 @torch.no_grad()
-def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give BN statistics and affines, layer scales and attention-bias tables non-trivial
-    random values, in place; returns the model.
+def randomize_(model: nn.Module, seed: int = 0,
+               layer_scale: Tuple[float, float] = TRAINED_LAYER_SCALE) -> nn.Module:
+    """Give every BN statistic, norm affine, bias, layer scale and attention-bias table a
+    non-trivial random value, in place; returns the model. The suite's one weight randomizer.
 
     Freshly built models have BNs at identity (residual branches often start with a zero BN
-    weight), layer scales at 1e-5 and zero bias tables: parity checks on them (fusion, export,
-    checkpoint conversion) would pass even with those parts wired wrongly. Works on mmeff and
-    timm models (timm's bias tables are parameters named ``attention_biases``, its layer
-    scales ``gamma``). Used by tests and ``tools/benchmarks/export_all.py`` (no real weights
-    are downloaded).
+    weight), unit norm affines, zero biases (timm's init), layer scales at 1e-5 and zero bias
+    tables: parity checks on them (fusion, export, checkpoint conversion, gradients) would pass
+    even with those parts wired wrongly. Works on mmeff and timm models (timm's bias tables are
+    parameters named ``attention_biases``, its layer scales ``gamma``). Used by tests and
+    ``tools/benchmarks/export_all.py`` (no real weights are downloaded).
+
+    Args:
+        seed: of the values (the same seed gives the same weights to the same model).
+        layer_scale: the (low, high) range of layer scales: :data:`TRAINED_LAYER_SCALE` keeps
+            deep models' activations at a trained model's size (export and fp16 parity);
+            :data:`FULL_LAYER_SCALE` makes every branch count fully.
     """
     gen = torch.Generator().manual_seed(seed)
 
@@ -31,18 +45,19 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
         return (torch.rand(t.shape, generator=gen) * (high - low) + low).to(t)
 
     for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            if m.running_mean is not None:
-                m.running_mean.copy_(rand(m.running_mean, -0.2, 0.2))
-                m.running_var.copy_(rand(m.running_var, 0.5, 1.5))
-            if m.affine:
-                m.weight.copy_(rand(m.weight, 0.5, 1.5))
-                m.bias.copy_(rand(m.bias, -0.2, 0.2))
+        if isinstance(m, _BatchNorm) and m.running_mean is not None:
+            m.running_mean.copy_(rand(m.running_mean, -0.2, 0.2))
+            m.running_var.copy_(rand(m.running_var, 0.5, 1.5))
+        is_norm = isinstance(m, (_BatchNorm, nn.GroupNorm, nn.LayerNorm))
         for name, p in m.named_parameters(recurse=False):
             if name == 'gamma' or name.startswith('layer_scale'):
-                p.copy_(rand(p, 0.05, 0.3))
+                p.copy_(rand(p, *layer_scale))
             elif name in ('table', 'attention_biases'):  # AttentionBias2d, timm
                 p.copy_(rand(p, -1.0, 1.0))
+            elif name == 'weight' and is_norm:
+                p.copy_(rand(p, 0.5, 1.5))
+            elif name == 'bias' and p.dim() == 1:  # norms, convs and linears
+                p.copy_(rand(p, -0.2, 0.2))
         clear = getattr(m, 'clear_cache', None)
         if callable(clear):
             clear()

@@ -1,48 +1,14 @@
-"""Helpers shared by the test suite: weight perturbation, default-scope hygiene and the toy
+"""Helpers shared by the test suite: gradient checks, default-scope hygiene and the toy
 models that test the deploy and benchmark machinery without depending on any family."""
 from typing import Sequence, Tuple
 
 import pytest
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmeff.models.backbones.base import MobileBackbone
 from mmeff.models.classifiers.classifier_net import MobileClassifierNet
 from mmeff.models.layers import AttentionBias2d, BNLinear, ConvBN, DropPath, LayerScale, LinearBN
-
-
-@torch.no_grad()
-def perturb_state(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every norm, BN statistic, layer scale and bias table non-trivial values.
-
-    Freshly initialised models have BN mean 0 / var 1, unit affines and 1e-5 layer scales, which
-    hide mistakes in conversion and folding; this makes every such tensor matter.
-    """
-    gen = torch.Generator().manual_seed(seed)
-
-    def rand_like(t, low, high):
-        return torch.rand(t.shape, generator=gen, dtype=t.dtype) * (high - low) + low
-
-    for module in model.modules():
-        if isinstance(module, _BatchNorm):
-            module.running_mean.copy_(rand_like(module.running_mean, -0.2, 0.2))
-            module.running_var.copy_(rand_like(module.running_var, 0.5, 1.5))
-    for name, p in model.named_parameters():
-        leaf = name.rsplit('.', 1)[-1]
-        if leaf == 'gamma' or (p.dim() == 1 and leaf == 'weight' and 'norm' in name) or \
-                (p.dim() == 1 and leaf == 'weight' and '.bn.' in name):
-            p.copy_(rand_like(p, 0.5, 1.5))
-        elif p.dim() == 1 and leaf == 'bias':
-            p.copy_(rand_like(p, -0.2, 0.2))
-        elif leaf in ('table', 'attention_biases'):
-            p.copy_(rand_like(p, -1.0, 1.0))
-    return model
-
-
-@pytest.fixture(scope='session')
-def perturb():
-    return perturb_state
 
 
 def projection_loss(outputs: Sequence[torch.Tensor], seed: int = 0) -> torch.Tensor:

@@ -32,8 +32,6 @@ def test_timing_statistics():
 
 @pytest.mark.parametrize('backend', ['eager', 'channels-last', 'fused', 'onnxruntime'])
 def test_backends_compute_what_the_model_computes(toys, backend):
-    if backend == 'onnxruntime':
-        pytest.importorskip('onnxruntime')
     x = torch.randn(1, 3, 96, 96)
     model = randomize_(toys.classifier()).eval()
     with torch.no_grad():
@@ -64,6 +62,24 @@ def test_fused_needs_a_deploy_path_and_backends_are_checked():
     with pytest.raises(ValueError, match='unknown backend'):
         prepare('tpu', torch.nn.Conv2d(3, 4, 3), torch.randn(1, 3, 8, 8))
     assert 'channels-last' in BACKENDS
+
+
+def test_backends_missing_here_skip_with_the_reason(monkeypatch):
+    """No C++ compiler, no onnxruntime, no CUDA: each backend says what is missing (the
+    benchmark reports it and goes on) instead of failing inside torch or the import."""
+    import shutil
+    import sys
+    conv, x = torch.nn.Conv2d(3, 4, 3), torch.randn(1, 3, 8, 8)
+    monkeypatch.setattr(shutil, 'which', lambda name: None)
+    with pytest.raises(Skip, match=r'torch\.compile needs a C\+\+ compiler'):
+        prepare('compile', conv, x)
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # import fails as when not installed
+    with pytest.raises(Skip, match=r'onnxruntime is not installed '
+                                   r'\(pip install mmeff\[export\]\)'):
+        prepare('onnxruntime', conv, x)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(Skip, match='no CUDA device on this machine'):
+        prepare('cuda-fp16', conv, x)
 
 
 def test_dense_backbones_are_selectable():

@@ -1,4 +1,6 @@
 """The generic loading path, exercised with a tiny stand-in family (no real backbone needed)."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -127,3 +129,35 @@ def test_untrusted_pickle_is_rejected_with_advice(tmp_path):
     torch.save({'model': {'w': torch.zeros(1)}, 'obj': TinyConverter()}, path)
     with pytest.raises(RuntimeError, match='weights_only=True'):
         read_state_dict(str(path))
+
+
+def test_file_without_weights_and_unknown_layout_are_named(tmp_path):
+    torch.save({'meta': {'epoch': 1}, 'state_dict': {}}, tmp_path / 'no_weights.pth')
+    with pytest.raises(ValueError, match=r"no state dict found in checkpoint: expected a dict of "
+                                         r"tensors, or one under one of the keys \("):
+        read_state_dict(str(tmp_path / 'no_weights.pth'))
+    with pytest.raises(ValueError, match=r"^not Tiny\. no layout to compare with; the file's "
+                                         r"first keys: \['other\.weight'\]"):
+        TinyConverter().convert({'other.weight': torch.zeros(1)})
+
+
+def test_two_families_claiming_one_checkpoint_is_an_error(monkeypatch):
+    loader = sys.modules[LayoutConverter.__module__]
+    monkeypatch.setattr(loader, 'CONVERTERS', {'Tiny': TinyConverter(), 'Twin': TinyConverter()})
+    with pytest.raises(ValueError, match=r"cannot tell which model this checkpoint belongs to "
+                                         r"\(ambiguous layouts \[\('Tiny', 'upstream'\), "
+                                         r"\('Twin', 'upstream'\)\]\); known families: "
+                                         r"\['Tiny', 'Twin'\]\. Pass the family explicitly"):
+        loader.detect_family(upstream_state())
+
+
+def test_backbone_without_converter_or_checkpoint_path_says_what_is_missing(tmp_path):
+    class NoLayouts(Tiny):
+        def checkpoint_converter(self):
+            return None
+
+    with pytest.raises(NotImplementedError, match=r'NoLayouts has no checkpoint converter: '
+                                                  r'implement checkpoint_converter\(\)'):
+        NoLayouts().load_checkpoint(str(tmp_path / 'any.pth'))
+    with pytest.raises(ValueError, match=r"init_cfg type 'Pretrained' needs checkpoint=PATH"):
+        Tiny(init_cfg=dict(type='Pretrained')).init_weights()

@@ -1,5 +1,6 @@
 """ImageClassifier: loss formulas, teacher isolation, predictions, clear errors."""
 import copy
+import math
 
 import pytest
 import timm
@@ -34,6 +35,69 @@ def test_hard_distillation_loss_matches_deit(stand_ins, teacher_file):
     assert torch.equal(seen[0], x)  # the teacher saw the (mixed) model input itself
     torch.testing.assert_close(losses['loss_cls'], 0.5 * SoftTargetCrossEntropy()(cls, target))
     torch.testing.assert_close(losses['loss_dist'], 0.5 * F.cross_entropy(dist, teacher_label))
+
+
+def _sgd_step_deltas(model: ImageClassifier, x: torch.Tensor, labels: torch.Tensor) -> dict:
+    """One ``train_step`` (data preprocessor, ``parse_losses``, optimizer wrapper: the path the
+    runner takes) with plain SGD at lr 1: each parameter moves by minus its gradient."""
+    wrapper = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=1.0)))
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    log_vars = model.train_step({'inputs': x, 'data_samples': {'gt_label': labels}}, wrapper)
+    log_vars = {k: float(v.detach()) for k, v in log_vars.items()}
+    moved = {k: before[k] - p.detach() for k, p in model.named_parameters()}
+    return dict(log_vars=log_vars, grads=moved)
+
+
+def test_distilled_training_differs_from_plain_by_exactly_the_teacher_term(stand_ins,
+                                                                            teacher_file):
+    """Distilled against plain training from the same weights and batch. The step must move
+    every student weight by ``(1 - alpha) * label gradient + alpha * gradient of CE(dist head,
+    teacher argmax)``, computed here from an independently loaded teacher; the labels are chosen
+    to disagree with the teacher everywhere, so a teacher ignored (its label replaced by the
+    ground truth or by the student's own guess), a zero weight, a detached distillation output
+    or a loss term the runner does not sum all move the weights differently."""
+    torch.manual_seed(0)
+    plain = _model(stand_ins).train()
+    distilled = _model(stand_ins, teacher=dict(name='test_resnet', checkpoint=teacher_file))
+    missing = distilled.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ['head.head_dist.bias', 'head.head_dist.weight']
+    x = torch.randn(8, 3, 32, 32)
+    reference = timm.create_model('test_resnet', num_classes=4)
+    reference.load_state_dict(torch.load(teacher_file)['model'])
+    with torch.no_grad():
+        teacher_label = reference.eval()(x).argmax(1)
+    labels = (teacher_label + 1) % 4
+    alpha = distilled.distillation_alpha
+
+    # the reference gradient of the distillation term, on a copy of the distilled student
+    twin = copy.deepcopy(distilled).train()
+    with torch.no_grad():
+        student_guess = twin.head(twin.backbone(x)[-1])[1].argmax(1)
+    assert not torch.equal(student_guess, teacher_label)  # self-distillation would show
+    _, dist_logits = twin.head(twin.backbone(x)[-1])
+    g_dist = dict(zip([k for k, _ in twin.named_parameters()], torch.autograd.grad(
+        F.cross_entropy(dist_logits, teacher_label), list(twin.parameters()),
+        allow_unused=True)))
+
+    without = _sgd_step_deltas(plain, x, labels)
+    with_teacher = _sgd_step_deltas(distilled, x, labels)
+    assert set(without['log_vars']) == {'loss', 'loss_cls'}
+    assert set(with_teacher['log_vars']) == {'loss', 'loss_cls', 'loss_dist'}
+    loss_dist = with_teacher['log_vars']['loss_dist']
+    assert math.isfinite(loss_dist) and loss_dist > 0
+    assert with_teacher['log_vars']['loss'] == pytest.approx(
+        (1 - alpha) * without['log_vars']['loss_cls'] + loss_dist, rel=1e-5)
+
+    grads = with_teacher['grads']
+    for name, g_cls in without['grads'].items():  # backbone and class head
+        extra = alpha * g_dist[name] if g_dist[name] is not None else 0 * g_cls
+        torch.testing.assert_close(grads[name], (1 - alpha) * g_cls + extra, msg=name)
+        if name.startswith('backbone.'):
+            assert extra.abs().max() > 1e-3 * g_cls.abs().max(), name  # the teacher matters
+    for name in ('head.head_dist.weight', 'head.head_dist.bias'):  # only the teacher trains it
+        assert torch.isfinite(grads[name]).all() and grads[name].abs().max() > 0, name
+        torch.testing.assert_close(grads[name], alpha * g_dist[name], msg=name)
+    assert plain.head.head_dist is None  # a plain model has no distillation output to train
 
 
 def test_without_teacher_plain_head_and_label_smoothing(stand_ins):
@@ -120,6 +184,14 @@ def test_distilled_checkpoint_evaluates_without_the_teacher_file(stand_ins, teac
     evaluator.train()
     with pytest.raises(ValueError, match='no teacher to train it'):
         evaluator(x, {'gt_label': torch.tensor([0, 1])}, mode='loss')
+
+
+def test_teacher_with_a_head_giving_one_output_in_training_is_named(stand_ins, teacher_file):
+    model = _model(stand_ins, teacher=dict(name='test_resnet', checkpoint=teacher_file)).train()
+    model.head.eval()  # answers the averaged logits only
+    with pytest.raises(ValueError, match=r'with a teacher the head must return \(cls_logits, '
+                                         r'dist_logits\) in training mode'):
+        model(torch.randn(2, 3, 32, 32), {'gt_label': torch.tensor([0, 1])}, mode='loss')
 
 
 def test_loss_without_labels_is_a_clear_error(stand_ins):

@@ -177,3 +177,29 @@ def toy_ade(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('toy') / 'ade'
     make_ade(root, num_train=4, num_val=2, size=(128, 128), seed=0)
     return root
+
+
+# ------------------------------------------------------- known predictions on the toy sets
+def ade_label_counts(seg_map: Path, num_classes: int = 150):
+    """Pixels per class in a toy ADE annotation, read from the PNG itself as the dataset's
+    ``reduce_zero_label=True`` defines it (0 "other" is ignored, label v is class v - 1)."""
+    import numpy as np
+    from PIL import Image
+    labels = np.asarray(Image.open(seg_map), dtype=np.int64).ravel()
+    return np.bincount(labels[labels > 0] - 1, minlength=num_classes)[:num_classes]
+
+
+def constant_class_metrics(counts) -> tuple:
+    """(class, IoUMetric's aAcc / mIoU / mAcc in %) of predicting the most frequent class c at
+    every pixel: IoU of c is n_c / N, every other class present scores 0, absent classes are not
+    averaged; accuracy of c is 1, of the others 0."""
+    c, total, present = int(counts.argmax()), int(counts.sum()), int((counts > 0).sum())
+    assert present >= 2, 'the known prediction needs ground truth with two classes or more'
+    return c, dict(aAcc=100 * counts[c] / total, mIoU=100 * counts[c] / total / present,
+                   mAcc=100 / present)
+
+
+@pytest.fixture(scope='session')
+def known_predictions():
+    """The helpers above (fixtures are how conftest helpers are shared)."""
+    return dict(ade_label_counts=ade_label_counts, constant_class_metrics=constant_class_metrics)

@@ -5,12 +5,21 @@ same model, optimizer, scheduler and hooks; toy data at 128 px, one image per sp
 through ``tools/train.py``'s in-process entry with ``model.backbone.init_cfg=None`` given as a
 cfg-option. The one epoch / one iteration ends with the config's own validation (CocoMetric or
 IoUMetric) on one image, so one call covers: build, one training step, one inference, metric.
+That validation scores a prediction the test knows (see ``_rig_validation``), so the metric the
+run reports is checked against its exact value, computed here from the toy files themselves.
 """
 import math
+from collections import Counter
 from pathlib import Path
+from typing import Dict, Tuple
 
+import numpy as np
 import pytest
+import torch
 from mmengine.config import Config
+
+#: 'val/<metric>' -> (exact value, the metric's rounding)
+Expected = Dict[str, Tuple[float, float]]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
 
@@ -110,12 +119,15 @@ def test_config_recipe(path: Path):
 
 @pytest.mark.parametrize('path', DENSE_CONFIGS, ids=_ids(DENSE_CONFIGS))
 def test_config_trains_one_step_and_infers(path: Path, tmp_path, toy_coco, toy_ade,
-                                           write_overlay, train_api):
+                                           write_overlay, train_api, known_predictions,
+                                           monkeypatch):
     cfg = Config.fromfile(str(path))
     scope = cfg.default_scope
     root = toy_coco if scope == 'mmdet' else toy_ade
     overlay = write_overlay(path, tmp_path, root, size=128)
     by_epoch = 'max_epochs' in cfg.train_cfg
+    kinds = ('bbox', 'segm') if cfg.model.type == 'MaskRCNN' else ('bbox',)
+    expected = _rig_validation(monkeypatch, scope, kinds, known_predictions)
     runner = train_api(overlay, tmp_path / 'work', {
         'model.backbone.init_cfg': None,
         'train_cfg.max_epochs' if by_epoch else 'train_cfg.max_iters': 1,
@@ -126,9 +138,91 @@ def test_config_trains_one_step_and_infers(path: Path, tmp_path, toy_coco, toy_a
     assert runner.iter == 1
     loss = hub.get_scalar('train/loss').current()
     assert math.isfinite(loss) and loss > 0
-    metric = 'val/coco/bbox_mAP' if scope == 'mmdet' else 'val/mIoU'
-    value = hub.get_scalar(metric).current()  # the inference ran and was scored
-    assert 0.0 <= value <= 100.0
+    assert expected, 'the validation did not run'
+    for key, (value, tolerance) in expected.items():  # the metrics' rounding
+        reported = hub.get_scalar(key).current()
+        assert abs(reported - value) <= tolerance, f'{key}: {reported} reported, {value} known'
+
+
+def _rig_validation(monkeypatch, scope: str, kinds: Tuple[str, ...], known) -> Expected:
+    """Make the run's validation score a prediction whose metrics are known exactly; returns the
+    dict that the validation fills with the expected ``val/...`` scalars (value, tolerance).
+
+    The real inference still runs on the val image (pipeline, model, rescaling). A segmentor's
+    classifier is set to answer its ground truth's most frequent class everywhere (weights 0,
+    bias one-hot), which fixes aAcc / mIoU / mAcc; a detector's instances are replaced by the
+    image's ground-truth boxes and masks read from the annotation file, which fixes bbox / segm
+    mAP. (After one training step the model's own predictions score about 0, which any broken
+    evaluation also reports.)
+    """
+    from mmengine.runner import ValLoop
+    expected: Expected = {}
+    run = ValLoop.run
+
+    def rigged_run(loop):
+        model = loop.runner.model
+        real_val_step = model.val_step
+        dataset = loop.dataloader.dataset
+        assert len(dataset) == 1  # the expectations below are per image
+
+        def val_step(data):
+            if scope == 'mmseg':
+                _predict_constant_class(model.decode_head.conv_seg, data, expected, known)
+                return real_val_step(data)
+            outputs = real_val_step(data)
+            for sample in outputs:
+                sample.pred_instances = _ground_truth_of_the_image(
+                    sample, dataset, kinds, expected)
+            return outputs
+        monkeypatch.setattr(model, 'val_step', val_step)
+        return run(loop)
+    monkeypatch.setattr(ValLoop, 'run', rigged_run)
+    return expected
+
+
+def _predict_constant_class(conv_seg, data: dict, expected: dict, known: dict) -> None:
+    (sample,) = data['data_samples']
+    counts = known['ade_label_counts'](sample.seg_map_path)  # from the PNG itself
+    c, metrics = known['constant_class_metrics'](counts)
+    with torch.no_grad():
+        conv_seg.weight.zero_()
+        conv_seg.bias.zero_()
+        conv_seg.bias[c] = 1.0
+    expected.update({f'val/{k}': (v, 0.006) for k, v in metrics.items()})  # % to 2 decimals
+
+
+def _ground_truth_of_the_image(sample, dataset, kinds: Tuple[str, ...], expected: dict):
+    """The annotation file's boxes / masks of the sample's image, each scored 1.
+
+    CocoMetric evaluates every image of its annotation file (the toy val set has two; the
+    overlay validates on the first): a category's AP is then the share of COCO's 101 recall
+    points up to the recall these exact boxes reach (k of the category's G boxes in the file;
+    precision is 1 up to there), 0 for a category not predicted, and the mAP is the mean over
+    the categories that have boxes.
+    """
+    import json
+
+    from mmengine.structures import InstanceData
+    from pycocotools import mask as mask_utils
+    coco = json.loads(Path(dataset.ann_file).read_text())
+    names = {c['id']: c['name'] for c in coco['categories']}
+    anns = [a for a in coco['annotations'] if a['image_id'] == sample.img_id]
+    total = Counter(a['category_id'] for a in coco['annotations'])
+    found = Counter(a['category_id'] for a in anns)
+    recall_points = np.linspace(0, 1, 101)
+    ap = [(recall_points <= found[c] / total[c]).mean() if found[c] else 0.0 for c in total]
+    assert 0 < np.mean(ap) < 1 and len(set(found)) >= 2  # not all, not nothing, two categories
+    expected.update({f'val/coco/{kind}_mAP': (float(np.mean(ap)), 0.0006) for kind in kinds})
+    h, w = sample.ori_shape
+    boxes = [[x, y, x + bw, y + bh] for x, y, bw, bh in (a['bbox'] for a in anns)]
+    masks = [mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(a['segmentation'], h, w)))
+             for a in anns]
+    classes = list(dataset.metainfo['classes'])
+    return InstanceData(bboxes=torch.tensor(boxes, dtype=torch.float32),
+                        scores=torch.ones(len(anns)),
+                        labels=torch.tensor([classes.index(names[a['category_id']])
+                                             for a in anns]),
+                        masks=torch.from_numpy(np.stack(masks)).bool())
 
 
 def test_missing_pretrained_checkpoint_says_how_to_obtain_it(tmp_path, toy_ade, write_overlay,

@@ -216,6 +216,12 @@ def test_bad_arguments_are_named(tmp_path, kwargs, message):
         make_toy_data(tmp_path, kinds=['cityscapes'])
 
 
+def test_unknown_shape_lists_the_valid_ones():
+    from mmeff.datasets.toy_shapes import shape_polygon
+    with pytest.raises(ValueError, match=r"unknown shape 'hexagon'; valid shapes: \('rectangle'"):
+        shape_polygon('hexagon', 10.0, np.random.default_rng(0))
+
+
 def test_cli_writes_the_data_layout(tmp_path, capsys):
     import importlib.util
     spec = importlib.util.spec_from_file_location(

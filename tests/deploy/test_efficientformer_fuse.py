@@ -13,7 +13,7 @@ from mmeff.models.backbones.efficientformer.blocks import (MB3D, MB4D, ConvStemD
 from mmeff.models.classifiers import efficientformer_classifier
 from mmeff.models.heads.efficientformer_head import EfficientFormerClsHeadDeploy
 from mmeff.models.layers import LayerScale
-from mmeff.testing import exported_onnx
+from mmeff.testing import FULL_LAYER_SCALE, exported_onnx, randomize_
 
 TINY_3D_IN_STAGE3 = dict(widths=[8, 16, 24, 32], depths=[1, 1, 2, 2], num_vit=3)
 
@@ -22,8 +22,8 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def test_fused_classifier_matches_unfused_and_has_nothing_left_to_fold(perturb):
-    model = perturb(efficientformer_classifier('l1')).eval()
+def test_fused_classifier_matches_unfused_and_has_nothing_left_to_fold():
+    model = randomize_(efficientformer_classifier('l1'), layer_scale=FULL_LAYER_SCALE).eval()
     fused = fuse(copy.deepcopy(model))
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
@@ -35,8 +35,8 @@ def test_fused_classifier_matches_unfused_and_has_nothing_left_to_fold(perturb):
 
 
 @pytest.mark.parametrize('arch, hw', [('l1', (97, 161)), (TINY_3D_IN_STAGE3, (97, 130))])
-def test_fused_backbone_matches_unfused_at_other_sizes(arch, hw, perturb):
-    model = perturb(EfficientFormer(arch)).eval()
+def test_fused_backbone_matches_unfused_at_other_sizes(arch, hw):
+    model = randomize_(EfficientFormer(arch), layer_scale=FULL_LAYER_SCALE).eval()
     fused = copy.deepcopy(model).switch_to_deploy()
     assert isinstance(fused, EfficientFormer)
     x = torch.randn(1, 3, *hw)
@@ -45,9 +45,10 @@ def test_fused_backbone_matches_unfused_at_other_sizes(arch, hw, perturb):
             assert a.shape == b.shape and rel_err(a, b) < 1e-5
 
 
-def test_block_fuse_leaves_the_original_block_intact(perturb):
+def test_block_fuse_leaves_the_original_block_intact():
     torch.manual_seed(0)
-    block4, block3 = perturb(MB4D(16)).eval(), perturb(MB3D(16)).eval()
+    block4 = randomize_(MB4D(16), layer_scale=FULL_LAYER_SCALE).eval()
+    block3 = randomize_(MB3D(16), layer_scale=FULL_LAYER_SCALE).eval()
     x4, x3 = torch.randn(2, 16, 5, 7), torch.randn(2, 35, 16)
     with torch.no_grad():
         ref4, ref3 = block4(x4), block3(x3, (5, 7))
@@ -57,8 +58,9 @@ def test_block_fuse_leaves_the_original_block_intact(perturb):
 
 
 @pytest.mark.filterwarnings('ignore::FutureWarning', 'ignore::torch.jit.TracerWarning')
-def test_frozen_biases_for_export_and_tracing(perturb):
-    model = perturb(efficientformer_classifier(dict(TINY_3D_IN_STAGE3, num_vit=1))).eval()
+def test_frozen_biases_for_export_and_tracing():
+    model = randomize_(efficientformer_classifier(dict(TINY_3D_IN_STAGE3, num_vit=1)),
+                       layer_scale=FULL_LAYER_SCALE).eval()
     fused = fuse(copy.deepcopy(model), input_shape=(1, 3, 224, 224))
     bias = fused.backbone.stages[3].blocks[-1].attention_bias
     assert bias.frozen is not None and bias.frozen.shape == (8, 49, 49)
@@ -69,12 +71,13 @@ def test_frozen_biases_for_export_and_tracing(perturb):
     assert 'contiguous' not in str(traced.graph)  # no layout op in exported graphs
 
 
-def test_mb4d_exports_as_nchw_convs_and_keeps_the_pytorch_form_in_eager(perturb):
+def test_mb4d_exports_as_nchw_convs_and_keeps_the_pytorch_form_in_eager():
     """The export form of the 4-D blocks is plain NCHW (the layout ONNX Runtime's NCHWc
     convs stay in; docs/deploy_speed.md): no Transpose / MatMul / Gemm on an NHWC view, no
     lerp (exported as Where); eager keeps the channels-last linears."""
-    model = perturb(EfficientFormer(dict(widths=[8, 16, 24, 32], depths=[2, 1, 1, 1],
-                                         num_vit=0), out_indices=(3,))).eval()
+    model = randomize_(EfficientFormer(dict(widths=[8, 16, 24, 32], depths=[2, 1, 1, 1],
+                                            num_vit=0), out_indices=(3,)),
+                       layer_scale=FULL_LAYER_SCALE).eval()
     fused = copy.deepcopy(model).switch_to_deploy()
     x = torch.randn(1, 3, 64, 96)
     ops, (got,) = exported_onnx(fused, x)

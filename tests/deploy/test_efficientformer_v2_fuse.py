@@ -15,6 +15,7 @@ from mmeff.models.backbones.efficientformer_v2.blocks import (Attention2d, Atten
                                                               LocalGlobalQuery)
 from mmeff.models.classifiers import efficientformer_v2_classifier
 from mmeff.models.layers import AttentionBias2d, ConvBN, DropPath, LayerScale
+from mmeff.testing import FULL_LAYER_SCALE, randomize_
 
 DENSE_SIZES = [(224, 224), (512, 512), (800, 1216), (1333, 800), (512, 680), (225, 337)]
 
@@ -35,9 +36,9 @@ def assert_fully_fused(model: nn.Module) -> None:
 
 
 @pytest.mark.parametrize('arch', ['s0', 'l'])
-def test_fused_classifier_matches(arch, perturb):
+def test_fused_classifier_matches(arch):
     torch.manual_seed(0)
-    model = perturb(efficientformer_v2_classifier(arch)).eval()
+    model = randomize_(efficientformer_v2_classifier(arch), layer_scale=FULL_LAYER_SCALE).eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         expected = model(x)
@@ -48,9 +49,9 @@ def test_fused_classifier_matches(arch, perturb):
 
 
 @pytest.fixture(scope='module')
-def s0_pair(perturb):
+def s0_pair():
     torch.manual_seed(0)
-    model = perturb(EfficientFormerV2('s0')).eval()
+    model = randomize_(EfficientFormerV2('s0'), layer_scale=FULL_LAYER_SCALE).eval()
     return model, fuse(copy.deepcopy(model))
 
 
@@ -82,9 +83,10 @@ def test_fused_structure(s0_pair):
         assert all(torch.equal(a, b) for a, b in zip(before, fused(x)))
 
 
-def test_switch_to_deploy_with_frozen_biases_and_trace(perturb):
+def test_switch_to_deploy_with_frozen_biases_and_trace():
     torch.manual_seed(0)
-    model = perturb(EfficientFormerV2('s0', out_indices=(2, 3))).eval()
+    model = randomize_(EfficientFormerV2('s0', out_indices=(2, 3)),
+                       layer_scale=FULL_LAYER_SCALE).eval()
     x = torch.randn(1, 3, 97, 131)  # odd sides at stride 16 (7x9) and 32 (4x5)
     with torch.no_grad():
         expected = model(x)

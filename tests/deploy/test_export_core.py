@@ -4,6 +4,8 @@ The toy has every thing the deploy path must handle: Conv/Linear-BN pairs, BN-Li
 DropPath, Dropout, layer scale and an attention bias learned on a 4x4 grid (used here at other
 grids, so the bias really is resized and then frozen).
 """
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -199,6 +201,9 @@ def test_part_must_fit_the_model(toys):
         make_part(toys.classifier(), 'segmentor')
     with pytest.raises(ValueError, match='--part classifier needs a classification model'):
         make_part(toys.Backbone(), 'classifier')
+    with pytest.raises(ValueError, match='--part detector-neck needs an MMDet detector with a '
+                                         'neck; MobileClassifierNet is a classifier'):
+        make_part(toys.classifier(), 'detector-neck')
     assert make_part(toys.classifier(), 'backbone').part == 'backbone'
 
 
@@ -254,3 +259,100 @@ def test_unknown_coreml_target_lists_the_known_ones(toys):
     with pytest.raises(ValueError, match=r"unknown CoreML target 'iOS9'; choose one of "
                                          r"\('iOS15'"):
         check_options(options, make_part(toys.classifier()))
+
+
+# ------------------------------------------------- CoreML failures (the converter is faked)
+def _coreml_job(tmp_path) -> 'ExportJob':
+    """A job for ``_convert_coreml``: a tiny conv net, its input, one output."""
+    from mmeff.deploy.export import ExportJob, ExportReport
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    x = torch.randn(1, 3, 8, 8)
+    options = ExportOptions(fmt='coreml', input_hw=(8, 8))
+    report = ExportReport(path=str(tmp_path / 'm.mlpackage'), fmt='coreml', part='backbone',
+                          input_shape=tuple(x.shape), precision='fp32', output_names=['out'],
+                          output_shapes=[(1, 4, 6, 6)])
+    return ExportJob(module=module, traced=None, x=x, ref_out=[], names=['out'],
+                     path=report.path, options=options, report=report)
+
+
+def _fail_with(errors):
+    """A stand-in for ``coremltools.convert`` raising the next of ``errors`` on every call."""
+    calls = []
+
+    def convert(source, **kwargs):
+        calls.append(source)
+        raise errors[min(len(calls), len(errors)) - 1]
+    return convert, calls
+
+
+def _refuse_capture(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError('capture refused')
+    monkeypatch.setattr(torch.export, 'export', refuse)
+
+
+def test_coreml_failure_of_the_traced_fallback_says_why_it_was_used(tmp_path, monkeypatch):
+    import coremltools as ct
+
+    from mmeff.deploy.export import _convert_coreml
+    _refuse_capture(monkeypatch)  # torch.export fails: the torch.jit.trace graph is converted
+    convert, calls = _fail_with([ValueError('op foo unsupported')])
+    monkeypatch.setattr(ct, 'convert', convert)
+    with pytest.raises(ExportError, match=r'coremltools could not convert the torch\.jit\.trace '
+                                          r'graph \(ValueError: op foo unsupported\); it was used '
+                                          r'because torch\.export failed \(RuntimeError: capture '
+                                          r'refused\)'):
+        _convert_coreml(_coreml_job(tmp_path))
+    assert len(calls) == 1 and isinstance(calls[0], torch.jit.ScriptModule)
+    # an unsupported op on the traced graph cannot be decomposed: the converter's own error
+    convert, _ = _fail_with([NotImplementedError('Unsupported fx node relu, kind relu')])
+    monkeypatch.setattr(ct, 'convert', convert)
+    with pytest.raises(NotImplementedError, match='Unsupported fx node relu'):
+        _convert_coreml(_coreml_job(tmp_path))
+
+
+def test_coreml_unsupported_ops_are_decomposed_then_given_up(tmp_path, monkeypatch):
+    """An op coremltools lacks is decomposed and the conversion retried; the same op failing
+    again re-raises the converter's error; eight new ops in a row end the retries. (Capture and
+    decomposition are stubbed: what is under test is the retry logic, not torch.export.)"""
+    import coremltools as ct
+
+    export_module = sys.modules[ExportError.__module__]  # the package exports a function
+    decomposed = []
+    monkeypatch.setattr(export_module, '_capture', lambda module, x, report: 'program')
+    monkeypatch.setattr(export_module, '_decompose',
+                        lambda program, ops: decomposed.append(list(ops)) or program)
+    unsupported = [NotImplementedError(f'Unsupported fx node {op}_default, kind aten::{op}')
+                   for op in ('relu', 'relu')]
+    convert, calls = _fail_with(unsupported)
+    monkeypatch.setattr(ct, 'convert', convert)
+    with pytest.raises(NotImplementedError, match='kind aten::relu'):
+        export_module._convert_coreml(_coreml_job(tmp_path))
+    assert decomposed == [['lerp'], ['lerp', 'relu']]  # retried once, with relu decomposed
+
+    ops = ('relu', 'sigmoid', 'tanh', 'abs', 'neg', 'exp', 'sin', 'cos')
+    convert, calls = _fail_with([NotImplementedError(f'Unsupported fx node n, kind aten::{op}')
+                                 for op in ops])
+    monkeypatch.setattr(ct, 'convert', convert)
+    with pytest.raises(RuntimeError, match=r"coremltools kept failing on unsupported ops: "
+                                           r"\['lerp', 'relu', 'sigmoid'.*'cos'\]"):
+        export_module._convert_coreml(_coreml_job(tmp_path))
+    assert len(calls) == 8
+
+    convert, calls = _fail_with([ValueError('converter bug')])  # not an op: not retried
+    monkeypatch.setattr(ct, 'convert', convert)
+    with pytest.raises(ValueError, match='converter bug'):
+        export_module._convert_coreml(_coreml_job(tmp_path))
+    assert len(calls) == 1
+
+
+def test_coreml_inspection_needs_an_ml_program():
+    from types import SimpleNamespace
+
+    from coremltools.proto import Model_pb2
+
+    from mmeff.deploy.coreml_check import inspect_mlprogram
+    spec = Model_pb2.Model()
+    spec.neuralNetwork.SetInParent()  # the old NeuralNetwork format
+    with pytest.raises(ValueError, match='expected an ML Program, got a neuralNetwork model'):
+        inspect_mlprogram(SimpleNamespace(get_spec=lambda: spec), target=None)

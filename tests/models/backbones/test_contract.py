@@ -85,6 +85,7 @@ def test_one_arch_entry_point(cls, arch, num_stages):
     (dict(out_indices=1.5), 'out_indices must be an int or a sequence of ints.*got 1.5'),
     (dict(out_indices=(0, 1.5)), r'out_indices entries must be ints.*got 1\.5'),
     (dict(out_indices=(0, 9)), 'out_indices entry 9 is out of range'),
+    (dict(out_indices=()), 'out_indices must name at least one stage'),
 ])
 def test_arguments_are_checked_alike(cls, arch, num_stages, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -13,6 +13,7 @@ from mmeff.models.backbones.efficientformer.blocks import MB3D, MB4D
 from mmeff.models.classifiers import efficientformer_classifier
 from mmeff.models.heads import EfficientFormerClsHead
 from mmeff.registry import MODELS
+from mmeff.testing import FULL_LAYER_SCALE, randomize_
 
 TINY = dict(widths=[8, 16, 24, 32], depths=[1, 1, 2, 2], num_vit=1)
 
@@ -95,11 +96,11 @@ def test_arch_dict_equal_to_a_named_arch_gets_its_name():
     assert EfficientFormer(TINY).arch_name is None
 
 
-def test_num_vit_beyond_last_stage_puts_mb3d_at_the_tail_of_stage3(perturb):
+def test_num_vit_beyond_last_stage_puts_mb3d_at_the_tail_of_stage3():
     torch.manual_seed(0)
     # perturbed: at init the layer scales (1e-5) and the zero tables shrink the table's
     # gradient to ~1e-14, which is rounding noise, not a signal
-    model = perturb(EfficientFormer(dict(TINY, num_vit=3)))
+    model = randomize_(EfficientFormer(dict(TINY, num_vit=3)), layer_scale=FULL_LAYER_SCALE)
     assert block_kinds(model) == [['MB4D'], ['MB4D'], ['MB4D', 'MB3D'], ['MB3D', 'MB3D']]
     x = torch.randn(2, 3, 97, 65)
     outs = model.train()(x)
@@ -192,12 +193,12 @@ def test_bias_cache_is_per_resolution_in_eval_and_off_in_training():
     assert _bias_cache_sizes(model) == [2]
 
 
-def test_bias_cache_invalidated_by_load_state_dict_in_eval(perturb):
+def test_bias_cache_invalidated_by_load_state_dict_in_eval():
     x = torch.randn(1, 3, 96, 160)
     model = EfficientFormer(TINY).eval()
     with torch.no_grad():
         before = model(x)
-    other = perturb(EfficientFormer(TINY), seed=3).eval()
+    other = randomize_(EfficientFormer(TINY), seed=3, layer_scale=FULL_LAYER_SCALE).eval()
     model.load_state_dict(other.state_dict())  # still in eval mode, cache filled
     with torch.no_grad():
         after, expected = model(x), other(x)
@@ -206,11 +207,11 @@ def test_bias_cache_invalidated_by_load_state_dict_in_eval(perturb):
         torch.testing.assert_close(a, e, rtol=0, atol=0)
 
 
-def test_bias_cache_follows_in_place_updates_of_the_table(perturb):
+def test_bias_cache_follows_in_place_updates_of_the_table():
     """E.g. an EMA/SWA update applied to a model kept in eval mode: the parameter's version
     changes, so the cached bias must not be reused."""
     x = torch.randn(1, 3, 96, 160)
-    model = perturb(EfficientFormer(TINY)).eval()
+    model = randomize_(EfficientFormer(TINY), layer_scale=FULL_LAYER_SCALE).eval()
     with torch.no_grad():
         before = model(x)
         model.stages[3].blocks[1].token_mixer.attention_bias.table.mul_(-3.0)
@@ -222,9 +223,9 @@ def test_bias_cache_follows_in_place_updates_of_the_table(perturb):
     assert torch.equal(after[-1], expected[-1])
 
 
-def test_bias_cache_invalidated_by_to(perturb):
+def test_bias_cache_invalidated_by_to():
     x = torch.randn(1, 3, 96, 160)
-    model = perturb(EfficientFormer(TINY)).eval()
+    model = randomize_(EfficientFormer(TINY), layer_scale=FULL_LAYER_SCALE).eval()
     reference = copy.deepcopy(model).double()
     with torch.no_grad():
         model(x)  # fills the float32 cache
@@ -288,9 +289,9 @@ def test_norm_eval_keeps_bn_statistics(sync_bn):
     assert not torch.equal(control.stem.conv1.bn.running_mean, torch.zeros(4))
 
 
-def test_with_cp_same_outputs_and_grads_less_saved_memory(perturb):
+def test_with_cp_same_outputs_and_grads_less_saved_memory():
     arch = dict(TINY, num_vit=3)
-    plain = perturb(EfficientFormer(arch))
+    plain = randomize_(EfficientFormer(arch), layer_scale=FULL_LAYER_SCALE)
     cp_model = EfficientFormer(arch, with_cp=True)
     cp_model.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 96, 64)

@@ -22,7 +22,7 @@ from mmeff.models.backbones.efficientformer.checkpoint import EfficientFormerCon
 from mmeff.models.backbones import EfficientFormer
 from mmeff.models.classifiers import efficientformer_classifier
 from mmeff.models.layers import resize_offset_table
-from mmeff.testing import load_script
+from mmeff.testing import FULL_LAYER_SCALE, load_script, randomize_
 
 REPO = Path(__file__).resolve().parents[3]
 CONVERTER = EfficientFormerConverter()
@@ -32,10 +32,10 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def timm_reference(name: str, perturb_state, seed: int = 0):
+def timm_reference(name: str, seed: int = 0):
     torch.manual_seed(seed)
     model = timm.create_model(name, pretrained=False)
-    return perturb_state(model, seed=seed).eval()
+    return randomize_(model, seed=seed, layer_scale=FULL_LAYER_SCALE).eval()
 
 
 def timm_to_official(sd):
@@ -70,8 +70,8 @@ def timm_to_mmpretrain(sd):
 
 
 @pytest.fixture(scope='module')
-def l1_reference(perturb):
-    return timm_reference('efficientformer_l1', perturb)
+def l1_reference():
+    return timm_reference('efficientformer_l1')
 
 
 @pytest.fixture(scope='module')
@@ -124,10 +124,10 @@ def test_distillation_training_outputs_match_timm(l1_reference, x224):
 
 
 @pytest.mark.slow
-def test_l3_and_l7_logits_match_timm(perturb):
+def test_l3_and_l7_logits_match_timm():
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     for arch in ('l3', 'l7'):
-        reference = timm_reference(f'efficientformer_{arch}', perturb)
+        reference = timm_reference(f'efficientformer_{arch}')
         official = {'model': timm_to_official(reference.state_dict())}
         model, report = classifier_from(official, arch)
         assert report.layout == 'official' and not report.missing
@@ -148,12 +148,12 @@ def test_index_buffers_are_never_taken_from_files(l1_reference, x224):
 
 
 # ---------------------------------------------------------------------------- mmeff layouts
-def test_backbone_loads_canonical_plain_and_detector_checkpoints(l1_reference, perturb,
-                                                                 tmp_path):
+def test_backbone_loads_canonical_plain_and_detector_checkpoints(l1_reference, tmp_path):
     classifier, _ = classifier_from(l1_reference.state_dict())
     canonical = classifier.state_dict()
     plain = {k[len('backbone.'):]: v for k, v in canonical.items() if k.startswith('backbone.')}
-    trained = perturb(EfficientFormer('l1'), seed=7).eval()  # a detector's backbone
+    trained = randomize_(EfficientFormer('l1'), seed=7,  # a detector's backbone
+                         layer_scale=FULL_LAYER_SCALE).eval()
     detector = {**{f'backbone.{k}': v for k, v in trained.state_dict().items()},
                 'neck.lateral_convs.0.conv.weight': torch.randn(256, 48, 1, 1),
                 'rpn_head.rpn_conv.weight': torch.randn(256, 256, 3, 3)}
@@ -178,8 +178,8 @@ def test_backbone_loads_canonical_plain_and_detector_checkpoints(l1_reference, p
         assert all(torch.equal(a, b) for a, b in zip(model.eval()(x), trained(x)))
 
 
-def test_official_dense_checkpoint_maps_out_norms_and_seg_bias(perturb):
-    ref = perturb(timm.create_model('efficientformer_l1'), seed=5)
+def test_official_dense_checkpoint_maps_out_norms_and_seg_bias():
+    ref = randomize_(timm.create_model('efficientformer_l1'), seed=5, layer_scale=FULL_LAYER_SCALE)
     body = timm_to_official(ref.state_dict())
     for key in [k for k in body if k.endswith('attention_biases')]:
         prefix = key[:-len('attention_biases')]
@@ -212,7 +212,7 @@ def test_official_dense_checkpoint_maps_out_norms_and_seg_bias(perturb):
 
 
 # ----------------------------------------------------------------------- detection and arch
-def test_detect_family_and_guess_arch_for_every_layout(l1_reference, perturb):
+def test_detect_family_and_guess_arch_for_every_layout(l1_reference):
     sd = l1_reference.state_dict()
     classifier, _ = classifier_from(sd)
     cases = {'timm': sd, 'official': timm_to_official(sd), 'mmpretrain': timm_to_mmpretrain(sd),

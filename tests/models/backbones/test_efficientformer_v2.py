@@ -20,6 +20,7 @@ from mmeff.models.classifiers import efficientformer_v2_classifier
 from mmeff.models.heads import EfficientFormerV2ClsHead
 from mmeff.models.layers import AttentionBias2d, DropPath
 from mmeff.registry import MODELS
+from mmeff.testing import FULL_LAYER_SCALE, randomize_
 
 OFFICIAL_PARAMS = {'s0': 3_600_256, 's1': 6_185_560, 's2': 12_710_112, 'l': 26_322_288}
 DENSE_SIZES = [(224, 224), (512, 512), (800, 1216), (1333, 800), (512, 680), (225, 337)]
@@ -29,11 +30,12 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def timm_model(arch: str, perturb) -> nn.Module:
+def timm_model(arch: str) -> nn.Module:
     """timm's model, random init with a fixed seed, every BN/scale/bias made to matter
-    (``perturb`` is the shared fixture of tests/conftest.py)."""
+    (``mmeff.testing.randomize_``, full-size layer scales)."""
     torch.manual_seed(0)
-    return perturb(timm.create_model(f'efficientformerv2_{arch}', pretrained=False)).eval()
+    return randomize_(timm.create_model(f'efficientformerv2_{arch}', pretrained=False),
+                      layer_scale=FULL_LAYER_SCALE).eval()
 
 
 # --------------------------------------------------------------------------- architecture
@@ -126,8 +128,8 @@ def test_registered_and_buildable_from_mmdet_config_scope():
 
 # ------------------------------------------------------------------------ parity with timm
 @pytest.mark.parametrize('arch', ['s0', 's1', 's2', 'l'])
-def test_logits_match_timm_with_transferred_weights(arch, perturb):
-    ref = timm_model(arch, perturb)
+def test_logits_match_timm_with_transferred_weights(arch):
+    ref = timm_model(arch)
     model = efficientformer_v2_classifier(arch).eval()
     report = load_pretrained(model, ref.state_dict(), EfficientFormerV2Converter(), prefix='')
     assert report.layout == 'timm' and not report.missing and not report.unexpected
@@ -144,8 +146,8 @@ def test_logits_match_timm_with_transferred_weights(arch, perturb):
         assert rel_err(model(x), expected) > 1e-4
 
 
-def test_bias_is_exact_at_224_and_resized_per_grid(perturb):
-    model = perturb(EfficientFormerV2('s0')).eval()
+def test_bias_is_exact_at_224_and_resized_per_grid():
+    model = randomize_(EfficientFormerV2('s0'), layer_scale=FULL_LAYER_SCALE).eval()
     calls = []
 
     def record(module, args, kwargs, output):
@@ -213,10 +215,10 @@ def test_out_indices_and_out_norms():
     assert not any(n.startswith('out_norm') for n, _ in raw.named_children())
 
 
-def test_training_step_reaches_every_parameter(perturb, project, grads_ok):
+def test_training_step_reaches_every_parameter(project, grads_ok):
     torch.manual_seed(0)  # input and DropPath masks
     # perturbed: at init the 1e-5 layer scales and zero tables shrink gradients to noise
-    model = perturb(EfficientFormerV2('s0', drop_path_rate=0.1))
+    model = randomize_(EfficientFormerV2('s0', drop_path_rate=0.1), layer_scale=FULL_LAYER_SCALE)
     outs = model(torch.randn(2, 3, 96, 64))
     # the outputs pass out norms: a mean of them is constant, a random projection is not
     project(outs).backward()
@@ -240,8 +242,9 @@ def _frozen_stage_ids(model, stem, stages):
 
 
 @pytest.mark.parametrize('frozen_stages', [-1, 0, 1, 2, 4])
-def test_frozen_stages_like_mmdet_resnet(frozen_stages, perturb, project, grads_ok):
-    ours = perturb(EfficientFormerV2('s0', frozen_stages=frozen_stages))
+def test_frozen_stages_like_mmdet_resnet(frozen_stages, project, grads_ok):
+    ours = randomize_(EfficientFormerV2('s0', frozen_stages=frozen_stages),
+                      layer_scale=FULL_LAYER_SCALE)
     # frozen from construction on (an optimizer built before .train() skips them too)
     assert all(p.requires_grad == (frozen_stages < 0) for p in ours.stem.parameters())
     ours.train()
@@ -280,7 +283,7 @@ def test_norm_eval_keeps_every_batchnorm_frozen(sync_bn):
     assert all(m.training for m in plain.modules() if isinstance(m, _BatchNorm))
 
 
-def test_with_cp_same_outputs_and_gradients(monkeypatch, perturb):
+def test_with_cp_same_outputs_and_gradients(monkeypatch):
     calls = []
     original = backbone_base.cp.checkpoint
 
@@ -290,7 +293,7 @@ def test_with_cp_same_outputs_and_gradients(monkeypatch, perturb):
 
     monkeypatch.setattr(backbone_base.cp, 'checkpoint', counting)
     torch.manual_seed(0)
-    plain = perturb(EfficientFormerV2('s0', norm_eval=True))
+    plain = randomize_(EfficientFormerV2('s0', norm_eval=True), layer_scale=FULL_LAYER_SCALE)
     ckpt = EfficientFormerV2('s0', norm_eval=True, with_cp=True)
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(1, 3, 65, 97)

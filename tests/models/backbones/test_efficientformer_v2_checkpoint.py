@@ -18,7 +18,7 @@ from mmeff.checkpoint import ArchMismatchError, detect_family, load_pretrained
 from mmeff.models.backbones.efficientformer_v2.checkpoint import EfficientFormerV2Converter
 from mmeff.models.backbones import EfficientFormerV2
 from mmeff.models.classifiers import efficientformer_v2_classifier
-from mmeff.testing import load_script, randomize_
+from mmeff.testing import FULL_LAYER_SCALE, load_script, randomize_
 
 CONVERTER = EfficientFormerV2Converter()
 
@@ -27,9 +27,10 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def timm_model(arch: str, perturb) -> nn.Module:
+def timm_model(arch: str) -> nn.Module:
     torch.manual_seed(0)
-    return perturb(timm.create_model(f'efficientformerv2_{arch}', pretrained=False)).eval()
+    return randomize_(timm.create_model(f'efficientformerv2_{arch}', pretrained=False),
+                      layer_scale=FULL_LAYER_SCALE).eval()
 
 
 # ------------------------------------------------------ timm -> official, written out by hand
@@ -100,8 +101,8 @@ def timm_to_official(sd: dict) -> dict:
 
 # ------------------------------------------------------------------------------------ tests
 @pytest.mark.parametrize('arch', ['s0', 's1', 's2', 'l'])
-def test_official_layout_gives_timm_logits(tmp_path, arch, perturb):
-    ref = timm_model(arch, perturb)
+def test_official_layout_gives_timm_logits(tmp_path, arch):
+    ref = timm_model(arch)
     official = timm_to_official(ref.state_dict())
     assert any('.mlp.mid_norm.' in k for k in official)
     path = tmp_path / f'eformer_{arch}.pth'
@@ -120,8 +121,8 @@ def test_official_layout_gives_timm_logits(tmp_path, arch, perturb):
     assert all(torch.equal(written[k], official[k]) for k in official)
 
 
-def test_timm_writer_loads_strictly_into_timm(perturb):
-    model = perturb(efficientformer_v2_classifier('s0')).eval()
+def test_timm_writer_loads_strictly_into_timm():
+    model = randomize_(efficientformer_v2_classifier('s0'), layer_scale=FULL_LAYER_SCALE).eval()
     ref = timm.create_model('efficientformerv2_s0', pretrained=False).eval()
     ref.load_state_dict(CONVERTER.from_canonical(model.state_dict(), 'timm'), strict=True)
     x = torch.randn(1, 3, 224, 224)
@@ -157,8 +158,8 @@ def test_layout_detection_and_foreign_checkpoints():
 
 
 @pytest.mark.parametrize('layout', ['official', 'timm', 'mmeff-detector', 'mmeff-backbone'])
-def test_backbone_init_cfg_loads_every_layout(tmp_path, layout, perturb):
-    ref = timm_model('s0', perturb)
+def test_backbone_init_cfg_loads_every_layout(tmp_path, layout):
+    ref = timm_model('s0')
     source = efficientformer_v2_classifier('s0').eval()
     load_pretrained(source, ref.state_dict(), CONVERTER, prefix='')
     plain = {k[len('backbone.'):]: v for k, v in source.state_dict().items()
@@ -218,13 +219,24 @@ def test_tables_resized_for_another_pretraining_size():
     assert [o.shape[-1] for o in model.eval()(torch.randn(1, 3, 256, 256))] == [64, 32, 16, 8]
 
 
-def test_official_round_trip_is_lossless(perturb):
-    canonical = perturb(efficientformer_v2_classifier('s0')).state_dict()
+def test_official_round_trip_is_lossless():
+    canonical = randomize_(efficientformer_v2_classifier('s0'),
+                           layer_scale=FULL_LAYER_SCALE).state_dict()
     back = CONVERTER.to_canonical(CONVERTER.from_canonical(canonical, 'official'), 'official')
     canonical = {k: v for k, v in canonical.items() if not k.endswith('num_batches_tracked')}
     back = {k: v for k, v in back.items() if not k.endswith('num_batches_tracked')}
     assert back.keys() == canonical.keys()
     assert all(torch.equal(back[k], v) for k, v in canonical.items())
+
+
+def test_official_layout_refuses_a_table_that_is_not_square():
+    """The official code indexes its tables on a square grid: a 12-entry table cannot be
+    written in that layout (mmeff's own and timm's can hold it)."""
+    key = 'backbone.stages.2.blocks.4.token_mixer.attention_bias.table'
+    with pytest.raises(ValueError, match=r'network\.4\.4\.token_mixer\.attention_biases: bias '
+                                         r'table of 12 entries is not square; the official '
+                                         r'layout only has square tables'):
+        CONVERTER.from_canonical({key: torch.zeros(8, 12)}, 'official')
 
 
 def test_generic_convert_tool_handles_v2(tmp_path, capsys):
