@@ -53,7 +53,7 @@ from torch import nn
 
 from mmeff.benchmark.timer import cpu_name, measure, prepare
 from mmeff.search.space import Subnet
-from mmeff.search.v2_space import V2Subnet, v2_part
+from mmeff.search.v2_subnet import V2Subnet, v2_part
 
 OPS = ('stem', 'embed', 'mb4d', 'mb3d', 'head', 'v2_stem', 'v2_embed', 'v2_ffn', 'v2_attn',
        'v2_head')

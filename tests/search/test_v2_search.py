@@ -9,14 +9,51 @@ from mmeff.models.classifiers import efficientformer_v2_classifier
 from mmeff.search.lut import LatencyLUT, build_v2_lut
 from mmeff.search.mes import mes
 from mmeff.search.slimming import Goal
-from mmeff.search.v2_search import slim_v2
-from mmeff.search.v2_space import V2ParamCounter, V2Space, V2Subnet, subnets_like
-
-SPACE = V2Space(width_choices=((16, 32), (32, 48), (48, 64), (64, 96)), min_depths=(1, 1, 2, 2),
-                max_depths=(2, 2, 3, 3), ratio_choices=(2, 3, 4), num_attn=1)
+from mmeff.search.v2_search import slim_v2, slimming_actions, subnets_like
+from mmeff.search.v2_subnet import V2ParamCounter, V2Subnet
 
 
-def synthetic_v2_lut(space: V2Space = SPACE) -> LatencyLUT:
+class StandInSpace:
+    """Stand-in for the supernet's V2SearchSpace (branch v2supernet) until it lands."""
+
+    def __init__(self, width_choices, min_depths, max_depths, ratio_choices, num_attn):
+        self.width_choices, self.min_depths, self.max_depths = width_choices, min_depths, max_depths
+        self.ratio_choices, self.num_attn_choices = ratio_choices, (num_attn,)
+        self.max_arch = dict(widths=tuple(c[-1] for c in width_choices), depths=max_depths,
+                             mlp_ratios=tuple((ratio_choices[-1],) * d for d in max_depths),
+                             num_attn=num_attn)
+        self.min_arch = dict(widths=tuple(c[0] for c in width_choices), depths=min_depths,
+                             mlp_ratios=tuple((ratio_choices[0],) * d for d in min_depths),
+                             num_attn=num_attn)
+
+    def block_ratio_choices(self, stage, block):
+        return self.ratio_choices
+
+    def validate(self, arch):
+        for i, w in enumerate(arch['widths']):
+            if w not in self.width_choices[i]:
+                raise ValueError(f'subnet widths[{i}] = {w} is not a width choice of stage '
+                                 f'{i + 1}: use one of {self.width_choices[i]}')
+        return arch
+
+    def sample(self, rng):
+        depths = [rng.randint(lo, hi) for lo, hi in zip(self.min_depths, self.max_depths)]
+        return dict(widths=[rng.choice(c) for c in self.width_choices], depths=depths,
+                    mlp_ratios=[[rng.choice(self.ratio_choices) for _ in range(d)]
+                                for d in depths], num_attn=self.num_attn_choices[0])
+
+
+SPACE = StandInSpace(width_choices=((16, 32), (32, 48), (48, 64), (64, 96)),
+                     min_depths=(1, 1, 2, 2), max_depths=(2, 2, 3, 3), ratio_choices=(2, 3, 4),
+                     num_attn=1)
+MAX, MIN = V2Subnet.from_arch(SPACE.max_arch), V2Subnet.from_arch(SPACE.min_arch)
+
+
+def actions(sub):
+    return slimming_actions(SPACE, sub)
+
+
+def synthetic_v2_lut(space=SPACE) -> LatencyLUT:
     """Latency grows with width and ratio; attention blocks cost three FFN blocks."""
     lut = LatencyLUT(meta=dict(img_size=64, backend='synthetic'))
     grids = space.width_choices
@@ -41,7 +78,7 @@ COUNT = V2ParamCounter(num_classes=5, img_size=64, layer_scale_init=0.1)
 
 
 def test_param_counter_equals_the_built_classifier():
-    archs = [SPACE.max_subnet.to_arch(), SPACE.min_subnet.to_arch(),
+    archs = [MAX.to_arch(), MIN.to_arch(),
              dict(widths=(32, 32, 64, 96), depths=(1, 2, 3, 2), num_attn=1,
                   mlp_ratios=((3,), (2, 4), (4, 2, 3), (3, 4)))]
     for arch in archs:
@@ -60,16 +97,16 @@ def test_param_counter_equals_the_built_classifier():
 
 
 def test_actions_width_depth_and_every_ratio():
-    sub = SPACE.max_subnet
-    acts = SPACE.actions(sub)
+    sub = MAX
+    acts = actions(sub)
     assert 'WR(stage 2, 64->48)' in acts and acts['WR(stage 2, 64->48)'].widths[2] == 48
     assert acts['DR(stage 3, block 2)'].depths == (2, 2, 3, 2)
     assert acts['DR(stage 3, block 2)'].mlp_ratios[3] == (4, 4)
     assert acts['ER(stage 1, block 1, 4->3)'].mlp_ratios[1] == (4, 3)
     assert len([k for k in acts if k.startswith('ER')]) == sum(sub.depths)
     assert len(acts) == 4 + 4 + sum(sub.depths)
-    assert all(SPACE.check(a) for a in acts.values())
-    assert SPACE.actions(SPACE.min_subnet) == {}
+    assert all(SPACE.validate(a.to_arch()) for a in acts.values())
+    assert actions(MIN) == {}
     arch = acts['ER(stage 1, block 1, 4->3)'].to_arch()  # what EfficientFormerV2 builds
     assert V2Subnet.from_arch(arch) == acts['ER(stage 1, block 1, 4->3)']
 
@@ -77,7 +114,7 @@ def test_actions_width_depth_and_every_ratio():
 def _fake_accuracy(cheap: str):
     """80% at the max subnet; every change costs 5 points except those of ``cheap``
     (a width / depth / ratio change of one place) which cost 0.01."""
-    top = SPACE.max_subnet
+    top = MAX
 
     def acc(sub: V2Subnet) -> float:
         drop = 0.0
@@ -94,12 +131,12 @@ def _fake_accuracy(cheap: str):
 
 def test_slimming_picks_the_best_ratio_action():
     lut = synthetic_v2_lut()
-    start_mes = mes(lut.predict(SPACE.max_subnet), COUNT(SPACE.max_subnet))
+    start_mes = mes(lut.predict(MAX), COUNT(MAX))
     hist = slim_v2(SPACE, Goal('mes', start_mes * 1.001, 'mes'), lut.predict,
                    _fake_accuracy('r21'), COUNT)
     assert [h.action for h in hist] == ['start', 'ER(stage 2, block 1, 4->3)']
     scores = {c.action: c.score for c in hist[1].candidates}
-    assert len(scores) == len(SPACE.actions(SPACE.max_subnet))  # every action was evaluated
+    assert len(scores) == len(actions(MAX))  # every action was evaluated
     best = hist[1].candidates[[c.action for c in hist[1].candidates].index(hist[1].action)]
     assert best.score == min(scores.values())
     assert best.score == pytest.approx(0.01 / (hist[1].mes - hist[0].mes))
@@ -108,8 +145,8 @@ def test_slimming_picks_the_best_ratio_action():
 def test_smallest_drop_per_mes_gain_wins_not_smallest_drop():
     """Two equal accuracy drops: the action that gains more MES is taken."""
     lut = synthetic_v2_lut()
-    top = SPACE.max_subnet
-    acts = SPACE.actions(top)
+    top = MAX
+    acts = actions(top)
     gains = {k: mes(lut.predict(v), COUNT(v)) - mes(lut.predict(top), COUNT(top))
              for k, v in acts.items()}
     a, b = 'ER(stage 0, block 0, 4->3)', 'ER(stage 3, block 0, 4->3)'
@@ -125,7 +162,7 @@ def test_smallest_drop_per_mes_gain_wins_not_smallest_drop():
 @pytest.mark.parametrize('kind', ['mes', 'latency', 'params'])
 def test_slimming_stops_at_the_target(kind):
     lut = synthetic_v2_lut()
-    top, low = SPACE.max_subnet, SPACE.min_subnet
+    top, low = MAX, MIN
     ends = [Goal(kind, 0).value(lut.predict(s), COUNT(s)) for s in (top, low)]
     target = ends[0] + 0.5 * (ends[1] - ends[0])
     goal = Goal(kind, target, 'mes')
@@ -134,16 +171,14 @@ def test_slimming_stops_at_the_target(kind):
     assert goal.reached(hist[-1].latency_ms, hist[-1].params_m)
     assert not any(goal.reached(h.latency_ms, h.params_m) for h in hist[:-1])
     assert all(h.mes > g.mes for g, h in zip(hist, hist[1:]))  # every step gains MES
-    assert all(SPACE.check(h.subnet) for h in hist)
+    assert all(SPACE.validate(h.subnet.to_arch()) for h in hist)
 
 
 def test_arch_outside_the_space_is_named():
     lut = synthetic_v2_lut()
-    bad = V2Subnet((16, 40, 64, 96), (2, 2, 4, 3), ((4, 4), (4, 4), (4, 4, 4, 4), (5, 4, 4)), 1)
-    with pytest.raises(ValueError, match=r'arch outside the search space: widths\[1\]=40 '
-                                         r'\(choices \(32, 48\)\); depths\[2\]=4 \(range 2..3\); '
-                                         r'mlp_ratios\[3\] has \[5\] \(choices \(2, 3, 4\)\)\. '
-                                         'Change the arch'):
+    bad = V2Subnet((16, 40, 64, 96), (2, 2, 3, 3), ((4, 4), (4, 4), (4, 4, 4), (4, 4, 4)), 1)
+    with pytest.raises(ValueError, match=r'subnet widths\[1\] = 40 is not a width choice of '
+                                         r'stage 2: use one of \(32, 48\)'):
         slim_v2(SPACE, Goal('mes', 1e9, 'mes'), lut.predict, lambda s: 0.0, COUNT, start=bad)
 
 
@@ -164,12 +199,12 @@ def test_latency_table_lacking_a_v2_entry_names_it_and_the_fix():
     del lut.entries[('v2_ffn', 1, 48, 48, 4.0)]
     with pytest.raises(ValueError, match=r"no entry \('v2_ffn', 1, 48, 48, 4.0\) .*"
                                          'build_latency_lut.py --family efficientformerv2'):
-        lut.predict(SPACE.max_subnet)
+        lut.predict(MAX)
 
 
 def test_calibration_of_v2_networks_keeps_v1_separate():
     lut = synthetic_v2_lut()
-    nets = [SPACE.max_subnet, SPACE.min_subnet, SPACE.actions(SPACE.max_subnet)['DR(stage 3, '
+    nets = [MAX, MIN, actions(MAX)['DR(stage 3, '
                                                                                'block 2)']]
     other = [lut.predict_parts(n)[0] for n in nets]
     attn = [lut.predict_parts(n)[1] for n in nets]
@@ -182,7 +217,7 @@ def test_calibration_of_v2_networks_keeps_v1_separate():
 
 def test_random_subnets_match_mes_and_params_within_tolerance():
     lut = synthetic_v2_lut()
-    ref = SPACE.sample(random.Random(0))
+    ref = V2Subnet.from_arch(SPACE.sample(random.Random(0)))
     m, p = mes(lut.predict(ref), COUNT(ref)), COUNT(ref)
     found = subnets_like(SPACE, 3, m, p, 0.1, lut.predict, COUNT, seed=1)
     assert len(found) == 3 and len(set(found)) == 3
@@ -192,12 +227,12 @@ def test_random_subnets_match_mes_and_params_within_tolerance():
 
 
 def test_build_v2_lut_covers_the_space_and_predicts_it():
-    small = V2Space(((16,), (16, 32), (32,), (32,)), (1, 1, 1, 1), (1, 1, 1, 1), (2, 4), 1)
+    small = StandInSpace(((16,), (16, 32), (32,), (32,)), (1, 1, 1, 1), (1, 1, 1, 1), (2, 4), 1)
     torch.manual_seed(0)
     lut = build_v2_lut(32, small.width_choices, small.ratio_choices, runs=1, warmup=0,
                        copies=1, num_classes=5)
     assert {k[0] for k in lut.entries} == {'v2_stem', 'v2_embed', 'v2_ffn', 'v2_attn',
                                            'v2_head'}
     assert len(lut.entries) == 1 + 2 + 2 + 1 + (1 + 2 + 1 + 1) * 2 + 2 * 2 + 1
-    for sub in (small.max_subnet, small.min_subnet):
+    for sub in (V2Subnet.from_arch(small.max_arch), V2Subnet.from_arch(small.min_arch)):
         assert lut.predict(sub) > 0
