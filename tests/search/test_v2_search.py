@@ -10,42 +10,14 @@ from mmeff.search.lut import LatencyLUT, build_v2_lut
 from mmeff.search.mes import mes
 from mmeff.search.slimming import Goal
 from mmeff.search.v2_search import slim_v2, slimming_actions, subnets_like
+from mmeff.search.v2_space import V2SearchSpace
 from mmeff.search.v2_subnet import V2ParamCounter, V2Subnet
 
 
-class StandInSpace:
-    """Stand-in for the supernet's V2SearchSpace (branch v2supernet) until it lands."""
-
-    def __init__(self, width_choices, min_depths, max_depths, ratio_choices, num_attn):
-        self.width_choices, self.min_depths, self.max_depths = width_choices, min_depths, max_depths
-        self.ratio_choices, self.num_attn_choices = ratio_choices, (num_attn,)
-        self.max_arch = dict(widths=tuple(c[-1] for c in width_choices), depths=max_depths,
-                             mlp_ratios=tuple((ratio_choices[-1],) * d for d in max_depths),
-                             num_attn=num_attn)
-        self.min_arch = dict(widths=tuple(c[0] for c in width_choices), depths=min_depths,
-                             mlp_ratios=tuple((ratio_choices[0],) * d for d in min_depths),
-                             num_attn=num_attn)
-
-    def block_ratio_choices(self, stage, block):
-        return self.ratio_choices
-
-    def validate(self, arch):
-        for i, w in enumerate(arch['widths']):
-            if w not in self.width_choices[i]:
-                raise ValueError(f'subnet widths[{i}] = {w} is not a width choice of stage '
-                                 f'{i + 1}: use one of {self.width_choices[i]}')
-        return arch
-
-    def sample(self, rng):
-        depths = [rng.randint(lo, hi) for lo, hi in zip(self.min_depths, self.max_depths)]
-        return dict(widths=[rng.choice(c) for c in self.width_choices], depths=depths,
-                    mlp_ratios=[[rng.choice(self.ratio_choices) for _ in range(d)]
-                                for d in depths], num_attn=self.num_attn_choices[0])
-
-
-SPACE = StandInSpace(width_choices=((16, 32), (32, 48), (48, 64), (64, 96)),
-                     min_depths=(1, 1, 2, 2), max_depths=(2, 2, 3, 3), ratio_choices=(2, 3, 4),
-                     num_attn=1)
+SPACE = V2SearchSpace.create(
+    dict(widths=(32, 48, 64, 96), depths=(2, 2, 3, 3), mlp_ratios=4, num_attn=1),
+    width_choices=((16, 32), (32, 48), (48, 64), (64, 96)), ratio_choices=(2, 3, 4),
+    min_depths=(1, 1, 2, 2))
 MAX, MIN = V2Subnet.from_arch(SPACE.max_arch), V2Subnet.from_arch(SPACE.min_arch)
 
 
@@ -227,7 +199,9 @@ def test_random_subnets_match_mes_and_params_within_tolerance():
 
 
 def test_build_v2_lut_covers_the_space_and_predicts_it():
-    small = StandInSpace(((16,), (16, 32), (32,), (32,)), (1, 1, 1, 1), (1, 1, 1, 1), (2, 4), 1)
+    small = V2SearchSpace.create(dict(widths=(16, 32, 32, 32), depths=(1, 1, 1, 1),
+                                      mlp_ratios=4, num_attn=1),
+                                 ((16,), (16, 32), (32,), (32,)), ratio_choices=(2, 4))
     torch.manual_seed(0)
     lut = build_v2_lut(32, small.width_choices, small.ratio_choices, runs=1, warmup=0,
                        copies=1, num_classes=5)
