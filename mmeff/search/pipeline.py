@@ -74,12 +74,13 @@ def get_lut(cfg: Config, supernet: EfficientFormerSupernet, lut_path: Optional[s
     return lut, path
 
 
-def measure(cfg: Config, arch: Dict) -> float:
+def measure(cfg: Config, arch: Dict, family: str = 'efficientformer') -> float:
     """Direct latency of the classifier of ``arch`` with the table's settings (3x the runs:
     the fastest of more calls is steadier, and calibration uses this same measurement)."""
     c = cfg.lut
     return measure_network_ms(arch, c['img_size'], c['batch'], c['backend'],
-                              num_classes_of(cfg), 3 * c['runs'], c['warmup'], c['threads'])
+                              num_classes_of(cfg), 3 * c['runs'], c['warmup'], c['threads'],
+                              family)
 
 
 def calibrate(cfg: Config, lut: LatencyLUT, supernet: EfficientFormerSupernet, start: Subnet,

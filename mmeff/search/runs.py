@@ -8,7 +8,7 @@ is preprocessed once into tensors (:func:`val_tensors`) and scored in-process.
 """
 import copy
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
@@ -37,10 +37,13 @@ def build_model(cfg: Config) -> torch.nn.Module:
     return MODELS.build(model_cfg)
 
 
-def train_config(config_path: Path, work_dir: Path) -> torch.nn.Module:
-    """Train ``config_path`` as ``tools/train.py CONFIG --work-dir WORK_DIR``; the model."""
+def train_config(config_path: Path, work_dir: Path,
+                 cfg_options: Sequence[str] = ()) -> torch.nn.Module:
+    """Train ``config_path`` as ``tools/train.py CONFIG --work-dir WORK_DIR [--cfg-options
+    ...]`` (e.g. ``randomness.seed=1``); the model."""
     from mmeff.engine.launch import train
-    runner = train([str(config_path), '--work-dir', str(work_dir)])
+    options = ['--cfg-options', *cfg_options] if cfg_options else []
+    runner = train([str(config_path), '--work-dir', str(work_dir), *options])
     return runner.model
 
 

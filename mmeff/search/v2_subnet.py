@@ -14,7 +14,7 @@ Building the whole classifier per candidate takes 0.3-3 s; the search counts hun
 """
 import functools
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
@@ -75,14 +75,15 @@ class V2ParamCounter:
     (``efficientformer_v2_classifier(arch, num_classes, distillation=False, img_size,
     layer_scale_init)``), summed over its parts, each part built once per setting."""
 
-    def __init__(self, num_classes: int, img_size: int = 224,
+    def __init__(self, num_classes: int, img_size: Union[int, Sequence[int]] = 224,
                  layer_scale_init: Optional[float] = 1e-5, in_channels: int = 3):
         from mmeff.models.backbones.efficientformer_v2.blocks import ceil_div
+        size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.num_classes = num_classes
         self.layer_scale_init = layer_scale_init
         self.in_channels = in_channels
-        self.grid16 = (ceil_div(img_size, 16),) * 2
-        self.grid32 = (ceil_div(img_size, 32),) * 2
+        self.grid16 = tuple(ceil_div(s, 16) for s in size)
+        self.grid32 = tuple(ceil_div(s, 32) for s in size)
         self._count = functools.lru_cache(maxsize=None)(self._part)
 
     def __call__(self, sub: V2Subnet) -> float:

@@ -1,0 +1,18 @@
+# EfficientFormerV2's joint size/speed search on the toy ImageNet tree, sized for CPU minutes:
+# the supernet of ./supernet_v2_toy.py (sandwich rule) + the latency table and search settings.
+#   python tools/search.py configs/search/search_v2_toy.py --target-mes 2000 --compare
+# (the family follows the backbone type, mmeff.EfficientFormerV2Supernet; configs/search/
+# README.md, "EfficientFormerV2"). For a real search use the supernet of an S2 / L arch at
+# img_size 224 on data/imagenet and a table measured on the target device (--lut phone.csv).
+_base_ = ['./supernet_v2_toy.py']
+
+# latency table of the space's V2 ops, measured on this machine at the stage resolutions of
+# img_size (one thread: the process CPU time, fastest of `runs`; see mmeff/search/lut.py)
+lut = dict(img_size={{_base_.img_size}}, batch=1, backend='eager', runs=20, warmup=3,
+           threads=1, copies=4)
+# calibration_nets: whole networks (max, min, random) measured to fit the table;
+# --compare: one random subnet per seed within random_tolerance of the searched MES and
+# parameter count; train_from_scratch: train the searched and the random nets (their written
+# configs, randomness.seed = seed) and report top-1 on the val split
+search = dict(calibration_nets=5, seed=0, seeds=(0, 1, 2), random_tolerance=0.05,
+              random_tries=20000, train_from_scratch=True)
