@@ -207,6 +207,21 @@ def random_archs(lut: LatencyLUT, supernet: EfficientFormerSupernet, target_ms: 
     return found
 
 
+def prepare_search(cfg: Config, work_dir: str, log: Log, resume: bool = True
+                   ) -> Tuple[Config, Path, torch.nn.Module, Dict[str, torch.Tensor]]:
+    """What every search starts with: the work dir holding the dumped search config, the
+    data, the trained (or reused) supernet classifier and the validation tensors."""
+    work = Path(work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = copy.deepcopy(cfg)
+    cfg.work_dir = str(work / 'supernet')
+    cfg.dump(str(work / SEARCH_CONFIG_NAME))
+    prepare_data(cfg)
+    model = get_supernet(cfg, work, log, resume)
+    data = dict(zip(('val_x', 'val_y'), val_tensors(cfg, model)))
+    return cfg, work, model, data
+
+
 def run(cfg: Config, targets_ms: Sequence[float] = (), target_ratios: Sequence[float] = (),
         objective: str = 'latency', lut_path: Optional[str] = None,
         work_dir: str = 'work_dirs/search', resume: bool = True, compare: bool = False,
@@ -216,15 +231,8 @@ def run(cfg: Config, targets_ms: Sequence[float] = (), target_ratios: Sequence[f
     scratch with their written configs and measured (Table 5)."""
     if not targets_ms and not target_ratios:
         raise ValueError('give at least one --target-latency (ms) or --target-ratio')
-    work = Path(work_dir).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    cfg = copy.deepcopy(cfg)
-    cfg.work_dir = str(work / 'supernet')
-    cfg.dump(str(work / SEARCH_CONFIG_NAME))
-    prepare_data(cfg)
-    model = get_supernet(cfg, work, log, resume)
+    cfg, work, model, data = prepare_search(cfg, work_dir, log, resume)
     supernet = supernet_of(model)
-    data = dict(zip(('val_x', 'val_y'), val_tensors(cfg, model)))
     log(f'[supernet] val accuracy (expected mixture): '
         f'{accuracy(model, data["val_x"], data["val_y"]):.2f}% on {len(data["val_y"])} images')
     lut, path = get_lut(cfg, supernet, lut_path, work, log)

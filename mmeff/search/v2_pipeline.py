@@ -12,7 +12,6 @@ elsewhere, e.g. on a phone, with the ``v2_*`` entries). The table is fitted to w
 measured here (``search.calibration_nets``: the max, the min and random subnets), each printed
 with the raw and the calibrated error.
 """
-import copy
 import json
 import random
 import statistics
@@ -24,9 +23,9 @@ from mmengine.config import Config
 
 from mmeff.search.lut import LatencyLUT, build_v2_lut, make_key
 from mmeff.search.mes import mes
-from mmeff.search.outputs import SEARCH_CONFIG_NAME, write_outputs
-from mmeff.search.pipeline import get_supernet, measure, num_classes_of
-from mmeff.search.runs import accuracy, prepare_data, train_config, val_tensors
+from mmeff.search.outputs import write_outputs
+from mmeff.search.pipeline import measure, num_classes_of, prepare_search
+from mmeff.search.runs import accuracy, train_config
 from mmeff.search.slimming import Goal, Step
 from mmeff.search.v2_search import slim_v2, subnets_like
 from mmeff.search.v2_subnet import V2ParamCounter, V2Subnet
@@ -162,15 +161,8 @@ def run_v2(cfg: Config, goals: Sequence[Goal], lut_path: Optional[str] = None,
     if not goals:
         raise ValueError('give a target: --target-mes, --target-latency or --target-params')
     check_v2_config(cfg)
-    work = Path(work_dir).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    cfg = copy.deepcopy(cfg)
-    cfg.work_dir = str(work / 'supernet')
-    cfg.dump(str(work / SEARCH_CONFIG_NAME))
-    prepare_data(cfg)
-    model = get_supernet(cfg, work, log, resume)
+    cfg, work, model, data = prepare_search(cfg, work_dir, log, resume)
     supernet = v2_supernet_of(model)
-    data = dict(zip(('val_x', 'val_y'), val_tensors(cfg, model)))
     lut, path = get_v2_lut(cfg, supernet, lut_path, work, log)
     report: Dict = dict(calibration=calibrate_v2(cfg, lut, supernet, path, log),
                         lut_meta=lut.meta, searches=[])

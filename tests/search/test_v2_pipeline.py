@@ -13,6 +13,8 @@ from mmeff.registry import MODELS
 from mmeff.search.v2_subnet import V2ParamCounter, V2Subnet
 from mmeff.testing import load_script
 
+from .helpers import shrink_to_tiny
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'configs/search/search_v2_toy.py'
 
@@ -20,13 +22,7 @@ CONFIG = ROOT / 'configs/search/search_v2_toy.py'
 def tiny_config(data_root: Path) -> Config:
     cfg = Config.fromfile(str(CONFIG))
     cfg.model.backbone.update(img_size=32)
-    cfg.toy_imagenet = dict(num_train=20, num_val=10, size=(32, 32), seed=0)
-    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
-        loader.dataset.update(data_root=str(data_root), img_size=32)
-        loader.batch_size = 10
-    cfg.train_cfg.update(max_epochs=1, val_interval=1)
-    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0, end=1)]
-    cfg.default_hooks.checkpoint.interval = 1
+    shrink_to_tiny(cfg, data_root)
     cfg.lut.update(img_size=32, runs=2, warmup=1, copies=1)
     cfg.search.update(calibration_nets=2, seeds=(0, 1, 2), random_tolerance=0.5,
                       train_from_scratch=False)
