@@ -58,6 +58,7 @@ class Candidate:
     params_m: float
     accuracy: float
     score: float = math.inf  # accuracy drop per unit of gain (lower is better)
+    gain: float = 0.0
 
 
 @dataclass
@@ -171,14 +172,16 @@ def greedy_slim(start: Net, actions: Callable[[Net], Dict[str, Net]], goal: Goal
                 latency_fn: Callable[[Net], float], accuracy_fn: Callable[[Net], float],
                 params_fn: Callable[[Net], float], max_steps: int = 1000,
                 log: Optional[Callable[[str], None]] = None, stop_at_floor: bool = False,
-                floor_hint: str = 'raise the target') -> List[Step]:
+                floor_hint: str = 'raise the target', ties_by_gain: bool = False) -> List[Step]:
     """The loop of Alg. 1 for any search space (EfficientFormer's and EfficientFormerV2's).
 
     From ``start`` until ``goal`` is reached: evaluate every action of ``actions(net)`` that
     makes progress (:meth:`Goal.gain`), execute the one with the smallest accuracy drop per
     unit of gain, repeat. ``net`` is any hashable network description with ``describe()``.
     With no candidate left, raises ValueError (naming ``floor_hint``) or, with
-    ``stop_at_floor``, returns the steps so far and logs the shortfall.
+    ``stop_at_floor``, returns the steps so far and logs the shortfall. ``ties_by_gain``: among
+    equal scores (e.g. several actions that cost no accuracy on a small validation split) the
+    larger gain wins, instead of the first action in ``actions`` order.
     """
     cur = start
     lat, params, acc = latency_fn(cur), params_fn(cur), accuracy_fn(cur)
@@ -194,7 +197,7 @@ def greedy_slim(start: Net, actions: Callable[[Net], Dict[str, Net]], goal: Goal
             gain = goal.gain((lat, params), (c_lat, c_params))
             if gain <= 0:
                 continue
-            c = Candidate(name, sub, c_lat, c_params, accuracy_fn(sub))
+            c = Candidate(name, sub, c_lat, c_params, accuracy_fn(sub), gain=gain)
             c.score = (acc - c.accuracy) / gain
             cands.append(c)
         if not cands:
@@ -207,7 +210,7 @@ def greedy_slim(start: Net, actions: Callable[[Net], Dict[str, Net]], goal: Goal
             verb = 'raises' if goal.kind == 'mes' else 'lowers'
             raise ValueError(f'no slimming action {verb} the {goal.kind} beyond {reached} '
                              f'(target {goal.text()}) from {cur.describe()}: {floor_hint}')
-        best = min(cands, key=lambda c: c.score)
+        best = min(cands, key=lambda c: (c.score, -c.gain if ties_by_gain else 0))
         cur, lat, params, acc = best.subnet, best.latency_ms, best.params_m, best.accuracy
         history.append(Step(best.action, cur, lat, params, acc, mes(lat, params), cands))
         if log:

@@ -12,7 +12,9 @@ The actions (:func:`slimming_actions`) on a subnet of the supernet's search spac
 At each step every action is predicted (latency from the table, parameters counted exactly),
 evaluated with the supernet's shared weights, and the action with the smallest accuracy drop
 per unit of gain (MES gained by default) is executed (:func:`mmeff.search.slimming.greedy_slim`,
-the loop V1's search uses too). ``num_attn`` is kept (the paper's search keeps the block types).
+the loop V1's search uses too); among equal scores (on a small validation split many actions
+cost no accuracy at all) the larger gain wins. ``num_attn`` is kept (the paper's search keeps
+the block types).
 
 Before slimming, the start is checked to lie in the space and the target to be reachable by
 the space's smallest subnet: both fail with a message naming what to change.
@@ -79,7 +81,7 @@ def slim_v2(space, goal: Goal, latency_fn: Callable[[V2Subnet], float],
     return greedy_slim(start, lambda sub: slimming_actions(space, sub), goal, latency_fn,
                        accuracy_fn, params_fn, max_steps, log,
                        floor_hint='the greedy path ended where no action gains; relax the '
-                       'target')
+                       'target', ties_by_gain=True)
 
 
 def subnets_like(space, count: int, mes_target: float, params_m: float, tolerance: float,

@@ -131,6 +131,17 @@ def test_smallest_drop_per_mes_gain_wins_not_smallest_drop():
     assert hist[1].action == b
 
 
+def test_among_free_actions_the_largest_gain_wins():
+    """A small validation split scores many actions at no accuracy cost (score 0): the one
+    that gains the most MES is taken, not the first in action order."""
+    lut = synthetic_v2_lut()
+    gains = {k: mes(lut.predict(v), COUNT(v)) - mes(lut.predict(MAX), COUNT(MAX))
+             for k, v in actions(MAX).items()}
+    hist = slim_v2(SPACE, Goal('mes', mes(lut.predict(MAX), COUNT(MAX)) + 1e-9, 'mes'),
+                   lut.predict, lambda s: 80.0, COUNT)
+    assert hist[1].action == max(gains, key=gains.get) != next(iter(gains))
+
+
 @pytest.mark.parametrize('kind', ['mes', 'latency', 'params'])
 def test_slimming_stops_at_the_target(kind):
     lut = synthetic_v2_lut()
