@@ -145,6 +145,23 @@ class SupernetAccuracy:
         return self.cache[sub]
 
 
+def split_val(data: Dict[str, torch.Tensor], held_out: float, seed: int = 0
+              ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """(search split, report split) of the validation tensors: a seeded random ``held_out``
+    fraction is kept out of the search, so that the comparison is not measured on the images
+    the slimming chose its actions on (0: both are the whole split)."""
+    if not 0.0 <= held_out < 1.0:
+        raise ValueError(f'search.held_out must be in [0, 1), got {held_out!r}')
+    n = len(data['val_y'])
+    cut = n - int(round(held_out * n))
+    if held_out and not 0 < cut < n:
+        raise ValueError(f'search.held_out={held_out} leaves no image on one side of the {n} '
+                         'validation images: change it or use a larger val split')
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    parts = [{k: v[idx] for k, v in data.items()} for idx in (order[:cut], order[cut:])]
+    return (parts[0], parts[1]) if held_out else (data, data)
+
+
 def param_counter(cfg: Config, supernet: EfficientFormerV2Supernet) -> V2ParamCounter:
     kw = supernet.standalone_kwargs()
     return V2ParamCounter(num_classes_of(cfg), kw['img_size'], kw['layer_scale_init'],
@@ -157,7 +174,8 @@ def run_v2(cfg: Config, goals: Sequence[Goal], lut_path: Optional[str] = None,
     """The whole V2 pipeline, one search per goal. With ``compare``: random subnets of the
     same MES and size (``search.random_tolerance``), one per seed of ``search.seeds``, with
     their supernet accuracy, and (``search.train_from_scratch``) the searched and the random
-    networks trained from scratch with each seed."""
+    networks trained from scratch with each seed, all on the ``search.held_out`` part of the
+    val split that the search did not see."""
     if not goals:
         raise ValueError('give a target: --target-mes, --target-latency or --target-params')
     check_v2_config(cfg)
@@ -166,7 +184,14 @@ def run_v2(cfg: Config, goals: Sequence[Goal], lut_path: Optional[str] = None,
     lut, path = get_v2_lut(cfg, supernet, lut_path, work, log)
     report: Dict = dict(calibration=calibrate_v2(cfg, lut, supernet, path, log),
                         lut_meta=lut.meta, searches=[])
-    acc_fn, params_fn = SupernetAccuracy(model, data), param_counter(cfg, supernet)
+    search_data, report_data = split_val(data, float(cfg.search.get('held_out', 0.0)))
+    log(f'[data] {len(search_data["val_y"])} val images guide the search, '
+        f'{len(report_data["val_y"])} report (held out: search.held_out)')
+    acc_fn, params_fn = SupernetAccuracy(model, search_data), param_counter(cfg, supernet)
+    report_acc = SupernetAccuracy(model, report_data)
+    for label, arch in (('max', supernet.max_arch), ('min', supernet.min_arch)):
+        log(f'[supernet] {label} subnet accuracy: {acc_fn(V2Subnet.from_arch(arch)):.2f}% '
+            f'(search split), {report_acc(V2Subnet.from_arch(arch)):.2f}% (report split)')
     kw = supernet.standalone_kwargs()
     for goal in goals:
         log(f'[search] target {goal.text()} (gain: {goal.objective})')
@@ -185,7 +210,7 @@ def run_v2(cfg: Config, goals: Sequence[Goal], lut_path: Optional[str] = None,
             f'{entry["measured_ms"]:.3f} ms), {last.params_m:.4f} M params, MES '
             f'{last.mes:.1f}, supernet acc {last.accuracy:.2f}%; written {files}')
         if compare:
-            entry['compare'] = compare_with_random(cfg, supernet, last, acc_fn, lut,
+            entry['compare'] = compare_with_random(cfg, supernet, last, report_acc, lut,
                                                    params_fn, work, name, log)
         report['searches'].append(entry)
     (work / 'search_report.json').write_text(json.dumps(report, indent=1, default=str))
@@ -196,7 +221,8 @@ def compare_with_random(cfg: Config, supernet: EfficientFormerV2Supernet, search
                         acc_fn: SupernetAccuracy, lut: LatencyLUT, params_fn: V2ParamCounter,
                         work: Path, name: str, log: Log) -> Dict:
     """Searched vs random subnets of the same MES and size: supernet accuracy of each and,
-    with ``search.train_from_scratch``, top-1 after training from scratch, per seed."""
+    with ``search.train_from_scratch``, top-1 after training from scratch, per seed; all
+    measured by ``acc_fn``'s tensors (the held-out report split)."""
     scfg = cfg.search
     seeds = list(scfg.get('seeds', (0, 1, 2)))
     tol = float(scfg.get('random_tolerance', 0.05))
@@ -214,7 +240,7 @@ def compare_with_random(cfg: Config, supernet: EfficientFormerV2Supernet, search
         r_lat, r_params = lut.predict(rand), params_fn(rand)
         row = dict(seed=seed, random_arch=rand.to_arch(), random_mes=mes(r_lat, r_params),
                    random_params_m=r_params, random_supernet_acc=acc_fn(rand),
-                   searched_supernet_acc=searched.accuracy)
+                   searched_supernet_acc=acc_fn(searched.subnet))
         if scfg.get('train_from_scratch', False):
             rname = f'{name}_random_seed{seed}'
             rfiles = write_outputs(rand.to_arch(), Goal('mes', searched.mes, 'mes'), [], work,
