@@ -221,3 +221,16 @@ def test_build_v2_lut_covers_the_space_and_predicts_it():
     assert len(lut.entries) == 1 + 2 + 2 + 1 + (1 + 2 + 1 + 1) * 2 + 2 * 2 + 1
     for sub in (V2Subnet.from_arch(small.max_arch), V2Subnet.from_arch(small.min_arch)):
         assert lut.predict(sub) > 0
+
+
+def test_held_out_split_is_disjoint_and_seeded():
+    from mmeff.search.v2_pipeline import split_val
+    data = dict(val_x=torch.arange(10.0)[:, None], val_y=torch.arange(10))
+    search, report = split_val(data, 0.3)
+    assert len(search['val_y']) == 7 and len(report['val_y']) == 3
+    assert sorted(torch.cat([search['val_y'], report['val_y']]).tolist()) == list(range(10))
+    assert torch.equal(search['val_x'][:, 0].long(), search['val_y'])  # pairs kept together
+    assert torch.equal(split_val(data, 0.3)[1]['val_y'], report['val_y'])
+    assert split_val(data, 0.0)[0] is data
+    with pytest.raises(ValueError, match=r'search.held_out must be in \[0, 1\), got 1.0'):
+        split_val(data, 1.0)
