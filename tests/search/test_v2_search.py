@@ -234,3 +234,15 @@ def test_held_out_split_is_disjoint_and_seeded():
     assert split_val(data, 0.0)[0] is data
     with pytest.raises(ValueError, match=r'search.held_out must be in \[0, 1\), got 1.0'):
         split_val(data, 1.0)
+
+
+def test_v2_table_from_a_phone_csv(tmp_path):
+    """A table measured elsewhere (the CSV import schema) with the v2_* ops predicts the same
+    networks as the table it was written from."""
+    lut = synthetic_v2_lut()
+    path = lut.save(tmp_path / 'iphone.csv')
+    text = path.read_text()
+    assert 'v2_attn,2,48,48,4.0,' in text and 'v2_embed,3,48,64,4.0,' in text
+    phone = LatencyLUT.load(path)
+    for sub in (MAX, MIN):
+        assert phone.predict(sub) == pytest.approx(lut.predict(sub))
