@@ -6,10 +6,11 @@
 # img_size 224 on data/imagenet and a table measured on the target device (--lut phone.csv).
 _base_ = ['./supernet_v2_toy.py']
 
-# a larger toy tree than the supernet config's (written by the search when missing): 300 val
-# images, half of them held out of the search to report the comparison
+# a larger toy tree than the supernet config's (written by the search when missing): 195 val
+# images, half of them held out of the search to report the comparison. (At 64x64 the toy
+# generator cannot place train image 287 / val image 197 of seed 0: hence these counts.)
 data_root = 'data/toy/imagenet_search'
-toy_imagenet = dict(num_train=500, num_val=300, size=({{_base_.img_size}}, {{_base_.img_size}}),
+toy_imagenet = dict(num_train=285, num_val=195, size=({{_base_.img_size}}, {{_base_.img_size}}),
                     seed=0)
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
