@@ -1,6 +1,6 @@
 # EfficientFormerV2's joint size/speed search on the toy ImageNet tree, sized for CPU minutes:
 # the supernet of ./supernet_v2_toy.py (sandwich rule) + the latency table and search settings.
-#   python tools/search.py configs/search/search_v2_toy.py --target-mes 2000 --compare
+#   python tools/search.py configs/search/search_v2_toy.py --target-mes 45 --compare
 # (the family follows the backbone type, mmeff.EfficientFormerV2Supernet; configs/search/
 # README.md, "EfficientFormerV2"). For a real search use the supernet of an S2 / L arch at
 # img_size 224 on data/imagenet and a table measured on the target device (--lut phone.csv).
