@@ -141,7 +141,10 @@ def test_sandwich_step_sums_the_gradients_of_every_subnet():
     for name, grad in total.items():
         expected = sum(p[name] for p in parts if name in p)
         assert torch.allclose(grad, expected, rtol=1e-4, atol=1e-7), name
-    g_max, g_min, _ = parts
+    g_max, g_min, g_rand = parts
+    assert all(sum(float(g.abs().sum()) for g in p.values()) > 0 for p in parts)
+    assert g_rand.keys() != g_max.keys() or any(
+        not torch.equal(g_rand[n], g_max[n]) for n in g_max)
     stem = 'backbone.stem.conv2.conv.weight'  # output channels 8..15 exist in width 16 only
     assert g_max[stem][8:].abs().sum() > 0 and g_min[stem][8:].abs().sum() == 0
     assert g_min[stem][:8].abs().sum() > 0
