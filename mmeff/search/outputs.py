@@ -17,7 +17,8 @@ from mmeff.search.slimming import Goal, Step
 #: and its detection weight decay
 FAMILIES = {
     'efficientformer': dict(backbone='mmeff.EfficientFormer', head='mmeff.EfficientFormerClsHead',
-                            cls_extra='', det_extra='norm_eval=False, ', weight_decay=1e-4),
+                            cls_extra=' img_size={img},', det_extra='norm_eval=False, ',
+                            weight_decay=1e-4),
     'efficientformerv2': dict(backbone='mmeff.EfficientFormerV2',
                               head='mmeff.EfficientFormerV2ClsHead', cls_extra=' img_size={img},',
                               det_extra='norm_eval=True, with_out_norms=False, ',
@@ -63,8 +64,8 @@ def write_outputs(arch: Dict, target: Union[float, Goal], history: List[Step], o
     """Write the files of one searched network (``out_dir`` must hold the search config).
 
     ``target``: the latency target in ms (V1) or the :class:`Goal` of the search; ``family``
-    one of :data:`FAMILIES`; ``img_size`` the pretraining grid of a V2 classifier (its
-    attention-bias tables, hence its parameter count, as in the search).
+    one of :data:`FAMILIES`; ``img_size`` the search's (supernet's) pretraining grid: it sizes
+    the attention-bias tables of both families, hence the parameter count that was searched.
     """
     if family not in FAMILIES:
         raise ValueError(f'unknown family {family!r}; choose one of {sorted(FAMILIES)}')

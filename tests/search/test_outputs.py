@@ -13,7 +13,7 @@ ARCH = dict(widths=[16, 32, 48, 64], depths=[1, 1, 2, 1], num_vit=1)
 
 def write(tmp_path):
     Config.fromfile(str(CONFIG)).dump(str(tmp_path / SEARCH_CONFIG_NAME))
-    return write_outputs(ARCH, 1.0, [], tmp_path, 'net', 5, 0.1, 'test')
+    return write_outputs(ARCH, 1.0, [], tmp_path, 'net', 5, 0.1, 'test', img_size=64)
 
 
 def test_cls_config_is_the_complete_recipe(tmp_path):
@@ -28,6 +28,16 @@ def test_cls_config_is_the_complete_recipe(tmp_path):
     model = MODELS.build(cfg.model).eval()
     assert model.backbone.arch_settings['widths'] == ARCH['widths']
     assert model(torch.randn(1, 3, 64, 64), mode='tensor').shape == (1, 5)
+
+
+def test_v1_cls_config_has_the_searched_size(tmp_path):
+    """The V1 classifier is built at the search's img_size: its attention-bias tables, hence
+    its parameter count, are those the search counted (at 224 the stage-4 table is larger)."""
+    from mmeff.search.pipeline import params_m
+    model = MODELS.build(Config.fromfile(write(tmp_path)['cls_config']).model)
+    built = sum(p.numel() for n, p in model.named_parameters() if 'teacher' not in n) / 1e6
+    assert model.backbone.table_size == (2, 2)  # ceil(64 / 32)
+    assert built == params_m(ARCH, 5, 64) != params_m(ARCH, 5, 224)
 
 
 def test_maskrcnn_config_builds_the_full_detector(tmp_path):
