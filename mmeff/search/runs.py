@@ -8,7 +8,7 @@ is preprocessed once into tensors (:func:`val_tensors`) and scored in-process.
 """
 import copy
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
@@ -48,17 +48,26 @@ def train_config(config_path: Path, work_dir: Path,
 
 
 @torch.no_grad()
-def val_tensors(cfg: Config, model: torch.nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The validation split through its eval transform and the model's preprocessor."""
+def val_tensors(cfg: Config, model: torch.nn.Module, split: Optional[str] = None,
+                max_images: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The validation split (or ``split`` of the same tree, e.g. ``'train'`` images for BatchNorm
+    recalibration) through the eval transform and the model's preprocessor; the first
+    ``max_images`` of the loader's order when given."""
     from mmengine.runner import Runner
     loader_cfg = copy.deepcopy(cfg.val_dataloader)
     loader_cfg.update(num_workers=0, persistent_workers=False)
+    if split is not None:
+        loader_cfg['dataset'].update(split=split, train=False)
+        loader_cfg['sampler'] = dict(type='DefaultSampler', shuffle=True)  # all classes early
     xs, ys = [], []
     for batch in Runner.build_dataloader(loader_cfg, seed=0):
         data = model.data_preprocessor(batch, False)
         xs.append(data['inputs'])
         ys.append(data['data_samples']['gt_label'])
-    return torch.cat(xs), torch.cat(ys)
+        if max_images is not None and sum(len(y) for y in ys) >= max_images:
+            break
+    xs, ys = torch.cat(xs), torch.cat(ys)
+    return (xs, ys) if max_images is None else (xs[:max_images], ys[:max_images])
 
 
 @torch.no_grad()

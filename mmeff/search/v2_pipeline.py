@@ -15,17 +15,19 @@ with the raw and the calibrated error.
 import json
 import random
 import statistics
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
 
+from mmeff.search.bn_calibration import bn_recalibrated
 from mmeff.search.lut import LatencyLUT, build_v2_lut, make_key
 from mmeff.search.mes import mes
 from mmeff.search.outputs import write_outputs
 from mmeff.search.pipeline import measure, num_classes_of, prepare_search
-from mmeff.search.runs import accuracy, train_config
+from mmeff.search.runs import accuracy, train_config, val_tensors
 from mmeff.search.slimming import Goal, Step
 from mmeff.search.v2_search import slim_v2, subnets_like
 from mmeff.search.v2_subnet import V2ParamCounter, V2Subnet
@@ -130,19 +132,36 @@ def calibrate_v2(cfg: Config, lut: LatencyLUT, supernet: EfficientFormerV2Supern
 
 class SupernetAccuracy:
     """Top-1 (%) of a subnet with the supernet's shared weights on the validation tensors,
-    cached per subnet (slimming evaluates each candidate once)."""
+    cached per subnet (slimming evaluates each candidate once). With ``calib_batches`` the
+    subnet's BatchNorm statistics are re-estimated on them first (and restored after)."""
 
-    def __init__(self, model: torch.nn.Module, data: Dict[str, torch.Tensor]):
+    def __init__(self, model: torch.nn.Module, data: Dict[str, torch.Tensor],
+                 calib_batches: Sequence[torch.Tensor] = ()):
         self.model, self.data = model, data
+        self.calib_batches = list(calib_batches)
         self.supernet = v2_supernet_of(model)
         self.cache: Dict[V2Subnet, float] = {}
 
     def __call__(self, sub: V2Subnet) -> float:
         if sub not in self.cache:
             self.supernet.set_subnet(sub.to_arch())
-            self.cache[sub] = accuracy(self.model, self.data['val_x'], self.data['val_y'])
+            with bn_recalibrated(self.model, self.calib_batches) if self.calib_batches \
+                    else nullcontext():
+                self.cache[sub] = accuracy(self.model, self.data['val_x'], self.data['val_y'])
             self.supernet.set_max()
         return self.cache[sub]
+
+
+def calibration_batches(cfg: Config, model: torch.nn.Module) -> List[torch.Tensor]:
+    """``search.bn_calibration_images`` (default 128; 0: off) training images through the eval
+    transform, in batches of the val loader's size, for :func:`recalibrate_bn`."""
+    count = int(cfg.search.get('bn_calibration_images', 128))
+    if count < 0:
+        raise ValueError(f'search.bn_calibration_images must be >= 0, got {count}')
+    if count == 0:
+        return []
+    images, _ = val_tensors(cfg, model, split='train', max_images=count)
+    return list(images.split(int(cfg.val_dataloader.batch_size)))
 
 
 def split_val(data: Dict[str, torch.Tensor], held_out: float, seed: int = 0
@@ -187,8 +206,12 @@ def run_v2(cfg: Config, goals: Sequence[Goal], lut_path: Optional[str] = None,
     search_data, report_data = split_val(data, float(cfg.search.get('held_out', 0.0)))
     log(f'[data] {len(search_data["val_y"])} val images guide the search, '
         f'{len(report_data["val_y"])} report (held out: search.held_out)')
-    acc_fn, params_fn = SupernetAccuracy(model, search_data), param_counter(cfg, supernet)
-    report_acc = SupernetAccuracy(model, report_data)
+    calib = calibration_batches(cfg, model)
+    log(f'[data] BatchNorm recalibration of every scored subnet on '
+        f'{sum(len(b) for b in calib)} train images' if calib else
+        '[data] no BatchNorm recalibration (search.bn_calibration_images=0)')
+    acc_fn, params_fn = SupernetAccuracy(model, search_data, calib), param_counter(cfg, supernet)
+    report_acc = SupernetAccuracy(model, report_data, calib)
     for label, arch in (('max', supernet.max_arch), ('min', supernet.min_arch)):
         log(f'[supernet] {label} subnet accuracy: {acc_fn(V2Subnet.from_arch(arch)):.2f}% '
             f'(search split), {report_acc(V2Subnet.from_arch(arch)):.2f}% (report split)')
