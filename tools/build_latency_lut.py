@@ -3,20 +3,24 @@
     python tools/build_latency_lut.py --img-size 224 --max-widths 48 96 224 448 \
         [--batch 1] [--backend eager|fused|onnxruntime] [--step 16] [--min-width 16]
         [--v2 --v2-ratios 3 4] [--threads 1] [--runs 50] --out lut.json
+    python tools/build_latency_lut.py --family efficientformerv2 --config SEARCH_CONFIG \
+        --img-size 224 [--batch 1] [--backend ...] [--threads 1] [--runs 50] --out lut.json
     python tools/build_latency_lut.py --import iphone.csv --out lut.json
 
 Measures MB4D / MB3D (and with --v2 EfficientFormerV2's FFN and attention blocks) at every
 width, multiple of --step, at each stage's resolution, plus stem, embeddings and head, then
 checks the table's prediction of whole networks (the widest L1-like net and a narrower one)
 against a direct measurement. --import reads a CSV measured elsewhere (schema in
-mmeff/search/lut.py) and writes it in JSON/CSV.
+mmeff/search/lut.py) and writes it in JSON/CSV. --family efficientformerv2 measures the V2 ops
+(v2_stem / v2_embed / v2_ffn / v2_attn / v2_head) at the width and ratio choices of the
+supernet of --config and checks the prediction of its largest and smallest subnets.
 """
 import argparse
 import sys
 
 import torch
 
-from mmeff.search.lut import BACKENDS, LatencyLUT, build_lut, measure_network_ms
+from mmeff.search.lut import BACKENDS, LatencyLUT, build_lut, build_v2_lut, measure_network_ms
 from mmeff.search.space import Subnet
 
 
@@ -36,8 +40,18 @@ def main(argv=None) -> int:
     p.add_argument('--runs', type=int, default=30)
     p.add_argument('--check-depths', type=int, nargs=4, default=[2, 2, 3, 3],
                    help='depths of the networks used to check the prediction')
+    p.add_argument('--family', choices=('efficientformer', 'efficientformerv2'),
+                   default='efficientformer')
+    p.add_argument('--config', default=None,
+                   help='(efficientformerv2) the search config whose supernet gives the choices')
     p.add_argument('--out', required=True)
     args = p.parse_args(argv)
+    if args.family == 'efficientformerv2' and not args.import_path:
+        try:
+            return build_v2(args)
+        except (ValueError, FileNotFoundError) as err:
+            print(f'[lut] error: {err}', file=sys.stderr)
+            return 2
     if args.import_path:
         lut = LatencyLUT.load(args.import_path)
         lut.save(args.out)
@@ -58,6 +72,34 @@ def main(argv=None) -> int:
                                   args.num_classes, args.runs, 5, args.threads)
         print(f'check {arch}: LUT {pred:.3f} ms, measured {meas:.3f} ms, '
               f'error {100 * (pred - meas) / meas:+.1f}%')
+    return 0
+
+
+
+def build_v2(args) -> int:
+    """The V2 table of the supernet's choices, checked on its largest and smallest subnets."""
+    from mmengine.config import Config
+
+    from mmeff.registry import MODELS
+    from mmeff.search.v2_subnet import V2Subnet
+    if not args.config:
+        raise ValueError('--family efficientformerv2 needs --config: the search config whose '
+                         'EfficientFormerV2Supernet gives the width and ratio choices')
+    cfg = Config.fromfile(args.config)
+    space = MODELS.build(cfg.model['backbone']).search_space
+    torch.set_num_threads(args.threads)
+    lut = build_v2_lut(args.img_size, space.width_choices, space.ratio_choices, args.batch,
+                       args.backend, args.num_classes, runs=args.runs, threads=args.threads,
+                       log=print)
+    lut.save(args.out)
+    print(f'{len(lut.entries)} entries -> {args.out}; meta {lut.meta}')
+    for arch in (space.max_arch, space.min_arch):
+        pred = lut.predict(V2Subnet.from_arch(arch))
+        meas = measure_network_ms(arch, args.img_size, args.batch, args.backend,
+                                  args.num_classes, args.runs, 5, args.threads,
+                                  'efficientformerv2')
+        print(f'check {V2Subnet.from_arch(arch).describe()}: LUT {pred:.3f} ms, measured '
+              f'{meas:.3f} ms, error {100 * (pred - meas) / meas:+.1f}%')
     return 0
 
 

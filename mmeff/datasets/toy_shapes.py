@@ -51,11 +51,19 @@ def shape_polygon(shape: str, size: float, rng: np.random.Generator) -> np.ndarr
 
 def place_polygon(poly: np.ndarray, height: int, width: int,
                   rng: np.random.Generator) -> np.ndarray:
-    """Translate ``poly`` to a uniformly random position where it lies fully inside the image."""
+    """Translate ``poly`` to a uniformly random position where it lies fully inside the image.
+
+    A shape larger than the image (less a 1-pixel border) is first scaled down about its
+    corner to fit: a drawn size near the image side, once rotated, can exceed it, and raising
+    there made some image counts impossible. Shapes that fit take no other branch and draw
+    nothing more from ``rng``, so the images generated before this scaling are unchanged.
+    """
     lo, hi = poly.min(axis=0), poly.max(axis=0)
     ext = hi - lo
-    if ext[0] > width - 2 or ext[1] > height - 2:
-        raise ValueError(f'shape of extent {ext.tolist()} does not fit a {height}x{width} image')
+    room = np.array([width - 2, height - 2], dtype=float)
+    if ext[0] > room[0] or ext[1] > room[1]:
+        poly = lo + (poly - lo) * float(np.min(room / ext))
+        ext = np.minimum(poly.max(axis=0) - lo, room)
     x0 = rng.uniform(1, width - 1 - ext[0])
     y0 = rng.uniform(1, height - 1 - ext[1])
     return np.round(poly - lo + np.array([x0, y0]), 2)

@@ -74,12 +74,13 @@ def get_lut(cfg: Config, supernet: EfficientFormerSupernet, lut_path: Optional[s
     return lut, path
 
 
-def measure(cfg: Config, arch: Dict) -> float:
+def measure(cfg: Config, arch: Dict, family: str = 'efficientformer') -> float:
     """Direct latency of the classifier of ``arch`` with the table's settings (3x the runs:
     the fastest of more calls is steadier, and calibration uses this same measurement)."""
     c = cfg.lut
     return measure_network_ms(arch, c['img_size'], c['batch'], c['backend'],
-                              num_classes_of(cfg), 3 * c['runs'], c['warmup'], c['threads'])
+                              num_classes_of(cfg), 3 * c['runs'], c['warmup'], c['threads'],
+                              family)
 
 
 def calibrate(cfg: Config, lut: LatencyLUT, supernet: EfficientFormerSupernet, start: Subnet,
@@ -141,7 +142,7 @@ def search(cfg: Config, model: torch.nn.Module, lut: LatencyLUT, data: Dict,
         arch = sub.to_arch()
         key = (tuple(arch['widths']), tuple(arch['depths']), arch['num_vit'])
         if key not in size_cache:
-            size_cache[key] = params_m(arch, num_classes)
+            size_cache[key] = params_m(arch, num_classes, supernet.img_size)
         return size_cache[key]
 
     step = cfg.lut.get('step', 16)
@@ -180,9 +181,12 @@ def search(cfg: Config, model: torch.nn.Module, lut: LatencyLUT, data: Dict,
     return history, measured
 
 
-def params_m(arch: Dict, num_classes: int) -> float:
+def params_m(arch: Dict, num_classes: int, img_size: int) -> float:
+    """Exact size of the classifier of ``arch`` at the search's ``img_size`` (the grid of its
+    attention-bias tables: the written config builds it there too)."""
     from mmeff.models.classifiers import efficientformer_classifier
-    return num_params_m(efficientformer_classifier(arch, num_classes, distillation=False))
+    return num_params_m(efficientformer_classifier(arch, num_classes, distillation=False,
+                                                   img_size=img_size))
 
 
 def random_archs(lut: LatencyLUT, supernet: EfficientFormerSupernet, target_ms: float,
@@ -206,6 +210,21 @@ def random_archs(lut: LatencyLUT, supernet: EfficientFormerSupernet, target_ms: 
     return found
 
 
+def prepare_search(cfg: Config, work_dir: str, log: Log, resume: bool = True
+                   ) -> Tuple[Config, Path, torch.nn.Module, Dict[str, torch.Tensor]]:
+    """What every search starts with: the work dir holding the dumped search config, the
+    data, the trained (or reused) supernet classifier and the validation tensors."""
+    work = Path(work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = copy.deepcopy(cfg)
+    cfg.work_dir = str(work / 'supernet')
+    cfg.dump(str(work / SEARCH_CONFIG_NAME))
+    prepare_data(cfg)
+    model = get_supernet(cfg, work, log, resume)
+    data = dict(zip(('val_x', 'val_y'), val_tensors(cfg, model)))
+    return cfg, work, model, data
+
+
 def run(cfg: Config, targets_ms: Sequence[float] = (), target_ratios: Sequence[float] = (),
         objective: str = 'latency', lut_path: Optional[str] = None,
         work_dir: str = 'work_dirs/search', resume: bool = True, compare: bool = False,
@@ -215,15 +234,8 @@ def run(cfg: Config, targets_ms: Sequence[float] = (), target_ratios: Sequence[f
     scratch with their written configs and measured (Table 5)."""
     if not targets_ms and not target_ratios:
         raise ValueError('give at least one --target-latency (ms) or --target-ratio')
-    work = Path(work_dir).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    cfg = copy.deepcopy(cfg)
-    cfg.work_dir = str(work / 'supernet')
-    cfg.dump(str(work / SEARCH_CONFIG_NAME))
-    prepare_data(cfg)
-    model = get_supernet(cfg, work, log, resume)
+    cfg, work, model, data = prepare_search(cfg, work_dir, log, resume)
     supernet = supernet_of(model)
-    data = dict(zip(('val_x', 'val_y'), val_tensors(cfg, model)))
     log(f'[supernet] val accuracy (expected mixture): '
         f'{accuracy(model, data["val_x"], data["val_y"]):.2f}% on {len(data["val_y"])} images')
     lut, path = get_lut(cfg, supernet, lut_path, work, log)
@@ -243,7 +255,8 @@ def run(cfg: Config, targets_ms: Sequence[float] = (), target_ratios: Sequence[f
         arch = history[-1].subnet.to_arch()
         name = f'searched_{objective}_{t:.3f}ms'.replace('.', 'p')
         files = write_outputs(arch, t, history, work, name, nc, ls,
-                              f'target {t:.3f} ms, objective {objective}')
+                              f'target {t:.3f} ms, objective {objective}',
+                              img_size=supernet.img_size)
         entry = dict(target_ms=t, arch=arch, lut_ms=history[-1].latency_ms,
                      measured_ms=measured, params_m=history[-1].params_m,
                      supernet_acc=history[-1].accuracy, files=files, steps=len(history) - 1)
@@ -271,12 +284,13 @@ def compare_with_random(cfg: Config, lut: LatencyLUT, supernet: EfficientFormerS
     for label, a in [('searched', arch)] + [(f'random{k + 1}', r)
                                             for k, r in enumerate(randoms)]:
         net_name = name if label == 'searched' else f'{name}_{label}'
-        files = write_outputs(a, target_ms, [], work, net_name, nc, ls, label) \
+        files = write_outputs(a, target_ms, [], work, net_name, nc, ls, label,
+                              img_size=supernet.img_size) \
             if label != 'searched' else None
         config = work / f'{net_name}_cls.py'
         trained = train_config(config, work / net_name)
         row = dict(model=label, arch=a, lut_ms=lut.predict(Subnet.from_arch(a)),
-                   measured_ms=measure(cfg, a), params_m=params_m(a, nc),
+                   measured_ms=measure(cfg, a), params_m=params_m(a, nc, supernet.img_size),
                    top1=accuracy(trained, data['val_x'], data['val_y']),
                    config=str(config) if files is None else files['cls_config'])
         row['vs_target'] = (row['measured_ms'] - target_ms) / target_ms

@@ -8,7 +8,7 @@ is preprocessed once into tensors (:func:`val_tensors`) and scored in-process.
 """
 import copy
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
@@ -37,25 +37,37 @@ def build_model(cfg: Config) -> torch.nn.Module:
     return MODELS.build(model_cfg)
 
 
-def train_config(config_path: Path, work_dir: Path) -> torch.nn.Module:
-    """Train ``config_path`` as ``tools/train.py CONFIG --work-dir WORK_DIR``; the model."""
+def train_config(config_path: Path, work_dir: Path,
+                 cfg_options: Sequence[str] = ()) -> torch.nn.Module:
+    """Train ``config_path`` as ``tools/train.py CONFIG --work-dir WORK_DIR [--cfg-options
+    ...]`` (e.g. ``randomness.seed=1``); the model."""
     from mmeff.engine.launch import train
-    runner = train([str(config_path), '--work-dir', str(work_dir)])
+    options = ['--cfg-options', *cfg_options] if cfg_options else []
+    runner = train([str(config_path), '--work-dir', str(work_dir), *options])
     return runner.model
 
 
 @torch.no_grad()
-def val_tensors(cfg: Config, model: torch.nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The validation split through its eval transform and the model's preprocessor."""
+def val_tensors(cfg: Config, model: torch.nn.Module, split: Optional[str] = None,
+                max_images: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The validation split (or ``split`` of the same tree, e.g. ``'train'`` images for BatchNorm
+    recalibration) through the eval transform and the model's preprocessor; the first
+    ``max_images`` of the loader's order when given."""
     from mmengine.runner import Runner
     loader_cfg = copy.deepcopy(cfg.val_dataloader)
     loader_cfg.update(num_workers=0, persistent_workers=False)
+    if split is not None:
+        loader_cfg['dataset'].update(split=split, train=False)
+        loader_cfg['sampler'] = dict(type='DefaultSampler', shuffle=True)  # all classes early
     xs, ys = [], []
     for batch in Runner.build_dataloader(loader_cfg, seed=0):
         data = model.data_preprocessor(batch, False)
         xs.append(data['inputs'])
         ys.append(data['data_samples']['gt_label'])
-    return torch.cat(xs), torch.cat(ys)
+        if max_images is not None and sum(len(y) for y in ys) >= max_images:
+            break
+    xs, ys = torch.cat(xs), torch.cat(ys)
+    return (xs, ys) if max_images is None else (xs[:max_images], ys[:max_images])
 
 
 @torch.no_grad()

@@ -197,6 +197,34 @@ def test_more_images_keep_the_first_ones(tmp_path):
     assert big['annotations'][:len(small['annotations'])] == small['annotations']
 
 
+
+def test_shapes_larger_than_the_image_are_scaled_to_fit():
+    """Train image 287 / val image 197 of the 64x64 ImageNet tree (seed 0) draw a rotated
+    shape wider than 62 px: they are generated (scaled to fit) instead of raising."""
+    from mmeff.datasets.toy_data import _imagenet_image, _rng
+    from mmeff.datasets.toy_shapes import place_polygon
+    for split, index in (('train', 287), ('val', 197)):
+        img = _imagenet_image(IMAGENET_CLASSES[index % 5], _rng(0, 'imagenet', split, index),
+                              64, 64)
+        assert img.size == (64, 64)
+    square = np.array([[0.0, 0.0], [80.0, 0.0], [80.0, 40.0], [0.0, 40.0]])
+    placed = place_polygon(square, 64, 64, np.random.default_rng(0))
+    ext = placed.max(axis=0) - placed.min(axis=0)
+    assert placed.min() >= 1 and placed[:, 0].max() <= 63 and placed[:, 1].max() <= 63
+    assert ext[0] == pytest.approx(62, abs=0.02) and ext[1] == pytest.approx(31, abs=0.02)
+
+
+def test_fitting_shapes_are_placed_as_before():
+    """A shape that fits is only translated, with the same two draws as before the scaling
+    existed (the images of every count that worked are unchanged)."""
+    from mmeff.datasets.toy_shapes import place_polygon
+    tri = np.array([[-10.0, -5.0], [20.0, 3.0], [0.0, 25.0]])
+    rng = np.random.default_rng(3)
+    x0, y0 = rng.uniform(1, 64 - 1 - 30), rng.uniform(1, 48 - 1 - 30)
+    expected = np.round(tri - tri.min(axis=0) + np.array([x0, y0]), 2)
+    np.testing.assert_array_equal(place_polygon(tri, 48, 64, np.random.default_rng(3)),
+                                  expected)
+
 # ------------------------------------------------------------------------------ arguments, CLI
 def test_refuses_to_mix_with_an_earlier_generation(tmp_path):
     make_imagenet(tmp_path, num_train=5, num_val=5, size=(32, 32))

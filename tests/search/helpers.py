@@ -1,4 +1,8 @@
 """Synthetic latency tables and subnets shared by the search tests."""
+from pathlib import Path
+
+from mmengine.config import Config
+
 from mmeff.search.lut import LatencyLUT
 from mmeff.search.space import Subnet
 
@@ -32,3 +36,15 @@ def full_subnet(num_3d: int = 1) -> Subnet:
 
 def uniform_importance(value: float = 1.0):
     return [[value] * 2, [value] * 2, [value] * 3, [value] * 3]
+
+
+def shrink_to_tiny(cfg: Config, data_root: Path) -> Config:
+    """A search config on a 20-image 32x32 toy tree, one epoch (the slow tests)."""
+    cfg.toy_imagenet = dict(num_train=20, num_val=10, size=(32, 32), seed=0)
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.update(data_root=str(data_root), img_size=32)
+        loader.batch_size = 10
+    cfg.train_cfg.update(max_epochs=1, val_interval=1)
+    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0, end=1)]
+    cfg.default_hooks.checkpoint.interval = 1
+    return cfg

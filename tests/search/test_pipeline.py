@@ -10,6 +10,8 @@ from mmengine.config import Config
 from mmeff.registry import MODELS
 from mmeff.search.pipeline import run
 
+from .helpers import shrink_to_tiny
+
 CONFIG = Path(__file__).resolve().parents[2] / 'configs/search/supernet_l1_toy.py'
 
 
@@ -17,13 +19,7 @@ def tiny_config(data_root: Path) -> Config:
     cfg = Config.fromfile(str(CONFIG))
     cfg.model.backbone.update(widths=(16, 32, 32, 48), depths=(1, 1, 2, 2), img_size=32)
     cfg.model.head.update(in_channels=48)
-    cfg.toy_imagenet = dict(num_train=20, num_val=10, size=(32, 32), seed=0)
-    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
-        loader.dataset.update(data_root=str(data_root), img_size=32)
-        loader.batch_size = 10
-    cfg.train_cfg.update(max_epochs=1, val_interval=1)
-    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0, end=1)]
-    cfg.default_hooks.checkpoint.interval = 1
+    shrink_to_tiny(cfg, data_root)
     cfg.lut.update(img_size=32, batch=1, runs=5, warmup=3, copies=1)
     cfg.search.update(calibration_nets=2, refine_steps=1, num_random=1, random_tolerance=0.5)
     return cfg

@@ -138,9 +138,23 @@ class ImageClassifier(BaseModel):
         raise ValueError(f"mode must be 'tensor', 'loss' or 'predict', got {mode!r}")
 
     def loss(self, inputs: torch.Tensor, data_samples: Samples) -> Dict[str, torch.Tensor]:
+        self.check_labels(data_samples)
+        teacher_label = self.teacher_label(inputs) if self.with_teacher else None
+        return self.losses(self.head(self.extract_feat(inputs)), data_samples, teacher_label)
+
+    @staticmethod
+    def check_labels(data_samples: Samples) -> None:
         if not data_samples or 'gt_label' not in data_samples:
             raise ValueError("training batches need labels: data_samples['gt_label']")
-        outputs = self.head(self.extract_feat(inputs))
+
+    def teacher_label(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The teacher's hard label of each image (DeiT's hard distillation target)."""
+        return self.teacher(inputs).argmax(dim=1)
+
+    def losses(self, outputs, data_samples: Dict[str, torch.Tensor],
+               teacher_label: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The losses of the head's ``outputs`` (``teacher_label``: None without a teacher),
+        apart from the forward so that several networks can share one teacher pass."""
         if isinstance(outputs, (tuple, list)):
             if not self.with_teacher:
                 raise ValueError(
@@ -156,7 +170,6 @@ class ImageClassifier(BaseModel):
         cls_loss = self.label_loss(cls_logits, data_samples)
         if dist_logits is None:
             return {'loss_cls': cls_loss}
-        teacher_label = self.teacher(inputs).argmax(dim=1)
         alpha = self.distillation_alpha
         return {'loss_cls': (1 - alpha) * cls_loss,
                 'loss_dist': alpha * F.cross_entropy(dist_logits, teacher_label)}

@@ -74,6 +74,8 @@ class EfficientFormerV2(MobileBackbone):
     dense_only_prefixes = ('out_norm',)
     #: run eval-mode forwards in channels_last memory format (faster depth-wise convs)
     eval_channels_last: bool = True
+    #: the block class (mmeff.search's slimmable supernet builds elastic blocks through it)
+    block_cls = EfficientFormerV2Block
 
     def __init__(self,
                  arch: Union[str, dict] = 's0',
@@ -129,16 +131,25 @@ class EfficientFormerV2(MobileBackbone):
             downsample = nn.Identity() if i == 0 else Downsample(
                 widths[i - 1], widths[i], use_attn=i == 3, table_size=grid16)
             blocks = [
-                EfficientFormerV2Block(
+                self.block_cls(
                     widths[i], mlp_ratio=settings['mlp_ratios'][i][j],
-                    use_attn=i >= 2 and j >= depth - settings['num_attn'],
+                    use_attn=self.holds_attention(i, j),
                     stride=2 if i == 2 else None, table_size=grid32, drop_path=rates[i][j],
                     layer_scale_init=layer_scale_init) for j in range(depth)
             ]
             stages.append(EfficientFormerV2Stage(downsample, blocks))
         return nn.ModuleList(stages)
 
+    def holds_attention(self, stage: int, index: int) -> bool:
+        """Whether block ``index`` of ``stage`` has the MHSA token mixer: the last ``num_attn``
+        blocks of stages 3 and 4 (the supernet also builds it where a shallower subnet has it)."""
+        return stage >= 2 and index >= self.depths[stage] - self.arch_settings['num_attn']
+
     # ----------------------------------------------------------------------------- forward
+    def stage_blocks(self, stage: int) -> Sequence[nn.Module]:
+        """The blocks ``forward`` runs in ``stage`` (a supernet's subnet runs the first ones)."""
+        return self.stages[stage].blocks
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self.check_input(x)
         channels_last = self.eval_channels_last and not self.training
@@ -150,7 +161,7 @@ class EfficientFormerV2(MobileBackbone):
         for i, stage in enumerate(self.stages):
             if not isinstance(stage.downsample, nn.Identity):
                 x = self.run_block(stage.downsample, x)
-            for block in stage.blocks:
+            for block in self.stage_blocks(i):
                 x = self.run_block(block, x)
             if i in self.out_indices:
                 out = getattr(self, f'out_norm{i}')(x) if self.with_out_norms else x
