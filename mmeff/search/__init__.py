@@ -2,6 +2,7 @@
 EfficientFormerV2: supernet, latency lookup table, slimming, pipeline; EfficientFormerV2's
 slimmable supernet (search space, switchable layers, subnet extraction) and its MES-driven
 slimming (V2 Alg. 1: v2_search, on the one greedy loop of slimming)."""
+from mmeff.search.bn_calibration import bn_recalibrated, recalibrate_bn
 from mmeff.search.lut import LatencyLUT, build_lut, build_v2_lut, measure_network_ms
 from mmeff.search.mes import mes
 from mmeff.search.slimming import (Goal, candidate_actions, greedy_slim, importance_scores,
@@ -19,4 +20,5 @@ __all__ = ['LatencyLUT', 'build_lut', 'measure_network_ms', 'mes', 'candidate_ac
            'importance_scores', 'initial_subnet', 'slim', 'Subnet', 'EfficientFormerSupernet',
            'MetaPath', 'V2SearchSpace', 'EfficientFormerV2Supernet',
            'EfficientFormerV2SupernetHead', 'extract_subnet', 'SandwichClassifier', 'build_v2_lut',
-           'Goal', 'greedy_slim', 'slim_v2', 'slimming_actions', 'V2ParamCounter', 'V2Subnet']
+           'Goal', 'greedy_slim', 'slim_v2', 'slimming_actions', 'V2ParamCounter', 'V2Subnet',
+           'recalibrate_bn', 'bn_recalibrated']
