@@ -15,6 +15,7 @@ from mmeff.registry import MODELS
 from mmeff.search.sandwich import SandwichClassifier
 from mmeff.search.v2_space import V2SearchSpace
 from mmeff.search.v2_supernet import EfficientFormerV2Supernet, extract_subnet
+from mmeff.testing import FULL_LAYER_SCALE, randomize_
 
 MAX_ARCH = dict(widths=(16, 32, 48, 64), depths=(2, 2, 3, 3), mlp_ratios=4, num_attn=1)
 WIDTHS = ((8, 16), (16, 32), (32, 48), (48, 64))
@@ -32,9 +33,9 @@ def subnets(net: EfficientFormerV2Supernet, count: int):
     return [net.max_arch, net.min_arch] + [net.sample_subnet(rng) for _ in range(count)]
 
 
-def test_sliced_backbones_equal_standalone_models(perturb):
+def test_sliced_backbones_equal_standalone_models():
     torch.manual_seed(0)
-    net = perturb(supernet(num_attn_choices=(0, 1))).eval()
+    net = randomize_(supernet(num_attn_choices=(0, 1)), layer_scale=FULL_LAYER_SCALE).eval()
     x = torch.randn(2, 3, 64, 96)
     archs = subnets(net, 4) + [dict(MAX_ARCH, depths=(2, 1, 2, 2), num_attn=0)]
     assert len({str(a) for a in archs}) == len(archs)
@@ -49,7 +50,7 @@ def test_sliced_backbones_equal_standalone_models(perturb):
             assert torch.equal(out, ref), arch
 
 
-def test_sliced_classifier_equals_standalone_classifier_in_train_and_eval(perturb):
+def test_sliced_classifier_equals_standalone_classifier_in_train_and_eval():
     torch.manual_seed(0)
     model = MODELS.build(dict(
         type='mmeff.ImageClassifier',
@@ -57,7 +58,7 @@ def test_sliced_classifier_equals_standalone_classifier_in_train_and_eval(pertur
                       img_size=64, out_indices=(3,), with_out_norms=False),
         head=dict(type='mmeff.EfficientFormerV2SupernetHead', width_choices=WIDTHS[3],
                   num_classes=5, distillation=True)))
-    perturb(model)
+    randomize_(model, layer_scale=FULL_LAYER_SCALE)
     x = torch.randn(3, 3, 64, 64)
     for arch in subnets(model.backbone, 2):
         arch, state = extract_subnet(model, arch)
