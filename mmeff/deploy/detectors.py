@@ -441,12 +441,13 @@ def compare_detections(reference: Sequence, got: Sequence, score_thr: float = 0.
     or, when a list is full (``max_per_img`` entries), of that list's lowest score."""
     rb, rs, rl = (_np(t) for t in reference[:3])
     gb, gs, gl = (_np(t) for t in got[:3])
-    pairs = match_detections(rb, rl, gb, gl)
     cut = score_thr
     for scores in (rs, gs):
         if max_per_img > 0 and len(scores) >= max_per_img:
             cut = max(cut, float(scores.min()))
     margin = cut + DETECTION_TOLERANCE['score_margin']
+    pairs = [(i, j) for i, j in match_detections(rb, rl, gb, gl)
+             if not _cut_strangers(rb[i], gb[j], rs[i], gs[j], margin)]
     matched_r, matched_g = {i for i, _ in pairs}, {j for _, j in pairs}
     unmatched = sum(rs[i] > margin for i in range(len(rs)) if i not in matched_r) + \
         sum(gs[j] > margin for j in range(len(gs)) if j not in matched_g)
@@ -466,6 +467,17 @@ def compare_detections(reference: Sequence, got: Sequence, score_thr: float = 0.
     return DetectionParity(reference=len(rs), got=len(gs), matched=len(pairs),
                            unmatched_confident=int(unmatched), max_box_px=box, max_score=score,
                            min_mask_agreement=agreement)
+
+
+def _cut_strangers(ref_box: np.ndarray, got_box: np.ndarray, ref_score: float,
+                   got_score: float, margin: float) -> bool:
+    """Whether a matched pair is two different detections that each made one list only by
+    a rounding difference at the cut (both scores within ``margin``, boxes apart by more
+    than the box tolerance): left unmatched, as each alone would be. Greedy matching pairs
+    any leftover detections of the same label, so without this a swap at the score
+    threshold or at ``max_per_img`` reads as a box hundreds of pixels off."""
+    apart = float(np.abs(ref_box - got_box).max()) > DETECTION_TOLERANCE['box_px']
+    return apart and ref_score <= margin and got_score <= margin
 
 
 def _agreement(a: np.ndarray, b: np.ndarray, sure: np.ndarray) -> float:

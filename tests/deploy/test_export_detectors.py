@@ -92,6 +92,28 @@ def test_detection_comparison_fails_on_a_moved_box_or_a_lost_detection():
     assert compare_detections(ref, swapped).ok()
 
 
+def test_detections_swapped_at_the_cut_are_not_paired_as_a_moved_box():
+    """Two different detections of one label, each in one list only because a rounding
+    difference decided the cut (score threshold, then max_per_img), must not be paired: greedy
+    matching did, and a fused export could then read as a box hundreds of px off."""
+    sure = np.array([[10, 10, 50, 50]], np.float32)
+    ref = [np.concatenate([sure, [[20, 20, 60, 60]]]).astype(np.float32),
+           np.array([0.9, 0.0504], np.float32), np.array([1, 2])]
+    got = [np.concatenate([sure, [[200, 250, 285, 325]]]).astype(np.float32),
+           np.array([0.9, 0.0503], np.float32), np.array([1, 2])]
+    parity = compare_detections(ref, got, score_thr=0.05)
+    assert parity.ok(), parity.text()
+    assert parity.matched == 1 and parity.max_box_px == 0.0
+    full = [np.array([0.9, 0.3004], np.float32), np.array([0.9, 0.3003], np.float32)]
+    parity = compare_detections([ref[0], full[0], ref[2]], [got[0], full[1], got[2]],
+                                score_thr=0.05, max_per_img=2)
+    assert parity.ok(), parity.text()
+    # a confident detection that moved is still paired and still fails
+    confident = compare_detections([ref[0], ref[1] * 0 + 0.9, ref[2]],
+                                   [got[0], got[1] * 0 + 0.9, got[2]], score_thr=0.05)
+    assert not confident.ok() and confident.max_box_px > 200
+
+
 # ------------------------------------------------------------------- ONNX, MMDet's predict
 @pytest.mark.slow
 def test_retinanet_whole_onnx_matches_mmdet_predict(tmp_path, capsys):
