@@ -147,7 +147,10 @@ class ExportReport:
         lines.extend(f'  note: {n}' for n in self.notes)
         lines.extend(c.text() for c in self.compressed)
         verdict = 'PASS' if self.ok else 'FAIL'
-        lines.append(f'  parity {verdict} (tolerance: relative error <= {self.tolerance:g})')
+        scope = ('; framework rows: their own tolerances, stated on each'
+                 if self.extra_parity else '')
+        lines.append(f'  parity {verdict} (tolerance: relative error <= {self.tolerance:g} for '
+                     f'the tensor comparisons{scope})')
         return '\n'.join(lines)
 
     def _input_text(self) -> str:
