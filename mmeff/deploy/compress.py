@@ -42,6 +42,7 @@ from torch import nn
 from mmeff.datasets.imagenet import IMG_EXTENSIONS
 from mmeff.deploy.coreml_compress import COREML_MODES, compress_coreml_export, file_bytes
 from mmeff.deploy.parity import output_list
+from mmeff.deploy.parts import data_normalisation
 from mmeff.models.classifiers.data_preprocessor import IMAGENET_MEAN_255, IMAGENET_STD_255
 
 ONNX_MODES = ('fp16', 'int8-dynamic', 'int8-static')
@@ -71,13 +72,11 @@ class Normalization:
     def of_model(cls, model: nn.Module) -> 'Normalization':
         """The statistics of ``model.data_preprocessor`` (an MMDet / MMSeg / mmeff config's),
         ImageNet's when it has none (a zoo classifier built by name)."""
-        pre = getattr(model, 'data_preprocessor', None)
-        mean, std = getattr(pre, 'mean', None), getattr(pre, 'std', None)
-        if not isinstance(mean, torch.Tensor) or not isinstance(std, torch.Tensor) \
-                or mean.numel() != 3:
+        norm = data_normalisation(model)
+        if norm is None:
             return cls()
-        return cls(tuple(float(v) for v in mean.flatten()),
-                   tuple(float(v) for v in std.flatten()))
+        mean, std, _ = norm
+        return cls(tuple(mean), tuple(std))
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (3, H, W) float32."""
