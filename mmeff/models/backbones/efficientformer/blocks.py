@@ -12,14 +12,14 @@ of their branch, LayerNorm affines into the following linear, the attention scal
 query weights — so that deployment runs fewer, larger ops with the same result.
 """
 import copy
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmeff.models.layers import (AttentionBias2d, ConvBN, LayerScale, conv1x1_to_linear,
-                                 drop_path_or_identity, folded, is_graph_export,
+from mmeff.models.layers import (AttentionBias2d, ConvBN, GELU2d, LayerScale,
+                                 conv1x1_to_linear, drop_path_or_identity, folded, is_graph_export,
                                  use_graph_forms)
 
 Size2d = Tuple[int, int]
@@ -101,11 +101,12 @@ class ConvMlp(nn.Module):
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
         self.fc1 = ConvBN(dim, hidden_dim, 1, bias=True)
-        self.act = nn.GELU()
+        self.act = GELU2d()
         self.fc2 = ConvBN(hidden_dim, dim, 1, bias=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+    def forward(self, x: torch.Tensor, out_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The MLP, times ``out_scale`` per channel if given (folded into fc2's BN)."""
+        return self.fc2(self.act(self.fc1(x)), out_scale)
 
 
 class MB4D(nn.Module):
@@ -121,8 +122,22 @@ class MB4D(nn.Module):
         self.drop_path = drop_path_or_identity(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.folds_layer_scales():
+            gamma1 = self.ls1.gamma.to(x.dtype)[:, None, None]
+            x = torch.lerp(x, self.token_mixer.pool(x), gamma1)
+            return x + self.mlp(x, out_scale=self.ls2.gamma)
         x = x + self.drop_path(self.ls1(self.token_mixer(x)))
         return x + self.drop_path(self.ls2(self.mlp(x)))
+
+    def folds_layer_scales(self) -> bool:
+        """Whether the forward computes the same function in fewer passes over the map, which
+        training at dense resolutions is bound by: ``x + ls1 * (pool(x) - x)`` as one
+        ``lerp(x, pool(x), ls1)`` and ``ls2`` inside fc2's BatchNorm affine. Only without
+        stochastic depth (its per-sample mask sits between the scale and the sum; the dense
+        configs train without it) and not while a graph is recorded (export keeps the plain
+        ops)."""
+        return (isinstance(self.drop_path, nn.Identity) and type(self.ls1) is LayerScale
+                and type(self.ls2) is LayerScale and not is_graph_export())
 
     def fuse(self) -> 'MB4DDeploy':
         mlp = self.mlp

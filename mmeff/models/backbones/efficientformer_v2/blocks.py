@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmeff.models.layers import (AttentionBias2d, ConvBN, LayerScale, drop_path_or_identity,
-                                 folded)
+from mmeff.models.layers import (AttentionBias2d, ConvBN, GELU2d, LayerScale,
+                                 drop_path_or_identity, folded)
 
 Size2d = Tuple[int, int]
 
@@ -81,20 +81,6 @@ def _mix_heads(attn: torch.Tensor, weight: torch.Tensor,
     flat = attn.reshape(b, heads, nq * nk)
     out = torch.bmm(w, flat) if bias is None else torch.baddbmm(bias, w, flat)
     return out.reshape(b, heads, nq, nk)
-
-
-class GELU2d(nn.GELU):
-    """Exact (erf) GELU that is as fast on channels_last maps as on NCHW ones.
-
-    PyTorch's CPU kernel is markedly slower (1.4x and more) on a channels_last NCHW view than
-    on the same memory seen as a contiguous NHWC tensor, so channels_last input is run as NHWC.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and not x.is_contiguous() and \
-                x.is_contiguous(memory_format=torch.channels_last):
-            return F.gelu(x.permute(0, 2, 3, 1), approximate=self.approximate).permute(0, 3, 1, 2)
-        return F.gelu(x, approximate=self.approximate)
 
 
 # ------------------------------------------------------------------------------------- stem

@@ -1,0 +1,28 @@
+"""Activations with a layout-aware CPU path.
+
+PyTorch's element-wise CPU kernels run markedly slower on a channels-last NCHW *view* than on
+the same memory seen as a contiguous NHWC tensor (GELU forward 1.4x and more, its backward
+~2.3x on EfficientFormer-L1's 2x192x128x128 hidden map, 1 thread); channels-last maps are what
+the backbones run in on CPU (eval for V2, training for every family), so the activation is
+applied to the NHWC view, and autograd records the backward on that view too.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _channels_last_view(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and \
+        x.is_contiguous(memory_format=torch.channels_last)
+
+
+class GELU2d(nn.GELU):
+    """Exact (erf) GELU that is as fast on channels-last maps as on NCHW ones (module doc)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _channels_last_view(x):
+            return F.gelu(x.permute(0, 2, 3, 1), approximate=self.approximate).permute(0, 3, 1, 2)
+        return F.gelu(x, approximate=self.approximate)
+
+
+__all__ = ['GELU2d']

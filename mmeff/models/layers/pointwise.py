@@ -1,0 +1,98 @@
+"""1x1 convolutions that run through oneDNN on CPU channels-last maps, forward and backward.
+
+Why: aten picks the backend of a convolution by a heuristic written for NCHW inference; a
+stride-1 1x1 convolution with a batch under 16 on one thread goes to its THNN path
+(``_slow_conv2d``: a GEMM per image, plus a copy when the input is channels-last), also for
+the backward pass. Dense training runs exactly that case (batch 2 per GPU-less worker, 1x1
+MLP convolutions on channels-last maps; :attr:`MobileBackbone.train_channels_last`), and
+there oneDNN is faster: forward + backward of the MLP convolutions of EfficientFormer-L1 at
+2x512x512, 1 thread, AMD EPYC (Zen 4), 1.06-1.28x (largest on the early, wide maps with few
+channels; tools/benchmarks/train_step_ops.py). :class:`PointwiseConv2d` computes the same
+three products: the output and the input gradient as oneDNN 1x1 convolutions (the gradient
+one with the transposed weight), the weight gradient as one GEMM over every pixel of the
+batch (NHWC views, no copy), the bias gradient as a column sum.
+
+It takes this path only where it is the same function on a faster kernel: CPU, float32,
+a channels-last 4-D input, oneDNN enabled (``torch.backends.mkldnn``), no autocast, and not
+while a graph is recorded (export, scripting, ``torch.compile``); everywhere else it is an
+``nn.Conv2d``, with the same parameters, state-dict keys and hooks.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from mmeff.models.layers.graph_mode import is_graph_export
+
+
+def _autocast_on() -> bool:
+    return torch.is_autocast_enabled('cpu')
+
+
+def onednn_pointwise_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :class:`PointwiseConv2d` sends ``x`` through oneDNN (see module docstring)."""
+    return (x.device.type == 'cpu' and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and not _autocast_on() and not is_graph_export()
+            and not torch.compiler.is_compiling())
+
+
+def _conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    return torch.mkldnn_convolution(x, weight, bias, (0, 0), (1, 1), (1, 1), 1)
+
+
+def _nhwc_rows(t: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) channels-last -> its (N*H*W, C) rows, a view."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+class _OneDNNPointwise(torch.autograd.Function):
+    """``conv2d(x, weight, bias)`` for a 1x1 kernel, stride 1, no padding, one group."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor,
+                bias: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _conv1x1(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        out_channels, in_channels = weight.shape[:2]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            transposed = weight.reshape(out_channels, in_channels).t().contiguous()
+            grad_x = _conv1x1(grad, transposed[:, :, None, None], None)
+        rows = _nhwc_rows(grad)
+        if ctx.needs_input_grad[1]:
+            grad_w = (rows.t() @ _nhwc_rows(x)).reshape(weight.shape)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = rows.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """A 1x1, stride-1, unpadded, ungrouped ``nn.Conv2d`` that runs through oneDNN where that
+    is faster (see module docstring); a drop-in ``nn.Conv2d`` in every other respect."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor,
+                      bias: Optional[torch.Tensor]) -> torch.Tensor:
+        if onednn_pointwise_applies(x, weight):
+            return _OneDNNPointwise.apply(x, weight, bias)
+        return super()._conv_forward(x, weight, bias)
+
+
+def is_pointwise(kernel_size: int, stride: int, padding: int, groups: int) -> bool:
+    """Whether a conv of these settings is the 1x1 case :class:`PointwiseConv2d` covers."""
+    return kernel_size == 1 and stride == 1 and padding == 0 and groups == 1
+
+
+__all__ = ['PointwiseConv2d', 'is_pointwise', 'onednn_pointwise_applies']
