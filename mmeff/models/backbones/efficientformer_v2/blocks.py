@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmeff.models.layers import (AttentionBias2d, ConvBN, GELU2d, LayerScale,
-                                 drop_path_or_identity, folded)
+                                 drop_path_or_identity, folded, is_graph_export)
 
 Size2d = Tuple[int, int]
 
@@ -117,9 +117,10 @@ class UnifiedFFN(nn.Module):
         self.act = GELU2d()
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The FFN, times ``out_scale`` per channel if given (folded into fc2's BN)."""
         x = self.act(self.mid(self.act(self.fc1(x))))
-        return self.drop(self.fc2(self.drop(x)))
+        return self.drop(self.fc2(self.drop(x), out_scale))
 
     def fuse(self) -> 'UnifiedFFN':
         self.fc1, self.mid, self.fc2 = folded(self.fc1), folded(self.mid), folded(self.fc2)
@@ -168,7 +169,8 @@ class Attention2d(nn.Module):
         self.proj = ConvBN(v_dim, dim, 1, bias=True)
         self.attention_bias = AttentionBias2d(num_heads, table_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The attention, times ``out_scale`` per channel if given (folded into proj's BN)."""
         size = x.shape[-2:]
         if self.stride_conv is not None:
             x = self.stride_conv(x)
@@ -184,7 +186,7 @@ class Attention2d(nn.Module):
         out = _tokens_to_map(attn @ _heads_first(v, self.num_heads), hw, v_local) + v_local
         if self.stride is not None:
             out = upsample2x_to(out, size)
-        return self.proj(self.act(out))
+        return self.proj(self.act(out), out_scale)
 
     @torch.no_grad()
     def fuse(self) -> 'Attention2dDeploy':
@@ -386,9 +388,27 @@ class EfficientFormerV2Block(nn.Module):
         self.drop_path2 = drop_path_or_identity(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.folds_layer_scales():
+            if self.token_mixer is not None:
+                x = x + self.token_mixer(x, out_scale=self.ls1.gamma)
+            return x + self.mlp(x, out_scale=self.ls2.gamma)
         if self.token_mixer is not None:
             x = x + self.drop_path1(self.ls1(self.token_mixer(x)))
         return x + self.drop_path2(self.ls2(self.mlp(x)))
+
+    def folds_layer_scales(self) -> bool:
+        """Whether each layer scale is computed inside the BatchNorm that ends its branch (the
+        same function in one pass fewer over the map forward and two fewer backward; see
+        :func:`~mmeff.models.layers.conv_norm.scaled_batch_norm`): with layer scales, without
+        stochastic depth (the dense configs train without it; its per-sample mask sits between
+        the scale and the sum), with the training-form branches (not after ``fuse()``, not in
+        the search supernet's slimmable forms) and not while a graph is recorded."""
+        branches = [(self.ls2, self.drop_path2, self.mlp, UnifiedFFN)]
+        if self.token_mixer is not None:
+            branches.append((self.ls1, self.drop_path1, self.token_mixer, Attention2d))
+        return not is_graph_export() and all(
+            type(scale) is LayerScale and isinstance(drop, nn.Identity) and type(branch) is cls
+            for scale, drop, branch, cls in branches)
 
     @torch.no_grad()
     def fuse(self) -> 'EfficientFormerV2Block':
