@@ -7,13 +7,13 @@ the backward pass. Dense training runs exactly that case (batch 2 per GPU-less w
 MLP convolutions on channels-last maps; :attr:`MobileBackbone.train_channels_last`), and
 there oneDNN is faster: forward + backward of the MLP convolutions of EfficientFormer-L1 at
 2x512x512, 1 thread, AMD EPYC (Zen 4), 1.06-1.28x (largest on the early, wide maps with few
-channels; tools/benchmarks/train_step_ops.py). :class:`PointwiseConv2d` computes the same
+channels; tools/benchmarks/pointwise_conv.py). :class:`PointwiseConv2d` computes the same
 three products: the output and the input gradient as oneDNN 1x1 convolutions (the gradient
 one with the transposed weight), the weight gradient as one GEMM over every pixel of the
 batch (NHWC views, no copy), the bias gradient as a column sum.
 
 It takes this path only where it is the same function on a faster kernel: CPU, float32,
-a channels-last 4-D input, oneDNN enabled (``torch.backends.mkldnn``), no autocast, and not
+a channels-last 4-D input of more than :data:`MIN_PIXELS` pixels, oneDNN enabled (``torch.backends.mkldnn``), no autocast, and not
 while a graph is recorded (export, scripting, ``torch.compile``); everywhere else it is an
 ``nn.Conv2d``, with the same parameters, state-dict keys and hooks.
 """
@@ -30,10 +30,17 @@ def _autocast_on() -> bool:
     return torch.is_autocast_enabled('cpu')
 
 
+#: oneDNN's path is taken for maps of more pixels (batch x height x width) than this: below,
+#: aten's GEMM per image is as fast or faster (0.90-0.97x at 128-512 pixels, 1.06-1.5x at
+#: 2048-32768; tools/benchmarks/pointwise_conv.py)
+MIN_PIXELS = 512
+
+
 def onednn_pointwise_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether :class:`PointwiseConv2d` sends ``x`` through oneDNN (see module docstring)."""
     return (x.device.type == 'cpu' and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+            and x.dim() == 4 and x.shape[0] * x.shape[2] * x.shape[3] > MIN_PIXELS
+            and x.is_contiguous(memory_format=torch.channels_last)
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
             and not _autocast_on() and not is_graph_export()
             and not torch.compiler.is_compiling())
@@ -65,10 +72,10 @@ class _OneDNNPointwise(torch.autograd.Function):
         grad = grad.contiguous(memory_format=torch.channels_last)
         out_channels, in_channels = weight.shape[:2]
         grad_x = grad_w = grad_b = None
+        rows = _nhwc_rows(grad)
         if ctx.needs_input_grad[0]:
             transposed = weight.reshape(out_channels, in_channels).t().contiguous()
             grad_x = _conv1x1(grad, transposed[:, :, None, None], None)
-        rows = _nhwc_rows(grad)
         if ctx.needs_input_grad[1]:
             grad_w = (rows.t() @ _nhwc_rows(x)).reshape(weight.shape)
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -95,4 +102,4 @@ def is_pointwise(kernel_size: int, stride: int, padding: int, groups: int) -> bo
     return kernel_size == 1 and stride == 1 and padding == 0 and groups == 1
 
 
-__all__ = ['PointwiseConv2d', 'is_pointwise', 'onednn_pointwise_applies']
+__all__ = ['MIN_PIXELS', 'PointwiseConv2d', 'is_pointwise', 'onednn_pointwise_applies']

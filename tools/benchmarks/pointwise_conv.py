@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""1x1 convolution training passes on CPU: aten's own choice vs mmeff's PointwiseConv2d.
+
+    python tools/benchmarks/pointwise_conv.py              # the MLP shapes of L1 / M4 at 512
+    python tools/benchmarks/pointwise_conv.py --runs 31 --shapes 2,48,128,192 2,448,16,1792
+
+For every shape (batch, channels in, map size, channels out) it times, round-robin on the
+process CPU clock with the one timer (:func:`mmeff.benchmark.timer.round_robin`), on a
+channels-last input:
+
+forward + backward (input, weight and bias gradients) of ``nn.Conv2d`` (aten's choice) and
+of mmeff's oneDNN path (:class:`mmeff.models.layers.PointwiseConv2d` with ``MIN_PIXELS``
+lifted, so every shape takes it) with the same weights, and checks that both give the same
+output and gradients (relative error printed). The measurement behind ``MIN_PIXELS``.
+"""
+import argparse
+import os
+import sys
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from mmeff.benchmark.timer import cpu_name, round_robin
+from mmeff.models.layers import pointwise
+
+#: EfficientFormer-L1's MLP convs at 2x512x512 (one per stage, both directions) and
+#: EfficientViT-M4's FFN convs at 2x448x448 (stages 2-3, small maps)
+DEFAULT_SHAPES = ((2, 48, 128, 192), (2, 192, 128, 48), (2, 96, 64, 384), (2, 384, 64, 96),
+                  (2, 224, 32, 896), (2, 896, 32, 224), (2, 448, 16, 1792),
+                  (2, 1792, 16, 448), (2, 256, 16, 512), (2, 384, 8, 768))
+
+Shape = Tuple[int, int, int, int]
+
+
+def parse_shape(text: str) -> Shape:
+    parts = text.split(',')
+    if len(parts) != 4 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(
+            f'a shape is four positive integers "batch,in,size,out", got {text!r}')
+    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+def one_shape(shape: Shape, runs: int) -> List[str]:
+    batch, cin, size, cout = shape
+    gen = torch.Generator().manual_seed(0)
+    ref = nn.Conv2d(cin, cout, 1)
+    fast = pointwise.PointwiseConv2d(cin, cout)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(batch, cin, size, size, generator=gen).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(batch, cout, size, size, generator=gen).contiguous(
+        memory_format=torch.channels_last)
+
+    def step(conv: nn.Module):
+        def run():
+            x.grad = None
+            conv.zero_grad(set_to_none=True)
+            out = conv(x)
+            out.backward(grad)
+            return out.detach(), x.grad, conv.weight.grad, conv.bias.grad
+        return run
+
+    limit = pointwise.MIN_PIXELS
+    pointwise.MIN_PIXELS = 0
+    try:
+        got, want = step(fast)(), step(ref)()  # also the warm-up
+        t_aten, t_fast = (t.median_ms for t in round_robin([step(ref), step(fast)], runs, 'cpu'))
+    finally:
+        pointwise.MIN_PIXELS = limit
+    err = max(_rel(g, w) for g, w in zip(got, want))
+    return [','.join(map(str, shape)), str(batch * size * size), f'{t_aten:.2f}', f'{t_fast:.2f}',
+            f'{t_aten / t_fast:.2f}x', f'{err:.1e}']
+
+
+def main(argv: Sequence[str] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--shapes', nargs='+', type=parse_shape, default=list(DEFAULT_SHAPES),
+                        help='batch,in,size,out per shape (default: L1 and M4 MLP shapes)')
+    parser.add_argument('--runs', type=int, default=21, help='timed calls per variant')
+    parser.add_argument('--threads', type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.threads < 1:
+        parser.error('--runs and --threads must be at least 1')
+    torch.set_num_threads(args.threads)
+    print(f'# {cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), process CPU '
+          f'clock, {args.runs} round-robin runs, medians in ms, load average '
+          f'{os.getloadavg()[0]:.2f}')
+    header = ['shape (N,Cin,HW,Cout)', 'pixels', 'aten fwd+bwd', 'oneDNN fwd+bwd', 'speed-up',
+              'max rel err']
+    print('| ' + ' | '.join(header) + ' |')
+    print('|' + '---|' * len(header))
+    for shape in args.shapes:
+        print('| ' + ' | '.join(one_shape(shape, args.runs)) + ' |', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
