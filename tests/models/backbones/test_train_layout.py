@@ -10,7 +10,8 @@ import torch
 
 from mmeff.models.layers.attention_bias import gather_offsets, relative_offset_index
 from mmeff.registry import MODELS
-from mmeff.testing import randomize_
+from mmeff.models.layers import DropPath
+from mmeff.testing import FULL_LAYER_SCALE, randomize_
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -85,3 +86,44 @@ def test_gather_offsets_equals_advanced_indexing(query_hw, key_hw, stride):
     (ref_grad,) = torch.autograd.grad(ref, table, upstream)
     assert torch.equal(fast, ref)
     assert torch.allclose(fast_grad, ref_grad, rtol=1e-6, atol=1e-6)
+
+
+def _with_zero_drop_path(model):
+    """A copy whose blocks take the generic residual path: ``DropPath(0.0)`` is the identity,
+    but not an ``nn.Identity``, so no block folds its layer scales."""
+    plain = copy.deepcopy(model)
+    for block in plain.modules():
+        for name in ('drop_path', 'drop_path1', 'drop_path2'):
+            if isinstance(getattr(block, name, None), torch.nn.Identity):
+                setattr(block, name, DropPath(0.0))
+    return plain
+
+
+@pytest.mark.parametrize('family', ['EfficientFormer', 'EfficientFormerV2'])
+def test_layer_scales_folded_in_training_equal_separate_multiplies(family, project, grads_ok):
+    """V1's MB4D (lerp token mixer, ls2 in fc2's BN) and V2's blocks (ls1/ls2 in the BN ending
+    the attention / FFN branch) fold their layer scales when they train without stochastic
+    depth: outputs, gradients (layer scales included) and BN running statistics must equal the
+    generic ``x + ls * branch(x)`` path."""
+    fast = randomize_(MODELS.build(SMALL[family]), layer_scale=FULL_LAYER_SCALE).train()
+    plain = _with_zero_drop_path(fast)
+    folding = [m for m in fast.modules() if hasattr(m, 'folds_layer_scales')]
+    assert folding and all(m.folds_layer_scales() for m in folding)
+    assert not any(m.folds_layer_scales() for m in plain.modules()
+                   if hasattr(m, 'folds_layer_scales'))
+    x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    outs, grads = _step(fast, x, project)
+    ref_outs, ref_grads = _step(plain, x, project)
+    for out, ref in zip(outs, ref_outs):
+        assert _rel(out, ref) < 1e-5
+    # as above: conv biases before a training-mode BN have rounding-noise gradients
+    scale = max(float(g.abs().max()) for g in ref_grads.values())
+    for name, ref in ref_grads.items():
+        err = float((grads[name] - ref).norm())
+        assert err < 1e-5 * float(ref.norm()) + 1e-5 * scale, (name, err, float(ref.norm()))
+    assert any('ls' in name and float(g.abs().max()) > 1e-3 for name, g in grads.items())
+    buffers = dict(plain.named_buffers())
+    for name, buf in fast.named_buffers():
+        if buf.is_floating_point():
+            assert torch.allclose(buf, buffers[name], rtol=1e-5, atol=1e-6), name
+    grads_ok((n, p) for n, p in fast.named_parameters())
