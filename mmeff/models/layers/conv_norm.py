@@ -72,6 +72,14 @@ def scaled_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
         bn, {'weight': bn.weight * scale, 'bias': bn.bias * scale}, (x,))
 
 
+def scaled_output(layer: nn.Module, x: torch.Tensor,
+                  out_scale: Optional[torch.Tensor]) -> torch.Tensor:
+    """``layer(x)``, times ``out_scale`` per channel if given, inside the BN of a
+    :class:`ConvBN` (a block's branch end: still a ConvBN in training, a plain conv once
+    fused, when blocks pass no scale)."""
+    return layer(x) if out_scale is None else layer(x, out_scale)
+
+
 class ConvBN(nn.Sequential):
     """``Conv2d`` followed by ``BatchNorm2d``; ``fuse()`` returns the equivalent single conv.
 

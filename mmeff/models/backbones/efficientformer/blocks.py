@@ -20,7 +20,7 @@ from torch import nn
 
 from mmeff.models.layers import (AttentionBias2d, ConvBN, GELU2d, LayerScale,
                                  conv1x1_to_linear, drop_path_or_identity, folded, is_graph_export,
-                                 use_graph_forms)
+                                 scaled_output, use_graph_forms)
 
 Size2d = Tuple[int, int]
 
@@ -106,7 +106,7 @@ class ConvMlp(nn.Module):
 
     def forward(self, x: torch.Tensor, out_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The MLP, times ``out_scale`` per channel if given (folded into fc2's BN)."""
-        return self.fc2(self.act(self.fc1(x)), out_scale)
+        return scaled_output(self.fc2, self.act(self.fc1(x)), out_scale)
 
 
 class MB4D(nn.Module):

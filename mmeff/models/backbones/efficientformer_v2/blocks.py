@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmeff.models.layers import (AttentionBias2d, ConvBN, GELU2d, LayerScale,
-                                 drop_path_or_identity, folded, is_graph_export)
+                                 drop_path_or_identity, folded, is_graph_export,
+                                 scaled_output)
 
 Size2d = Tuple[int, int]
 
@@ -120,7 +121,7 @@ class UnifiedFFN(nn.Module):
     def forward(self, x: torch.Tensor, out_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The FFN, times ``out_scale`` per channel if given (folded into fc2's BN)."""
         x = self.act(self.mid(self.act(self.fc1(x))))
-        return self.drop(self.fc2(self.drop(x), out_scale))
+        return self.drop(scaled_output(self.fc2, self.drop(x), out_scale))
 
     def fuse(self) -> 'UnifiedFFN':
         self.fc1, self.mid, self.fc2 = folded(self.fc1), folded(self.mid), folded(self.fc2)
@@ -175,18 +176,23 @@ class Attention2d(nn.Module):
         if self.stride_conv is not None:
             x = self.stride_conv(x)
         hw = (x.shape[-2], x.shape[-1])
-        q = _heads_first(self.q(x), self.num_heads)
+        # the scale on the queries (B, heads, N, d), not on the (B, heads, N, N) logits, and the
+        # first talking head (linear across heads) applied to the bias once for the batch:
+        # W (qk + bias) + b = W qk + (W bias + b); two passes fewer over the logits each way
+        q = _heads_first(self.q(x), self.num_heads) * self.scale
         k = _heads_first(self.k(x), self.num_heads).transpose(-2, -1)
         v = self.v(x)
         v_local = self.v_local(v)
-        attn = (q @ k) * self.scale + self.attention_bias(hw)
-        attn = _mix_heads(attn, self.talking_head1.weight, self.talking_head1.bias[:, None])
-        attn = attn.softmax(dim=-1)
+        n = hw[0] * hw[1]
+        mix1 = self.talking_head1.weight.reshape(self.num_heads, self.num_heads)
+        head_bias = torch.addmm(self.talking_head1.bias[:, None], mix1,
+                                self.attention_bias(hw).reshape(self.num_heads, n * n))
+        attn = _mix_heads(q @ k, self.talking_head1.weight, head_bias).softmax(dim=-1)
         attn = _mix_heads(attn, self.talking_head2.weight, self.talking_head2.bias[:, None])
         out = _tokens_to_map(attn @ _heads_first(v, self.num_heads), hw, v_local) + v_local
         if self.stride is not None:
             out = upsample2x_to(out, size)
-        return self.proj(self.act(out), out_scale)
+        return scaled_output(self.proj, self.act(out), out_scale)
 
     @torch.no_grad()
     def fuse(self) -> 'Attention2dDeploy':
@@ -288,10 +294,9 @@ class AttentionDownsample(nn.Module):
         k = _heads_first(self.k(x), self.num_heads).transpose(-2, -1)
         v = self.v(x)
         v_local = self.v_local(v)
-        attn = q @ k
-        if scale != 1.0:
-            attn = attn * scale
-        attn = (attn + self.attention_bias(query_hw, key_hw, query_stride=2)).softmax(dim=-1)
+        if scale != 1.0:  # on the (B, heads, Nq, d) queries: a pass fewer over the logits
+            q = q * scale
+        attn = (q @ k + self.attention_bias(query_hw, key_hw, query_stride=2)).softmax(dim=-1)
         out = _tokens_to_map(attn @ _heads_first(v, self.num_heads), query_hw, v_local)
         return self.proj(self.act(out + v_local))
 
