@@ -21,7 +21,7 @@ from torch import nn
 
 from mmeff.models.backbones.efficientformer.checkpoint import EfficientFormerConverter
 from mmeff.registry import MODELS
-from mmeff.models.layers import drop_path_rates
+from mmeff.models.layers import contiguous_nchw, drop_path_rates
 from mmeff.models.backbones.base import MobileBackbone
 from mmeff.models.backbones.efficientformer.blocks import ConvStem, EfficientFormerStage, count_from_end
 from mmeff.models.backbones.efficientformer.arch import ARCH_SETTINGS, validate_arch
@@ -131,5 +131,5 @@ class EfficientFormer(MobileBackbone):
             if i in self.out_indices:
                 norm = getattr(self, f'out_norm{i}', None)
                 out = norm(x) if norm is not None else x
-                outs.append(out.contiguous())
+                outs.append(contiguous_nchw(out))
         return tuple(outs)

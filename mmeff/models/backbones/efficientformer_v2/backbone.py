@@ -19,7 +19,7 @@ from torch import nn
 from mmeff.models.backbones.efficientformer_v2.checkpoint import EfficientFormerV2Converter
 from mmeff.checkpoint.loader import CONVERTERS, LayoutConverter
 from mmeff.registry import MODELS
-from mmeff.models.layers import drop_path_rates
+from mmeff.models.layers import contiguous_nchw, drop_path_rates
 from mmeff.models.backbones.base import MobileBackbone
 from mmeff.models.backbones.efficientformer_v2.blocks import (Downsample, EfficientFormerV2Block,
                                         EfficientFormerV2Stage, Stem, ceil_div)
@@ -165,7 +165,7 @@ class EfficientFormerV2(MobileBackbone):
                 x = self.run_block(block, x)
             if i in self.out_indices:
                 out = getattr(self, f'out_norm{i}')(x) if self.with_out_norms else x
-                outs.append(out.contiguous())
+                outs.append(contiguous_nchw(out))
         return tuple(outs)
 
     # ------------------------------------------------------------------------------ weights

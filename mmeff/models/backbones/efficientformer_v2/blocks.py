@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmeff.models.layers import (AttentionBias2d, ConvBN, GELU2d, LayerScale,
+from mmeff.models.layers import (AttentionBias2d, ConvBN, GELU2d, LayerScale, contiguous_nchw,
                                  drop_path_or_identity, folded, is_graph_export,
                                  scaled_output)
 
@@ -44,7 +44,9 @@ def _channels_last_weight(conv: nn.Module) -> nn.Module:
 
 
 def _heads_first(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, heads*d, H, W) -> (B, heads, H*W, d) as a view whenever the layout allows."""
+    """(B, heads*d, H, W) -> (B, heads, H*W, d) as a view whenever the layout allows (an
+    NCHW copy of a channels-last map otherwise, whose gradient goes back channels-last)."""
+    x = contiguous_nchw(x)
     b = x.shape[0]
     return x.flatten(2).reshape(b, heads, -1, x.shape[-2] * x.shape[-1]).transpose(-2, -1)
 

@@ -41,7 +41,7 @@ from torch import nn
 from mmeff.models.backbones.efficientvit.checkpoint import EfficientViTConverter
 from mmeff.checkpoint.loader import ArchMismatchError, LoadReport
 from mmeff.registry import MODELS
-from mmeff.models.layers import drop_path_rates
+from mmeff.models.layers import contiguous_nchw, drop_path_rates
 from mmeff.models.backbones.base import MobileBackbone
 from mmeff.models.backbones.efficientvit.blocks import (EfficientViTStage, PatchEmbed16, SandwichBlock,
                                   SubsampleBlock)
@@ -162,7 +162,7 @@ class EfficientViT(MobileBackbone):
             if i in self.out_indices:
                 outs.append(x)
         # standard NCHW maps whatever layout the (deployed) layers used; no-op otherwise
-        return tuple(o.contiguous() for o in outs)
+        return tuple(contiguous_nchw(o) for o in outs)
 
     def checkpoint_converter(self) -> EfficientViTConverter:
         return EfficientViTConverter()

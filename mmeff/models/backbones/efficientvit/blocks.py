@@ -22,7 +22,7 @@ from torch import nn
 
 from mmeff.models.layers import (AttentionBias2d, ConvBN, TensorCache, caching_allowed,
                                  conv1x1_to_linear, drop_path_or_identity, folded, fuse_conv_bn,
-                                 is_graph_export)
+                                 is_graph_export, to_memory_format)
 
 Size2d = Tuple[int, int]
 
@@ -113,7 +113,8 @@ class CascadedGroupAttention(nn.Module):
             if i > 0:
                 feat = feat + splits[i]
             q, k, v = qkv(feat).split((kd, kd, vd), dim=1)
-            q = dw(q)
+            # the transposed operand's gradient is channels-last shaped: back to q's NCHW
+            q = to_memory_format(dw(q), torch.contiguous_format)
             attn = torch.baddbmm(bias[i], q.flatten(2).transpose(1, 2), k.flatten(2),
                                  alpha=self.scale).softmax(dim=-1)
             feat = torch.bmm(v.flatten(2), attn.transpose(1, 2)).view(B, vd, H, W)
@@ -246,11 +247,24 @@ class LocalWindowAttention(nn.Module):
         self.window_size = window_size
         self.attn = CascadedGroupAttention(dim, key_dim, num_heads, table_size, kernels)
 
+    def _attend(self, windows: torch.Tensor) -> torch.Tensor:
+        """The attention on (B * windows, C, wh, ww). Training runs it in NCHW, as the official
+        code does, between memory-format boundaries whose gradients go back in the format of
+        their inputs: the head splits and window views of a channels-last map would otherwise
+        send NCHW gradients into channels-last BatchNorms (6-60x slower backward on CPU; see
+        :mod:`mmeff.models.layers.memory_format`)."""
+        source = windows.is_contiguous(memory_format=torch.channels_last) and \
+            not windows.is_contiguous()
+        if not (self.training and source and torch.is_grad_enabled()):
+            return self.attn(windows)
+        out = self.attn(to_memory_format(windows, torch.contiguous_format))
+        return to_memory_format(out, torch.channels_last)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         wh, ww = min(self.window_size, H), min(self.window_size, W)
         if (wh, ww) == (H, W):
-            return self.attn(x)
+            return self._attend(x)
         # partition through an NHWC view: free for channels-last maps (the deploy path)
         x = x.permute(0, 2, 3, 1)
         pad_b, pad_r = (-H) % wh, (-W) % ww
@@ -258,7 +272,7 @@ class LocalWindowAttention(nn.Module):
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         nh, nw = (H + pad_b) // wh, (W + pad_r) // ww
         x = x.reshape(B, nh, wh, nw, ww, C).transpose(2, 3).reshape(B * nh * nw, wh, ww, C)
-        x = self.attn(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        x = self._attend(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         x = x.reshape(B, nh, nw, wh, ww, C).transpose(2, 3).reshape(B, nh * wh, nw * ww, C)
         if pad_b or pad_r:
             x = x[:, :H, :W].contiguous()
