@@ -28,6 +28,13 @@ def supernet(**kwargs) -> EfficientFormerV2Supernet:
                              **kwargs))
 
 
+def assert_same_function(got: torch.Tensor, want: torch.Tensor, arch) -> None:
+    """Equal to fp32 rounding: the standalone model takes the training-speed paths the
+    supernet's sliced layers do not (oneDNN 1x1 convs on channels-last maps, layer scales
+    inside the BatchNorms), the same function in a different order of float operations."""
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=lambda m: f'{arch}: {m}')
+
+
 def subnets(net: EfficientFormerV2Supernet, count: int):
     rng = random.Random(1)
     return [net.max_arch, net.min_arch] + [net.sample_subnet(rng) for _ in range(count)]
@@ -47,7 +54,7 @@ def test_sliced_backbones_equal_standalone_models():
         outputs = standalone(x)
         assert [o.shape[1] for o in outputs] == list(arch['widths'])
         for out, ref in zip(outputs, expected):
-            assert torch.equal(out, ref), arch
+            assert_same_function(out, ref, arch)
 
 
 def test_sliced_classifier_equals_standalone_classifier_in_train_and_eval():
@@ -66,10 +73,11 @@ def test_sliced_classifier_equals_standalone_classifier_in_train_and_eval():
             EfficientFormerV2(arch, **model.backbone.standalone_kwargs()),
             EfficientFormerV2ClsHead(arch['widths'][-1], 5, distillation=True))
         standalone.load_state_dict(state, strict=True)
-        assert torch.equal(standalone.eval()(x), model.eval()(x))
+        assert_same_function(standalone.eval()(x), model.eval()(x), arch)
         cls, dist = standalone.train()(x)  # batch statistics: the subnet's own BNs
         ref_cls, ref_dist = model.train()(x)
-        assert torch.equal(cls, ref_cls) and torch.equal(dist, ref_dist)
+        assert_same_function(cls, ref_cls, arch)
+        assert_same_function(dist, ref_dist, arch)
 
 
 @pytest.mark.parametrize('change, message', [
