@@ -25,7 +25,8 @@ with :meth:`EfficientFormerV2Supernet.set_subnet`:
 
 :func:`extract_subnet` returns the arch and a state dict that ``mmeff.EfficientFormerV2(arch,
 **supernet.standalone_kwargs())`` loads strictly and whose outputs equal the supernet's with
-that subnet active.
+that subnet active (to fp32 rounding: the standalone model runs the backbones' training-speed
+paths, the same function in another order of float operations).
 """
 import itertools
 import random
@@ -290,7 +291,8 @@ def extract_subnet(model: nn.Module, arch: dict) -> Tuple[dict, Dict[str, torch.
     ``backbone.*`` + ``head.*``, mmeff's canonical classifier layout: a
     :class:`MobileClassifierNet` of that backbone and an ``EfficientFormerV2ClsHead`` loads it).
     Every tensor is the leading slice of the shared weight and the subnet's own BatchNorm, so
-    the standalone outputs equal the supernet's with ``arch`` active. Leaves ``arch`` active.
+    the standalone outputs equal the supernet's with ``arch`` active (to fp32 rounding).
+    Leaves ``arch`` active.
     """
     supernet, head = _parts(model)
     arch = supernet.set_subnet(arch)
