@@ -88,31 +88,34 @@ def test_gather_offsets_equals_advanced_indexing(query_hw, key_hw, stride):
     assert torch.allclose(fast_grad, ref_grad, rtol=1e-6, atol=1e-6)
 
 
-def _with_zero_drop_path(model):
-    """A copy whose blocks take the generic residual path: ``DropPath(0.0)`` is the identity,
-    but not an ``nn.Identity``, so no block folds its layer scales."""
+def _unfolded(model):
+    """A copy whose blocks take the generic ``x + drop_path(ls * branch(x))`` path."""
     plain = copy.deepcopy(model)
     for block in plain.modules():
-        for name in ('drop_path', 'drop_path1', 'drop_path2'):
-            if isinstance(getattr(block, name, None), torch.nn.Identity):
-                setattr(block, name, DropPath(0.0))
+        if hasattr(block, 'folds_layer_scales'):
+            block.folds_layer_scales = lambda: False
     return plain
 
 
 @pytest.mark.parametrize('family', ['EfficientFormer', 'EfficientFormerV2'])
-def test_layer_scales_folded_in_training_equal_separate_multiplies(family, project, grads_ok):
-    """V1's MB4D (lerp token mixer, ls2 in fc2's BN) and V2's blocks (ls1/ls2 in the BN ending
-    the attention / FFN branch) fold their layer scales when they train without stochastic
-    depth: outputs, gradients (layer scales included) and BN running statistics must equal the
-    generic ``x + ls * branch(x)`` path."""
-    fast = randomize_(MODELS.build(SMALL[family]), layer_scale=FULL_LAYER_SCALE).train()
-    plain = _with_zero_drop_path(fast)
+@pytest.mark.parametrize('drop_path_rate', [0.0, 0.5])
+def test_layer_scales_folded_in_training_equal_separate_multiplies(family, drop_path_rate,
+                                                                   project, grads_ok):
+    """V1's MB4D (ls2 in fc2's BN; without stochastic depth the token mixer as one lerp) and
+    V2's blocks (ls1/ls2 in the BN ending the attention / FFN branch) fold their layer scales
+    in training: outputs, gradients (layer scales included) and BN running statistics must
+    equal the generic ``x + drop_path(ls * branch(x))`` path, with stochastic depth drawing the
+    same masks."""
+    fast = randomize_(MODELS.build(dict(SMALL[family], drop_path_rate=drop_path_rate)),
+                      layer_scale=FULL_LAYER_SCALE).train()
+    plain = _unfolded(fast)
     folding = [m for m in fast.modules() if hasattr(m, 'folds_layer_scales')]
     assert folding and all(m.folds_layer_scales() for m in folding)
-    assert not any(m.folds_layer_scales() for m in plain.modules()
-                   if hasattr(m, 'folds_layer_scales'))
+    assert any(isinstance(m, DropPath) for m in fast.modules()) == (drop_path_rate > 0)
     x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
     outs, grads = _step(fast, x, project)
+    torch.manual_seed(1)
     ref_outs, ref_grads = _step(plain, x, project)
     for out, ref in zip(outs, ref_outs):
         assert _rel(out, ref) < 1e-5

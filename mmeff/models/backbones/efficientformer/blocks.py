@@ -122,22 +122,23 @@ class MB4D(nn.Module):
         self.drop_path = drop_path_or_identity(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.folds_layer_scales():
-            gamma1 = self.ls1.gamma.to(x.dtype)[:, None, None]
-            x = torch.lerp(x, self.token_mixer.pool(x), gamma1)
-            return x + self.mlp(x, out_scale=self.ls2.gamma)
-        x = x + self.drop_path(self.ls1(self.token_mixer(x)))
-        return x + self.drop_path(self.ls2(self.mlp(x)))
+        if not self.folds_layer_scales():
+            x = x + self.drop_path(self.ls1(self.token_mixer(x)))
+            return x + self.drop_path(self.ls2(self.mlp(x)))
+        if isinstance(self.drop_path, nn.Identity):
+            x = torch.lerp(x, self.token_mixer.pool(x), self.ls1.gamma.to(x.dtype)[:, None, None])
+        else:  # the per-sample mask sits between the scale and the sum
+            x = x + self.drop_path(self.ls1(self.token_mixer(x)))
+        return x + self.drop_path(self.mlp(x, out_scale=self.ls2.gamma))
 
     def folds_layer_scales(self) -> bool:
         """Whether the forward computes the same function in fewer passes over the map, which
-        training at dense resolutions is bound by: ``x + ls1 * (pool(x) - x)`` as one
-        ``lerp(x, pool(x), ls1)`` and ``ls2`` inside fc2's BatchNorm affine. Only without
-        stochastic depth (its per-sample mask sits between the scale and the sum; the dense
-        configs train without it) and not while a graph is recorded (export keeps the plain
-        ops)."""
-        return (isinstance(self.drop_path, nn.Identity) and type(self.ls1) is LayerScale
-                and type(self.ls2) is LayerScale and not is_graph_export())
+        training at dense resolutions is bound by: ``ls2`` inside fc2's BatchNorm affine
+        (stochastic depth's per-sample mask commutes with it, and draws as before) and, without
+        stochastic depth, ``x + ls1 * (pool(x) - x)`` as one ``lerp(x, pool(x), ls1)``. Not
+        while a graph is recorded (export keeps the plain ops)."""
+        return (type(self.ls1) is LayerScale and type(self.ls2) is LayerScale
+                and not is_graph_export())
 
     def fuse(self) -> 'MB4DDeploy':
         mlp = self.mlp

@@ -397,8 +397,8 @@ class EfficientFormerV2Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.folds_layer_scales():
             if self.token_mixer is not None:
-                x = x + self.token_mixer(x, out_scale=self.ls1.gamma)
-            return x + self.mlp(x, out_scale=self.ls2.gamma)
+                x = x + self.drop_path1(self.token_mixer(x, out_scale=self.ls1.gamma))
+            return x + self.drop_path2(self.mlp(x, out_scale=self.ls2.gamma))
         if self.token_mixer is not None:
             x = x + self.drop_path1(self.ls1(self.token_mixer(x)))
         return x + self.drop_path2(self.ls2(self.mlp(x)))
@@ -406,16 +406,15 @@ class EfficientFormerV2Block(nn.Module):
     def folds_layer_scales(self) -> bool:
         """Whether each layer scale is computed inside the BatchNorm that ends its branch (the
         same function in one pass fewer over the map forward and two fewer backward; see
-        :func:`~mmeff.models.layers.conv_norm.scaled_batch_norm`): with layer scales, without
-        stochastic depth (the dense configs train without it; its per-sample mask sits between
-        the scale and the sum), with the training-form branches (not after ``fuse()``, not in
-        the search supernet's slimmable forms) and not while a graph is recorded."""
-        branches = [(self.ls2, self.drop_path2, self.mlp, UnifiedFFN)]
+        :func:`~mmeff.models.layers.conv_norm.scaled_batch_norm`; stochastic depth's
+        per-sample mask commutes with it): with layer scales and the training-form branches
+        (not after ``fuse()``, not in the search supernet's slimmable forms), and not while a
+        graph is recorded."""
+        branches = [(self.ls2, self.mlp, UnifiedFFN)]
         if self.token_mixer is not None:
-            branches.append((self.ls1, self.drop_path1, self.token_mixer, Attention2d))
+            branches.append((self.ls1, self.token_mixer, Attention2d))
         return not is_graph_export() and all(
-            type(scale) is LayerScale and isinstance(drop, nn.Identity) and type(branch) is cls
-            for scale, drop, branch, cls in branches)
+            type(scale) is LayerScale and type(branch) is cls for scale, branch, cls in branches)
 
     @torch.no_grad()
     def fuse(self) -> 'EfficientFormerV2Block':
