@@ -1,17 +1,16 @@
 #!/usr/bin/env python
-"""1x1 convolution training passes on CPU: aten's own choice vs mmeff's PointwiseConv2d.
+"""1x1 convolution training passes on CPU: aten's own choice vs mmeff's PointwiseConv2d kernels.
 
-    python tools/benchmarks/pointwise_conv.py              # the MLP shapes of L1 / M4 at 512
-    python tools/benchmarks/pointwise_conv.py --runs 31 --shapes 2,48,128,192 2,448,16,1792
+    python tools/benchmarks/pointwise_conv.py              # L1 / M4 MLP shapes at 512
+    python tools/benchmarks/pointwise_conv.py --runs 31 --shapes 2,48,128,192 2,384,8,768
 
-For every shape (batch, channels in, map size, channels out) it times, round-robin on the
-process CPU clock with the one timer (:func:`mmeff.benchmark.timer.round_robin`), on a
-channels-last input:
-
-forward + backward (input, weight and bias gradients) of ``nn.Conv2d`` (aten's choice) and
-of mmeff's oneDNN path (:class:`mmeff.models.layers.PointwiseConv2d` with ``MIN_PIXELS``
-lifted, so every shape takes it) with the same weights, and checks that both give the same
-output and gradients (relative error printed). The measurement behind ``MIN_PIXELS``.
+For every shape (batch, channels in, map size, channels out) it times forward + backward
+(input, weight and bias gradients) on a channels-last input, round-robin on the process CPU
+clock with the one timer (:func:`mmeff.benchmark.timer.round_robin`), of ``nn.Conv2d``
+(aten's choice) and of :class:`mmeff.models.layers.PointwiseConv2d` with each of its two
+kernels forced (oneDNN convolutions; GEMMs on the NHWC rows), marks the one its
+``MIN_ONEDNN_PIXELS`` rule picks, and checks that each gives aten's output and gradients
+(largest relative error printed). The measurement behind ``MIN_ONEDNN_PIXELS``.
 """
 import argparse
 import os
@@ -28,7 +27,10 @@ from mmeff.models.layers import pointwise
 #: EfficientViT-M4's FFN convs at 2x448x448 (stages 2-3, small maps)
 DEFAULT_SHAPES = ((2, 48, 128, 192), (2, 192, 128, 48), (2, 96, 64, 384), (2, 384, 64, 96),
                   (2, 224, 32, 896), (2, 896, 32, 224), (2, 448, 16, 1792),
-                  (2, 1792, 16, 448), (2, 256, 16, 512), (2, 384, 8, 768))
+                  (2, 1792, 16, 448), (2, 256, 16, 512), (2, 512, 16, 256), (2, 384, 8, 768),
+                  (2, 768, 8, 384))
+#: ``MIN_ONEDNN_PIXELS`` values that force each kernel
+FORCE = {'oneDNN': -1, 'GEMM': 1 << 62}
 
 Shape = Tuple[int, int, int, int]
 
@@ -43,6 +45,20 @@ def parse_shape(text: str) -> Shape:
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+class _Forced:
+    """A call with ``pointwise.MIN_ONEDNN_PIXELS`` set for its duration."""
+
+    def __init__(self, fn, limit: int):
+        self.fn, self.limit = fn, limit
+
+    def __call__(self):
+        saved, pointwise.MIN_ONEDNN_PIXELS = pointwise.MIN_ONEDNN_PIXELS, self.limit
+        try:
+            return self.fn()
+        finally:
+            pointwise.MIN_ONEDNN_PIXELS = saved
 
 
 def one_shape(shape: Shape, runs: int) -> List[str]:
@@ -65,16 +81,16 @@ def one_shape(shape: Shape, runs: int) -> List[str]:
             return out.detach(), x.grad, conv.weight.grad, conv.bias.grad
         return run
 
-    limit = pointwise.MIN_PIXELS
-    pointwise.MIN_PIXELS = 0
-    try:
-        got, want = step(fast)(), step(ref)()  # also the warm-up
-        t_aten, t_fast = (t.median_ms for t in round_robin([step(ref), step(fast)], runs, 'cpu'))
-    finally:
-        pointwise.MIN_PIXELS = limit
-    err = max(_rel(g, w) for g, w in zip(got, want))
-    return [','.join(map(str, shape)), str(batch * size * size), f'{t_aten:.2f}', f'{t_fast:.2f}',
-            f'{t_aten / t_fast:.2f}x', f'{err:.1e}']
+    fns = [step(ref)] + [_Forced(step(fast), limit) for limit in FORCE.values()]
+    want = fns[0]()
+    err = max(_rel(g, w) for fn in fns[1:] for g, w in zip(fn(), want))  # also the warm-up
+    times = [t.median_ms for t in round_robin(fns, runs, 'cpu')]
+    chosen = 'oneDNN' if batch * size * size > pointwise.MIN_ONEDNN_PIXELS else 'GEMM'
+    cells = [f'{t:.2f}' + (' *' if name == chosen else '')
+             for name, t in zip(FORCE, times[1:])]
+    picked = times[1 + list(FORCE).index(chosen)]
+    return [','.join(map(str, shape)), str(batch * size * size), f'{times[0]:.2f}', *cells,
+            f'{times[0] / picked:.2f}x', f'{err:.1e}']
 
 
 def main(argv: Sequence[str] = None) -> int:
@@ -88,10 +104,10 @@ def main(argv: Sequence[str] = None) -> int:
         parser.error('--runs and --threads must be at least 1')
     torch.set_num_threads(args.threads)
     print(f'# {cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), process CPU '
-          f'clock, {args.runs} round-robin runs, medians in ms, load average '
-          f'{os.getloadavg()[0]:.2f}')
-    header = ['shape (N,Cin,HW,Cout)', 'pixels', 'aten fwd+bwd', 'oneDNN fwd+bwd', 'speed-up',
-              'max rel err']
+          f'clock, {args.runs} round-robin runs, medians of forward + backward in ms, '
+          f'load average {os.getloadavg()[0]:.2f}; * = the kernel PointwiseConv2d picks')
+    header = ['shape (N,Cin,HW,Cout)', 'pixels', 'aten', 'oneDNN', 'GEMM',
+              'aten / picked', 'max rel err']
     print('| ' + ' | '.join(header) + ' |')
     print('|' + '---|' * len(header))
     for shape in args.shapes:

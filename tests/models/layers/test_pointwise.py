@@ -42,16 +42,19 @@ def _run(conv, x, grad):
 
 @pytest.mark.parametrize('bias', [True, False])
 @pytest.mark.parametrize('input_grad', [True, False])
-def test_onednn_path_equals_aten_conv(bias, input_grad):
+@pytest.mark.parametrize('size', [24, 8])  # 960 pixels: oneDNN kernels; 128: GEMMs
+def test_fast_path_equals_aten_conv(bias, input_grad, size):
     fast, ref = _pair(12, 20, bias)
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 12, 24, 20, generator=gen).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 12, size, size + 4, generator=gen).contiguous(
+        memory_format=torch.channels_last)
     x.requires_grad_(input_grad)  # frozen early stages hand the conv an input without grad
-    grad = torch.randn(2, 20, 24, 20, generator=gen)
-    assert pointwise.onednn_pointwise_applies(x, fast.weight)
+    grad = torch.randn(2, 20, size, size + 4, generator=gen)
+    assert pointwise.pointwise_fast_path_applies(x, fast.weight)
+    assert pointwise._use_onednn(2 * size * (size + 4)) == (size == 24)
     out, grads = _run(fast, x, grad)
     ref_out, ref_grads = _run(ref, x, grad)
-    assert type(out.grad_fn).__name__ == '_OneDNNPointwiseBackward'  # the path was taken
+    assert type(out.grad_fn).__name__ == '_ChannelsLastPointwiseBackward'  # the path was taken
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert _rel(out, ref_out) < 1e-6
     assert len(grads) == len(ref_grads)
@@ -60,29 +63,31 @@ def test_onednn_path_equals_aten_conv(bias, input_grad):
             assert got is None
         else:
             assert got.shape == want.shape and _rel(got, want) < 1e-6
+            assert got.dim() != 4 or got.is_contiguous(memory_format=torch.channels_last)
 
 
 def _path(conv, x):
     return type(conv(x).grad_fn).__name__
 
 
-def test_aten_path_wherever_onednn_is_not_the_same_or_not_faster():
+def test_aten_path_wherever_the_fast_one_is_not_the_same_function():
     fast, _ = _pair(8, 16)
     cl = torch.randn(2, 8, 20, 20).contiguous(memory_format=torch.channels_last)
-    assert _path(fast, cl) == '_OneDNNPointwiseBackward'
+    assert _path(fast, cl) == '_ChannelsLastPointwiseBackward'
     assert _path(fast, cl.contiguous()) == 'ConvolutionBackward0'  # NCHW memory
-    small = torch.randn(1, 8, 16, 16).contiguous(memory_format=torch.channels_last)
-    assert 256 <= pointwise.MIN_PIXELS and _path(fast, small) == 'ConvolutionBackward0'
     with torch.autocast('cpu', dtype=torch.bfloat16):  # autocast decides the dtype itself
         assert _path(fast, cl) == 'ConvolutionBackward0'
+    assert _path(fast.double(), cl.double()) == 'ConvolutionBackward0'
+    fast.float()
     with torch.no_grad():
         traced = torch.jit.trace(fast, cl)  # graphs record the plain convolution
     assert 'aten::_convolution' in str(traced.graph)
-    assert 'mkldnn' not in str(traced.graph)
+    assert 'mkldnn' not in str(traced.graph) and 'addmm' not in str(traced.graph)
     saved = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = False  # without oneDNN: the GEMMs, still the same numbers
     try:
-        assert _path(fast, cl) == 'ConvolutionBackward0'
+        assert not pointwise._use_onednn(10 ** 6)
+        assert _path(fast, cl) == '_ChannelsLastPointwiseBackward'
     finally:
         torch.backends.mkldnn.enabled = saved
 
