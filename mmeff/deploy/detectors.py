@@ -9,17 +9,27 @@ equivalents that export:
 * per level, the top ``nms_pre`` (anchor, class) scores are taken *before* the score threshold
   (MMDet thresholds first, then takes the top ``nms_pre`` of what is left: the same set, but
   with a static ``k``);
+* every shape is static up to the NMS (what CoreML's converter needs): candidates that MMDet
+  drops before its NMS (under ``score_thr``, smaller than ``min_bbox_size``) are not removed
+  but made *sentinels* (:func:`nms_kept`): one shared unit box in a group of their own, score
+  -1. Sentinels never suppress a real candidate (their group is moved apart), identical boxes
+  suppress each other, so NMS keeps exactly one of them, last (every real score is >= 0, and
+  one sentinel is always appended): the kept indices minus the last are MMDet's;
 * per-class NMS is :func:`batched_nms`: MMCV's coordinate-offset trick (``idxs * (max + 1)``)
-  on :func:`torchvision.ops.nms`, which exports to ONNX ``NonMaxSuppression``;
-* RoI features are computed with :func:`torchvision.ops.roi_align` (ONNX ``RoiAlign``) at every
-  pyramid level and selected by MMDet's level rule; torchvision's ``aligned=True`` is MMCV's
-  ``RoIAlign(aligned=True)`` (the half-pixel shift), with the config's ``sampling_ratio``.
+  on :func:`torchvision.ops.nms`, which exports to ONNX ``NonMaxSuppression`` and converts to
+  CoreML's ``non_maximum_suppression`` (both give the kept indices by score);
+* RoI features are computed at every pyramid level and selected by MMDet's level rule
+  (:func:`roi_align_levels`): with :func:`torchvision.ops.roi_align` for ONNX (``RoiAlign``;
+  torchvision's ``aligned=True`` is MMCV's ``RoIAlign(aligned=True)``, the half-pixel shift),
+  with :func:`mmeff.deploy.roi_align.roi_align` (two matrix products, equal to MMCV's) for
+  CoreML, which has no RoIAlign converter.
 
 Outputs (batch 1; N is dynamic, at most the config's ``test_cfg.max_per_img``; sorted by score):
 
     boxes   (N, 4) float  x1, y1, x2, y2 in input-image pixels (clipped to the image)
     scores  (N,)   float  the class score (sigmoid for RetinaNet, softmax for the RoI head)
-    labels  (N,)   int64  class index, 0-based, as MMDet's ``pred_instances.labels``
+    labels  (N,)   int64  class index, 0-based, as MMDet's ``pred_instances.labels`` (int32
+            in CoreML, which has no 64-bit integers)
     masks   (N, 28, 28) float  Mask R-CNN only: the mask head's sigmoid probabilities for the
             detection's class in its box; paste with :func:`paste_masks` (MMDet's rule:
             bilinear sampling into the box, ``>= rcnn.mask_thr_binary``)
@@ -60,6 +70,25 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     return nms(boxes + offsets[:, None], scores, float(iou_threshold))
 
 
+def nms_kept(boxes: Tensor, scores: Tensor, groups: Tensor, valid: Tensor, num_groups: int,
+             iou_threshold: float, limit: int) -> Tensor:
+    """Indices of the ``valid`` candidates that per-group NMS keeps, by score, the ``limit``
+    best: MMDet's filter-then-:func:`batched_nms` with every shape before the NMS static.
+
+    Invalid candidates become sentinels (module doc): a unit box in group ``num_groups`` with
+    score -1, plus one appended sentinel; NMS keeps one sentinel, last, and it is cut off.
+    Needs ``scores >= 0`` for the valid candidates (sigmoid / softmax scores).
+    """
+    unit = boxes.new_tensor([0.0, 0.0, 1.0, 1.0])
+    boxes = torch.cat([torch.where(valid[:, None], boxes, unit), unit[None]])
+    scores = torch.cat([torch.where(valid, scores, -torch.ones_like(scores)),
+                        scores.new_full((1,), -1.0)])
+    groups = torch.cat([torch.where(valid, groups, torch.full_like(groups, num_groups)),
+                        groups.new_full((1,), num_groups)])
+    keep = batched_nms(boxes, scores, groups, iou_threshold)
+    return keep.narrow(0, 0, keep.shape[0] - 1)[:limit]
+
+
 def _cfg_value(cfg, key: str, what: str):
     value = cfg.get(key) if cfg is not None else None
     if value is None:
@@ -80,7 +109,7 @@ def _nms_iou(cfg, what: str) -> float:
 def _size_filter(boxes: Tensor, min_size: float) -> Tensor:
     """MMDet's ``min_bbox_size`` rule: keep boxes wider and taller than ``min_size``."""
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    return (w > min_size) & (h > min_size)
+    return torch.logical_and(w > min_size, h > min_size)  # CoreML has no aten.__and__
 
 
 class WholeDetectorPart(ExportPart):
@@ -100,12 +129,9 @@ class WholeDetectorPart(ExportPart):
         return compare_detections(reference, got, self.score_thr,
                                   max_per_img=self.max_per_img)
 
-    def decoded(self) -> ExportPart:
-        """The CoreML form: boxes and per-class scores before NMS (see module doc)."""
-        raise ValueError(
-            f'{type(self.detector).__name__}: a two-stage detector needs NMS between its RPN '
-            'and its RoI head, and the CoreML export puts no NMS in an ML Program; export it to '
-            'CoreML with --part detector-neck (the RoI stage on the host), or to ONNX whole')
+    def for_coreml(self) -> 'WholeDetectorPart':
+        """The CoreML form of this part (the same outputs; ops CoreML's converter has)."""
+        return self
 
     @staticmethod
     def _check_batch(image: Tensor) -> None:
@@ -147,66 +173,24 @@ class RetinaNetPart(WholeDetectorPart):
         head = self.detector.bbox_head
         cls_scores, bbox_preds = head(self.detector.extract_feat(image))[:2]
         priors = self._priors(head, cls_scores)
+        num_classes = head.cls_out_channels
         boxes, scores, labels = [], [], []
         for cls_score, bbox_pred, prior in zip(cls_scores, bbox_preds, priors):
-            num_classes = head.cls_out_channels
             flat = cls_score[0].permute(1, 2, 0).reshape(-1).sigmoid()
             deltas = bbox_pred[0].permute(1, 2, 0).reshape(-1, head.bbox_coder.encode_size)
             k = flat.shape[0] if self.nms_pre <= 0 else min(self.nms_pre, flat.shape[0])
             top, index = flat.topk(k)
-            keep = top > self.score_thr
-            top, index = top[keep], index[keep]
             anchor = torch.div(index, num_classes, rounding_mode='floor')
             boxes.append(head.bbox_coder.decode(prior[anchor], deltas[anchor],
                                                 max_shape=tuple(image.shape[-2:])))
             scores.append(top)
             labels.append(index - anchor * num_classes)
         boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+        valid = scores > self.score_thr
         if self.min_bbox_size >= 0:
-            valid = _size_filter(boxes, self.min_bbox_size)
-            boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
-        keep = batched_nms(boxes, scores, labels, self.iou)[:self.max_per_img]
+            valid = torch.logical_and(valid, _size_filter(boxes, self.min_bbox_size))
+        keep = nms_kept(boxes, scores, labels, valid, num_classes, self.iou, self.max_per_img)
         return boxes[keep], scores[keep], labels[keep]
-
-    def decoded(self) -> ExportPart:
-        return DecodedRetinaNetPart(self)
-
-
-class DecodedRetinaNetPart(ExportPart):
-    """RetinaNet for CoreML: a static-shape graph of every anchor's decoded box and class
-    scores; score threshold, ``nms_pre`` and NMS run after the model (Vision / the app, or a
-    CoreML ``NonMaximumSuppression`` model in a pipeline; not built here).
-
-    Every anchor is an output (no top-k inside): a top-k of near-equal scores picks different
-    anchors at its boundary for rounding-level differences, which a check of the file cannot
-    tell from an error. Outputs, K = the anchors of all levels (level, then y, x, anchor, as
-    MMDet flattens them)::
-
-        boxes   (K, 4) x1, y1, x2, y2 in input pixels, decoded with the config's bbox coder
-        scores  (K, num_classes) sigmoid scores; then per level the test_cfg.nms_pre best
-                (anchor, class) pairs above test_cfg.score_thr, per-class NMS at
-                test_cfg.nms.iou_threshold, the test_cfg.max_per_img best
-    """
-    part = 'detector-decoded'
-
-    def __init__(self, whole: RetinaNetPart):
-        super().__init__()
-        self.detector = whole.detector
-
-    def output_names(self, num_outputs: int) -> List[str]:
-        return ['boxes', 'scores']
-
-    def forward(self, image: Tensor) -> Outputs:
-        WholeDetectorPart._check_batch(image)
-        head = self.detector.bbox_head
-        cls_scores, bbox_preds = head(self.detector.extract_feat(image))[:2]
-        priors = torch.cat(WholeDetectorPart._priors(head, cls_scores))
-        scores = torch.cat([c[0].permute(1, 2, 0).reshape(-1, head.cls_out_channels)
-                            for c in cls_scores]).sigmoid()
-        deltas = torch.cat([b[0].permute(1, 2, 0).reshape(-1, head.bbox_coder.encode_size)
-                            for b in bbox_preds])
-        boxes = head.bbox_coder.decode(priors, deltas, max_shape=tuple(image.shape[-2:]))
-        return boxes, scores
 
 
 class MaskRCNNPart(WholeDetectorPart):
@@ -248,6 +232,13 @@ class MaskRCNNPart(WholeDetectorPart):
         self.iou = _nms_iou(rcnn_cfg, f'{name}.roi_head')
         self.max_per_img = int(_cfg_value(rcnn_cfg, 'max_per_img', f'{name}.roi_head'))
         self.mask_thr = float(rcnn_cfg.get('mask_thr_binary', 0.5))
+        #: RoIAlign as matrix products (:mod:`mmeff.deploy.roi_align`), what CoreML converts
+        self.matrix_roi_align = False
+
+    def for_coreml(self) -> 'MaskRCNNPart':
+        """This part with the matrix-product RoIAlign (coremltools has no RoIAlign)."""
+        self.matrix_roi_align = True
+        return self
 
     def _extractors(self) -> List[nn.Module]:
         roi_head = self.detector.roi_head
@@ -264,7 +255,8 @@ class MaskRCNNPart(WholeDetectorPart):
         if not roi_head.with_mask:
             return boxes, scores, labels
         rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)
-        mask_feats = roi_align_levels(roi_head.mask_roi_extractor, feats, rois)
+        mask_feats = roi_align_levels(roi_head.mask_roi_extractor, feats, rois,
+                                      self.matrix_roi_align)
         mask_preds = roi_head.mask_head(mask_feats)
         if not roi_head.mask_head.class_agnostic:
             mask_preds = mask_preds[torch.arange(boxes.shape[0]), labels]
@@ -291,10 +283,10 @@ class MaskRCNNPart(WholeDetectorPart):
             scores.append(score)
             levels.append(torch.full_like(score, level, dtype=torch.long))
         boxes, scores, levels = torch.cat(boxes), torch.cat(scores), torch.cat(levels)
-        if self.rpn_min_size >= 0:
-            valid = _size_filter(boxes, self.rpn_min_size)
-            boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
-        keep = batched_nms(boxes, scores, levels, self.rpn_iou)[:self.rpn_max]
+        valid = _size_filter(boxes, self.rpn_min_size) if self.rpn_min_size >= 0 else \
+            torch.ones_like(scores, dtype=torch.bool)
+        keep = nms_kept(boxes, scores, levels, valid, len(cls_scores), self.rpn_iou,
+                        self.rpn_max)
         return boxes[keep]
 
     def _detections(self, feats: Sequence[Tensor], proposals: Tensor,
@@ -303,7 +295,8 @@ class MaskRCNNPart(WholeDetectorPart):
         roi_head = self.detector.roi_head
         head = roi_head.bbox_head
         rois = torch.cat([proposals.new_zeros(proposals.shape[0], 1), proposals], dim=1)
-        cls_score, bbox_pred = head(roi_align_levels(roi_head.bbox_roi_extractor, feats, rois))
+        cls_score, bbox_pred = head(roi_align_levels(roi_head.bbox_roi_extractor, feats, rois,
+                                                     self.matrix_roi_align))
         scores = F.softmax(cls_score, dim=-1)
         num_classes = 1 if head.reg_class_agnostic else head.num_classes
         boxes = head.bbox_coder.decode(proposals.repeat_interleave(num_classes, dim=0),
@@ -314,20 +307,24 @@ class MaskRCNNPart(WholeDetectorPart):
         boxes = boxes.expand(-1, scores.shape[1], 4).reshape(-1, 4)
         labels = torch.arange(scores.shape[1]).expand(scores.shape[0], -1).reshape(-1)
         scores = scores.reshape(-1)
-        valid = scores > self.score_thr
-        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
-        keep = batched_nms(boxes, scores, labels, self.iou)[:self.max_per_img]
+        keep = nms_kept(boxes, scores, labels, scores > self.score_thr, head.num_classes,
+                        self.iou, self.max_per_img)
         return boxes[keep], scores[keep], labels[keep]
 
 
-def roi_align_levels(extractor: nn.Module, feats: Sequence[Tensor], rois: Tensor) -> Tensor:
+def roi_align_levels(extractor: nn.Module, feats: Sequence[Tensor], rois: Tensor,
+                     matrix: bool = False) -> Tensor:
     """MMDet's ``SingleRoIExtractor`` without data-dependent branches: every RoI is pooled at
     every level it could map to and the level MMDet's rule (``map_roi_levels``) picks is kept.
 
     A RoI is pooled ``num_levels`` times (cheap next to the heads for <= 1000 RoIs); the
-    result equals the extractor's, which pools each RoI at its own level only.
+    result equals the extractor's, which pools each RoI at its own level only. ``matrix``:
+    pool with :func:`mmeff.deploy.roi_align.roi_align` (CoreML) instead of torchvision's.
     """
-    from torchvision.ops import roi_align
+    if matrix:
+        from mmeff.deploy.roi_align import roi_align
+    else:
+        from torchvision.ops import roi_align
     layers = extractor.roi_layers
     feats = feats[:len(layers)]
     if len(feats) == 1:

@@ -428,7 +428,7 @@ def _convert_coreml(job: ExportJob):
             with _quiet_tracer(), progress:
                 mlmodel = ct.convert(
                     source, inputs=[_coreml_input(ct, module, x)],
-                    outputs=[ct.TensorType(name=n) for n in names], convert_to='mlprogram',
+                    outputs=_coreml_outputs(ct, names, job.ref_out), convert_to='mlprogram',
                     minimum_deployment_target=target, compute_precision=precision)
         except NotImplementedError as err:
             found = re.search(r'Unsupported fx node \S+, kind ([\w.:]+)', str(err))
@@ -447,6 +447,15 @@ def _convert_coreml(job: ExportJob):
         run = source.module() if program is not None else source
         return mlmodel, route, run, target, to_decompose
     raise RuntimeError('coremltools kept failing on unsupported ops: ' + str(to_decompose))
+
+
+def _coreml_outputs(ct, names: List[str], reference: List[torch.Tensor]) -> list:
+    """Named outputs; integer ones (detection labels) as int32, CoreML's integer type (left
+    to itself the converter declares them float)."""
+    import numpy as np
+    return [ct.TensorType(name=n, dtype=np.int32) if not (t.is_floating_point() or
+                                                          t.is_complex()) else
+            ct.TensorType(name=n) for n, t in zip(names, reference)]
 
 
 def _coreml_input(ct, module: nn.Module, x: torch.Tensor):
@@ -479,7 +488,7 @@ def _export_coreml(job: ExportJob) -> None:
     with torch.no_grad():
         got = output_list(run(job.x))
     report.extra_parity[f'{route} graph given to coremltools vs eager PyTorch'] = \
-        compare(job.ref_out, got, job.names)
+        _compare(job.module, job.ref_out, got, job.names)
     if os.path.isdir(path):
         import shutil
         shutil.rmtree(path)
