@@ -74,6 +74,7 @@ def nms_kept(boxes: Tensor, scores: Tensor, groups: Tensor, valid: Tensor, num_g
              iou_threshold: float, limit: int) -> Tensor:
     """Indices of the ``valid`` candidates that per-group NMS keeps, by score, the ``limit``
     best: MMDet's filter-then-:func:`batched_nms` with every shape before the NMS static.
+    What follows must not compute with the result's length (the module doc's CoreML rule).
 
     Invalid candidates become sentinels (module doc): a unit box in group ``num_groups`` with
     score -1, plus one appended sentinel; NMS keeps one sentinel, last, and it is cut off.
@@ -254,12 +255,13 @@ class MaskRCNNPart(WholeDetectorPart):
         roi_head = self.detector.roi_head
         if not roi_head.with_mask:
             return boxes, scores, labels
-        rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)
+        rois = _rois(boxes)
         mask_feats = roi_align_levels(roi_head.mask_roi_extractor, feats, rois,
                                       self.matrix_roi_align)
         mask_preds = roi_head.mask_head(mask_feats)
         if not roi_head.mask_head.class_agnostic:
-            mask_preds = mask_preds[torch.arange(boxes.shape[0]), labels]
+            index = labels[:, None, None, None].expand(-1, 1, *mask_preds.shape[-2:])
+            mask_preds = mask_preds.gather(1, index)[:, 0]
         else:
             mask_preds = mask_preds[:, 0]
         return boxes, scores, labels, mask_preds.sigmoid()
@@ -294,22 +296,31 @@ class MaskRCNNPart(WholeDetectorPart):
         """BBoxHead.predict_by_feat + multiclass_nms."""
         roi_head = self.detector.roi_head
         head = roi_head.bbox_head
-        rois = torch.cat([proposals.new_zeros(proposals.shape[0], 1), proposals], dim=1)
+        rois = _rois(proposals)
         cls_score, bbox_pred = head(roi_align_levels(roi_head.bbox_roi_extractor, feats, rois,
                                                      self.matrix_roi_align))
         scores = F.softmax(cls_score, dim=-1)
         num_classes = 1 if head.reg_class_agnostic else head.num_classes
-        boxes = head.bbox_coder.decode(proposals.repeat_interleave(num_classes, dim=0),
+        boxes = head.bbox_coder.decode(proposals[:, None].expand(-1, num_classes, 4)
+                                       .reshape(-1, 4),
                                        bbox_pred.reshape(-1, head.bbox_coder.encode_size),
                                        max_shape=hw)
-        boxes = boxes.reshape(proposals.shape[0], num_classes, 4)
+        boxes = boxes.reshape(-1, num_classes, 4)
         scores = scores[:, :-1]  # the last column is the background
         boxes = boxes.expand(-1, scores.shape[1], 4).reshape(-1, 4)
-        labels = torch.arange(scores.shape[1]).expand(scores.shape[0], -1).reshape(-1)
+        labels = (torch.zeros_like(scores, dtype=torch.long) +
+                  torch.arange(scores.shape[1], device=scores.device)).reshape(-1)
         scores = scores.reshape(-1)
         keep = nms_kept(boxes, scores, labels, scores > self.score_thr, head.num_classes,
                         self.iou, self.max_per_img)
         return boxes[keep], scores[keep], labels[keep]
+
+
+def _rois(boxes: Tensor) -> Tensor:
+    """(N, 5) RoIs of image 0. Built without the symbolic N (``zeros_like`` of a column, no
+    ``new_zeros(N, 1)``): after an NMS, N is a run-time size, and the CoreML converter has no
+    op for arithmetic on such sizes (``sym_min``, ``sym_mul``)."""
+    return torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
 
 
 def roi_align_levels(extractor: nn.Module, feats: Sequence[Tensor], rois: Tensor,

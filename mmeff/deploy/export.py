@@ -21,12 +21,14 @@ instead. Models without attention biases get dynamic H/W and are verified at a s
 import contextlib
 import copy
 import dataclasses
+import functools
 import io
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -113,6 +115,9 @@ class ExportReport:
     compressed: List[object] = field(default_factory=list)
     #: 'tensor' (normalised NCHW) or 'image' (pixels; normalisation inside the graph)
     input_kind: str = 'tensor'
+    #: CoreML: the graph coremltools converted, as a function of the part's input (an
+    #: array; pixels for an image input) -> output arrays; what the framework parity runs
+    converted: Optional[Callable[[np.ndarray], List[np.ndarray]]] = None
 
     @property
     def ok(self) -> bool:
@@ -479,6 +484,13 @@ def _coreml_graph(job: ExportJob) -> ExportJob:
     return dataclasses.replace(job, module=scaled, x=scaled.prescale(job.x))
 
 
+def _run_converted(run, prescale, feed: np.ndarray) -> List[np.ndarray]:
+    """The converted graph on the part's input (through the ImageType's scale / bias)."""
+    x = torch.from_numpy(np.ascontiguousarray(feed)).float()
+    with torch.no_grad():
+        return [t.numpy() for t in output_list(run(x if prescale is None else prescale(x)))]
+
+
 def _export_coreml(job: ExportJob) -> None:
     from mmeff.deploy.coreml_check import inspect_mlprogram
 
@@ -487,6 +499,8 @@ def _export_coreml(job: ExportJob) -> None:
     mlmodel, route, run, target, _ = _convert_coreml(job)
     with torch.no_grad():
         got = output_list(run(job.x))
+    report.converted = functools.partial(_run_converted, run, getattr(job.module, 'prescale',
+                                                                      None))
     report.extra_parity[f'{route} graph given to coremltools vs eager PyTorch'] = \
         _compare(job.module, job.ref_out, got, job.names)
     if os.path.isdir(path):

@@ -56,7 +56,8 @@ def axis_weights(start: Tensor, length: Tensor, out_size: int, size: int,
     sample = torch.arange(grid, dtype=start.dtype, device=start.device)[None, None]
     row = torch.arange(out_size, dtype=start.dtype, device=start.device)[None, :, None]
     pos = start[:, None, None] + row * bin_size + (sample + 0.5) * per_sample  # (R, out, grid)
-    inside = (sample < count) & (pos >= -1.0) & (pos <= size)
+    # logical_and, not &: CoreML's converter has no aten.__and__
+    inside = torch.logical_and(torch.logical_and(sample < count, pos >= -1.0), pos <= size)
     pos = pos.clamp(min=0)
     low = pos.floor().clamp(max=size - 1)
     last = low >= size - 1
@@ -102,17 +103,18 @@ def roi_align(feat: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_
         _check_grid(roi_h, roi_w, out_h, out_w, grid_h, grid_w)
     wy = axis_weights(y1, roi_h, out_h, height, sampling_ratio, grid_h)   # (R, out_h, H)
     wx = axis_weights(x1, roi_w, out_w, width, sampling_ratio, grid_w)    # (R, out_w, W)
-    num = rois.shape[0]
     if batch > 1:  # the RoI's image: its row weights on the rows of that image only
         image = rois[:, 0].round()[:, None] == torch.arange(batch, dtype=rois.dtype,
                                                             device=rois.device)
         wy = (wy[:, :, None, :] * image[:, None, :, None].to(wy.dtype))
-        wy = wy.reshape(num, out_h, batch * height)
+        wy = wy.reshape(-1, out_h, batch * height)
     rows = feat.permute(0, 2, 1, 3).reshape(batch * height, channels * width)
-    by_rows = (wy.reshape(num * out_h, batch * height) @ rows)             # (R*out_h, C*W)
-    by_rows = by_rows.reshape(num, out_h * channels, width)
+    # reshapes by -1: after an NMS the RoI count R is a run-time size, whose arithmetic
+    # (R * out_h) the CoreML converter cannot express
+    by_rows = (wy.reshape(-1, batch * height) @ rows)                      # (R*out_h, C*W)
+    by_rows = by_rows.reshape(-1, out_h * channels, width)
     out = by_rows @ wx.transpose(1, 2)                                     # (R, out_h*C, out_w)
-    return out.reshape(num, out_h, channels, out_w).permute(0, 2, 1, 3)
+    return out.reshape(-1, out_h, channels, out_w).permute(0, 2, 1, 3)
 
 
 def _check_grid(roi_h: Tensor, roi_w: Tensor, out_h: int, out_w: int, grid_h: int,

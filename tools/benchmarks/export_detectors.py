@@ -51,7 +51,8 @@ def parse_args(argv=None):
                         help=f'config names under configs/ (default: {" ".join(DEFAULT)})')
     parser.add_argument('--shape', nargs=2, type=int, default=(320, 320), metavar=('H', 'W'))
     parser.add_argument('--coreml', action='store_true',
-                        help='also convert to CoreML (image input; detectors: decoded boxes)')
+                        help='also convert to CoreML (image input; detectors whole, NMS '
+                             'inside)')
     parser.add_argument('--sharpen', type=float, default=4.0,
                         help='factor on the RoI classifier weights (two-stage detectors)')
     parser.add_argument('--threads', type=int, default=1)
@@ -78,11 +79,10 @@ def run_one(name: str, args, tmp: str) -> Iterator[str]:
         try:
             detector = copy.deepcopy(model)
             part = prepare_part(detector, 'auto', fmt)
-        except ValueError as err:  # a two-stage detector to CoreML
+        except ValueError as err:  # a part that cannot be exported whole
             yield f'{name:20s} {fmt:6s} refused: {err}'
             continue
-        pending = framework_reference(detector, part, tuple(args.shape)) \
-            if fmt == 'onnx' else None
+        pending = framework_reference(detector, part, tuple(args.shape), fmt=fmt)
         start = time.time()
         report = export(part, os.path.join(tmp, f'{name}_{fmt}'),
                         ExportOptions(fmt=fmt, input_hw=tuple(args.shape)))
