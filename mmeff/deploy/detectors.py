@@ -11,10 +11,13 @@ equivalents that export:
   with a static ``k``);
 * every shape is static up to the NMS (what CoreML's converter needs): candidates that MMDet
   drops before its NMS (under ``score_thr``, smaller than ``min_bbox_size``) are not removed
-  but made *sentinels* (:func:`nms_kept`): one shared unit box in a group of their own, score
+  but made *sentinels* (:func:`nms_padded`): one shared unit box in a group of their own, score
   -1. Sentinels never suppress a real candidate (their group is moved apart), identical boxes
   suppress each other, so NMS keeps exactly one of them, last (every real score is >= 0, and
-  one sentinel is always appended): the kept indices minus the last are MMDet's;
+  one sentinel is always appended): the kept indices minus the last are MMDet's
+  (:func:`nms_padded`); stages after an NMS run on a static padded list (the RoI head on
+  ``rpn.max_per_img`` proposals, the mask head on ``max_per_img`` boxes, padding masked) and
+  only the outputs have the run-time size N;
 * per-class NMS is :func:`batched_nms`: MMCV's coordinate-offset trick (``idxs * (max + 1)``)
   on :func:`torchvision.ops.nms`, which exports to ONNX ``NonMaxSuppression`` and converts to
   CoreML's ``non_maximum_suppression`` (both give the kept indices by score);
@@ -38,7 +41,7 @@ The graph takes the normalised image (as MMDet's data preprocessor gives it) unl
 exported with an image input (:class:`mmeff.deploy.parts.PixelInputPart`).
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -70,16 +73,35 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     return nms(boxes + offsets[:, None], scores, float(iou_threshold))
 
 
-def nms_kept(boxes: Tensor, scores: Tensor, groups: Tensor, valid: Tensor, num_groups: int,
-             iou_threshold: float, limit: int) -> Tensor:
-    """Indices of the ``valid`` candidates that per-group NMS keeps, by score, the ``limit``
-    best: MMDet's filter-then-:func:`batched_nms` with every shape before the NMS static.
-    What follows must not compute with the result's length (the module doc's CoreML rule).
+class Kept(NamedTuple):
+    """What per-group NMS keeps, in two forms (see :func:`nms_padded`)."""
+    #: (limit,) candidate indices, the kept ones first by score, then padding (any index)
+    index: Tensor
+    #: (limit,) bool, which entries of ``index`` are kept candidates
+    real: Tensor
+    #: (N,) 0 .. N-1, N = the number kept (at most ``limit``): ``index[positions]`` are the
+    #: kept indices; N is a run-time size, and nothing computes with it
+    positions: Tensor
+
+    @property
+    def dynamic(self) -> Tensor:
+        """(N,) the kept indices by score."""
+        return self.index[self.positions]
+
+
+def nms_padded(boxes: Tensor, scores: Tensor, groups: Tensor, valid: Tensor,
+               num_groups: int, iou_threshold: float, limit: int) -> Kept:
+    """The ``valid`` candidates that per-group NMS keeps, by score, the ``limit`` best:
+    MMDet's filter-then-:func:`batched_nms` with static shapes around the NMS.
 
     Invalid candidates become sentinels (module doc): a unit box in group ``num_groups`` with
-    score -1, plus one appended sentinel; NMS keeps one sentinel, last, and it is cut off.
+    score -1, plus one appended sentinel; NMS keeps one sentinel, last. The kept list padded
+    to ``limit`` (static: later stages such as the RoI head run on it) and the positions of
+    the real ones (for the N-sized outputs): CoreML's converter has no op for arithmetic on a
+    run-time size (``min(limit, N)`` in a reshape), so no later shape may depend on N.
     Needs ``scores >= 0`` for the valid candidates (sigmoid / softmax scores).
     """
+    num = boxes.shape[0]
     unit = boxes.new_tensor([0.0, 0.0, 1.0, 1.0])
     boxes = torch.cat([torch.where(valid[:, None], boxes, unit), unit[None]])
     scores = torch.cat([torch.where(valid, scores, -torch.ones_like(scores)),
@@ -87,7 +109,11 @@ def nms_kept(boxes: Tensor, scores: Tensor, groups: Tensor, valid: Tensor, num_g
     groups = torch.cat([torch.where(valid, groups, torch.full_like(groups, num_groups)),
                         groups.new_full((1,), num_groups)])
     keep = batched_nms(boxes, scores, groups, iou_threshold)
-    return keep.narrow(0, 0, keep.shape[0] - 1)[:limit]
+    index = torch.cat([keep, keep.new_full((limit,), num)])[:limit]
+    real = scores[index] >= 0
+    kept = keep.narrow(0, 0, keep.shape[0] - 1)[:limit]  # the sentinel is last: cut off
+    positions = torch.cumsum(torch.ones_like(kept), 0) - 1
+    return Kept(index.clamp(max=num - 1), real, positions)
 
 
 def _cfg_value(cfg, key: str, what: str):
@@ -190,7 +216,8 @@ class RetinaNetPart(WholeDetectorPart):
         valid = scores > self.score_thr
         if self.min_bbox_size >= 0:
             valid = torch.logical_and(valid, _size_filter(boxes, self.min_bbox_size))
-        keep = nms_kept(boxes, scores, labels, valid, num_classes, self.iou, self.max_per_img)
+        keep = nms_padded(boxes, scores, labels, valid, num_classes, self.iou,
+                          self.max_per_img).dynamic
         return boxes[keep], scores[keep], labels[keep]
 
 
@@ -250,25 +277,30 @@ class MaskRCNNPart(WholeDetectorPart):
         self._check_batch(image)
         feats = self.detector.extract_feat(image)
         hw = tuple(image.shape[-2:])
-        proposals = self._proposals(feats, hw)
-        boxes, scores, labels = self._detections(feats, proposals, hw)
+        proposals, real = self._proposals(feats, hw)
+        boxes, scores, labels, kept = self._detections(feats, proposals, real, hw)
+        pick = kept.positions
         roi_head = self.detector.roi_head
         if not roi_head.with_mask:
-            return boxes, scores, labels
+            return boxes[pick], scores[pick], labels[pick]
+        # the mask head runs on the padded max_per_img boxes (static), the outputs are N
         rois = _rois(boxes)
         mask_feats = roi_align_levels(roi_head.mask_roi_extractor, feats, rois,
                                       self.matrix_roi_align)
         mask_preds = roi_head.mask_head(mask_feats)
         if not roi_head.mask_head.class_agnostic:
-            index = labels[:, None, None, None].expand(-1, 1, *mask_preds.shape[-2:])
-            mask_preds = mask_preds.gather(1, index)[:, 0]
+            # the detection's class by a one-hot sum (CoreML's converter casts the class
+            # indices to float, which its gather_along_axis refuses)
+            classes = torch.arange(mask_preds.shape[1], device=labels.device)
+            one_hot = (labels[:, None] == classes).to(mask_preds.dtype)[:, :, None, None]
+            mask_preds = (mask_preds * one_hot).sum(1)
         else:
             mask_preds = mask_preds[:, 0]
-        return boxes, scores, labels, mask_preds.sigmoid()
+        return boxes[pick], scores[pick], labels[pick], mask_preds.sigmoid()[pick]
 
-    def _proposals(self, feats: Sequence[Tensor], hw: Tuple[int, int]) -> Tensor:
+    def _proposals(self, feats: Sequence[Tensor], hw: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
         """RPNHead.predict_by_feat: per level top ``nms_pre``, decode, size filter, NMS per
-        level, the best ``max_per_img``."""
+        level, the best ``max_per_img``: (max_per_img, 4) boxes padded, which are real."""
         rpn = self.detector.rpn_head
         cls_scores, bbox_preds = rpn(feats)
         priors = self._priors(rpn, cls_scores)
@@ -287,13 +319,14 @@ class MaskRCNNPart(WholeDetectorPart):
         boxes, scores, levels = torch.cat(boxes), torch.cat(scores), torch.cat(levels)
         valid = _size_filter(boxes, self.rpn_min_size) if self.rpn_min_size >= 0 else \
             torch.ones_like(scores, dtype=torch.bool)
-        keep = nms_kept(boxes, scores, levels, valid, len(cls_scores), self.rpn_iou,
-                        self.rpn_max)
-        return boxes[keep]
+        kept = nms_padded(boxes, scores, levels, valid, len(cls_scores), self.rpn_iou,
+                          self.rpn_max)
+        return boxes[kept.index], kept.real
 
-    def _detections(self, feats: Sequence[Tensor], proposals: Tensor,
-                    hw: Tuple[int, int]) -> Tuple[Tensor, Tensor, Tensor]:
-        """BBoxHead.predict_by_feat + multiclass_nms."""
+    def _detections(self, feats: Sequence[Tensor], proposals: Tensor, real: Tensor,
+                    hw: Tuple[int, int]) -> Tuple[Tensor, Tensor, Tensor, Kept]:
+        """BBoxHead.predict_by_feat + multiclass_nms on the ``real`` proposals: boxes, scores,
+        labels padded to max_per_img and what NMS kept."""
         roi_head = self.detector.roi_head
         head = roi_head.bbox_head
         rois = _rois(proposals)
@@ -310,10 +343,11 @@ class MaskRCNNPart(WholeDetectorPart):
         boxes = boxes.expand(-1, scores.shape[1], 4).reshape(-1, 4)
         labels = (torch.zeros_like(scores, dtype=torch.long) +
                   torch.arange(scores.shape[1], device=scores.device)).reshape(-1)
+        valid = torch.logical_and(scores > self.score_thr, real[:, None]).reshape(-1)
         scores = scores.reshape(-1)
-        keep = nms_kept(boxes, scores, labels, scores > self.score_thr, head.num_classes,
-                        self.iou, self.max_per_img)
-        return boxes[keep], scores[keep], labels[keep]
+        kept = nms_padded(boxes, scores, labels, valid, head.num_classes, self.iou,
+                          self.max_per_img)
+        return boxes[kept.index], scores[kept.index], labels[kept.index], kept
 
 
 def _rois(boxes: Tensor) -> Tensor:

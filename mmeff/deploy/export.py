@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmeff.deploy.deploy_path import (ChannelAffine, all_finite, attention_biases, deploy,
-                          deploy_violations, nan_bias_tables, traced_op_kinds)
+from mmeff.deploy.deploy_path import (ChannelAffine, StableGroupNorm, all_finite,
+                                      attention_biases, deploy, deploy_violations,
+                                      nan_bias_tables, traced_op_kinds)
 from mmeff.deploy.parity import TOLERANCE, Parity, compare, example_input, output_list
 from mmeff.deploy.parts import ExportPart
 
@@ -507,7 +508,11 @@ def _export_coreml(job: ExportJob) -> None:
         import shutil
         shutil.rmtree(path)
     mlmodel.save(path)
-    affines = sum(isinstance(m, ChannelAffine) for m in job.module.modules())
+    # per-channel affines coremltools fuses into its batch_norm op: BNs with nothing to fold
+    # into, and the weight / bias of a GroupNorm (a dense EfficientFormer's output norms)
+    affines = sum(isinstance(m, ChannelAffine) or (isinstance(m, StableGroupNorm) and
+                                                   m.weight is not None)
+                  for m in job.module.modules())
     structure = inspect_mlprogram(mlmodel, target, affine_layers=affines)
     report.coreml = structure
     report.graph_ops = {}

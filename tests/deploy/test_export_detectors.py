@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmeff.deploy.detectors import (MaskRCNNPart, RetinaNetPart, batched_nms,
-                                    compare_detections, mmdet_predictions, nms_kept,
+                                    compare_detections, mmdet_predictions, nms_padded,
                                     roi_align_levels)
 from mmeff.deploy.export import ExportOptions, export
 from mmeff.deploy.framework_parity import mmseg_logits, toy_inputs
@@ -56,7 +56,7 @@ def test_batched_nms_equals_mmcv_including_empty_input():
     assert batched_nms(boxes[:0], scores[:0], labels[:0], 0.5).numel() == 0
 
 
-def test_nms_kept_equals_filter_then_batched_nms():
+def test_nms_padded_equals_filter_then_batched_nms():
     """The static-shape form (invalid candidates as sentinels) keeps what MMDet keeps: the
     valid candidates' batched_nms, the best ``limit``; high-scoring invalid candidates (a
     size filter) suppress nothing; nothing valid gives nothing."""
@@ -69,9 +69,15 @@ def test_nms_kept_equals_filter_then_batched_nms():
     index = valid.nonzero()[:, 0]
     expected = index[batched_nms(boxes[index], scores[index], labels[index], 0.5)]
     assert 30 < len(expected)
-    assert torch.equal(nms_kept(boxes, scores, labels, valid, 3, 0.5, 1000), expected)
-    assert torch.equal(nms_kept(boxes, scores, labels, valid, 3, 0.5, 20), expected[:20])
-    assert nms_kept(boxes, scores, labels, valid & False, 3, 0.5, 20).numel() == 0
+    kept = nms_padded(boxes, scores, labels, valid, 3, 0.5, 1000)
+    assert torch.equal(kept.dynamic, expected)
+    n = len(expected)  # padded to the limit; the padding is marked
+    assert torch.equal(kept.index[:n], expected) and kept.real.tolist() == [True] * n + \
+        [False] * (1000 - n)
+    assert torch.equal(nms_padded(boxes, scores, labels, valid, 3, 0.5, 20).dynamic,
+                       expected[:20])
+    none = nms_padded(boxes, scores, labels, valid & False, 3, 0.5, 20)
+    assert none.dynamic.numel() == 0 and not none.real.any() and none.index.shape == (20,)
 
 
 def test_nms_graph_converts_to_coreml_with_run_time_sized_outputs():
@@ -86,7 +92,7 @@ def test_nms_graph_converts_to_coreml_with_run_time_sized_outputs():
         def forward(self, x):
             boxes = torch.cat([x[0, 0, :, :2] * 50, x[0, 0, :, :2] * 50 + 8], 1)
             scores, labels = x[0, 0, :, 2].sigmoid(), (x[0, 0, :, 3] > 0).long()
-            keep = nms_kept(boxes, scores, labels, scores > 0.2, 2, 0.5, 10)
+            keep = nms_padded(boxes, scores, labels, scores > 0.2, 2, 0.5, 10).dynamic
             return boxes[keep], scores[keep], labels[keep]
 
     x = torch.rand(1, 1, 32, 4)
