@@ -18,9 +18,9 @@ def _rois(num: int, size: float, batch: int, gen: torch.Generator) -> torch.Tens
     return torch.cat([index, xy, xy + extent], 1)
 
 
-@pytest.mark.parametrize('sampling_ratio, out, batch', [(0, 7, 1), (2, 7, 1), (0, 14, 2),
-                                                         (2, 14, 2)])
-def test_matrix_roi_align_equals_mmcv_and_torchvision(sampling_ratio, out, batch):
+@pytest.mark.parametrize('sampling_ratio, out, batch, aligned', [
+    (0, 7, 1, True), (2, 7, 1, True), (0, 14, 2, True), (2, 14, 2, True), (0, 7, 1, False)])
+def test_matrix_roi_align_equals_mmcv_and_torchvision(sampling_ratio, out, batch, aligned):
     from mmcv.ops import RoIAlign
     from torchvision.ops import roi_align as tv_roi_align
     gen = torch.Generator().manual_seed(sampling_ratio + out + batch)
@@ -30,9 +30,9 @@ def test_matrix_roi_align_equals_mmcv_and_torchvision(sampling_ratio, out, batch
     # RoIs reach up to 1.5x the image: an adaptive grid as large as they need
     grid = (int(torch.ceil((rois[:, 4] - rois[:, 2]) * scale / out).max()),
             int(torch.ceil((rois[:, 3] - rois[:, 1]) * scale / out).max()))
-    got = roi_align(feat, rois, (out, out), scale, sampling_ratio, aligned=True, grid=grid)
-    mmcv = RoIAlign(out, scale, sampling_ratio, aligned=True)(feat, rois)
-    tv = tv_roi_align(feat, rois, (out, out), scale, sampling_ratio, aligned=True)
+    got = roi_align(feat, rois, (out, out), scale, sampling_ratio, aligned=aligned, grid=grid)
+    mmcv = RoIAlign(out, scale, sampling_ratio, aligned=aligned)(feat, rois)
+    tv = tv_roi_align(feat, rois, (out, out), scale, sampling_ratio, aligned=aligned)
     assert got.shape == (60, 5, out, out)
     assert mmcv.abs().amax(dim=(1, 2, 3)).gt(0).sum() > 30  # most RoIs see the features
     assert torch.allclose(got, mmcv, rtol=0, atol=1e-5), (got - mmcv).abs().max()

@@ -83,10 +83,10 @@ def run_one(name: str, args, tmp: str) -> Iterator[str]:
             yield f'{name:20s} {fmt:6s} refused: {err}'
             continue
         pending = framework_reference(detector, part, tuple(args.shape), fmt=fmt)
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         report = export(part, os.path.join(tmp, f'{name}_{fmt}'),
                         ExportOptions(fmt=fmt, input_hw=tuple(args.shape)))
-        seconds = time.time() - start
+        seconds, cpu = time.time() - start, time.process_time() - cpu
         parities = [f'eager vs file: {_figures(report.runtime_parity or report.fused_parity)}']
         add_framework_parity(report, pending)
         if pending is not None:
@@ -95,7 +95,7 @@ def run_one(name: str, args, tmp: str) -> Iterator[str]:
                                                             report.output_shapes))
         if report.coreml is not None:
             parities.append(_spec_facts(report))
-        yield (f'{name:20s} {fmt:6s} {report.part:16s} {seconds:6.1f} s  '
+        yield (f'{name:20s} {fmt:6s} {report.part:16s} {seconds:6.1f} s ({cpu:.1f} s CPU)  '
                f'{"PASS" if report.ok else "FAIL"}  {outputs}\n    ' + '\n    '.join(parities))
 
 
