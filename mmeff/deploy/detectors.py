@@ -142,6 +142,8 @@ def _size_filter(boxes: Tensor, min_size: float) -> Tensor:
 class WholeDetectorPart(ExportPart):
     """Base of the whole-detector parts: the test_cfg values, the image size, shared steps."""
     part = 'detector'
+    #: MIL ops the converted ML Program must hold (the export's structural check)
+    coreml_ops: Dict[str, int] = {'non_maximum_suppression': 1}
 
     def __init__(self, detector: nn.Module):
         super().__init__()
@@ -262,6 +264,7 @@ class MaskRCNNPart(WholeDetectorPart):
         self.mask_thr = float(rcnn_cfg.get('mask_thr_binary', 0.5))
         #: RoIAlign as matrix products (:mod:`mmeff.deploy.roi_align`), what CoreML converts
         self.matrix_roi_align = False
+        self.coreml_ops = {'non_maximum_suppression': 2}  # the RPN's, the RoI head's
 
     def for_coreml(self) -> 'MaskRCNNPart':
         """This part with the matrix-product RoIAlign (coremltools has no RoIAlign)."""

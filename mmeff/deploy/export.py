@@ -520,3 +520,7 @@ def _export_coreml(job: ExportJob) -> None:
                         f'covered by the {route} graph that was converted')
     if structure.forbidden:
         report.violations.extend(structure.forbidden)
+    required = getattr(getattr(job.module, 'inner', job.module), 'coreml_ops', {})
+    report.violations.extend(
+        f'{n} x {op} expected in the ML Program, {structure.op_types.get(op, 0)} found'
+        for op, n in required.items() if structure.op_types.get(op, 0) != n)
