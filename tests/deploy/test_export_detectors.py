@@ -346,3 +346,14 @@ def test_image_input_needs_a_data_preprocessor(tmp_path, capsys):
                              '--out', str(tmp_path / 'x')])
     assert code == 2 and '--image-input needs the mean and std' in capsys.readouterr().err
 
+
+
+def test_coreml_export_flags_a_detector_program_without_its_nms(toys, tmp_path):
+    """The structural check fails when the ML Program lacks the NMS ops the part declares
+    (here a classifier posing as one: no NMS converted)."""
+    from mmeff.deploy.parts import ClassifierPart
+    part = ClassifierPart(toys.classifier())
+    part.coreml_ops = {'non_maximum_suppression': 1}
+    report = export(part, str(tmp_path / 'c'), ExportOptions(fmt='coreml', input_hw=(64, 64)))
+    assert not report.ok
+    assert '1 x non_maximum_suppression expected in the ML Program, 0 found' in report.text()
