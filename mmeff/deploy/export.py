@@ -213,6 +213,13 @@ def check_options(options: ExportOptions, part: nn.Module) -> None:
             '(ONNX Runtime and PyTorch lack CPU kernels for much of an fp16 graph, so a CPU '
             f'parity check is not meaningful). Export fp32 here, or use --format coreml --fp16 '
             'for the iPhone')
+    if getattr(part, 'part', '') == 'detector' and options.fmt == 'coreml' and options.fp16:
+        raise ValueError(
+            'a whole detector is exported to CoreML in fp32 only: its per-class NMS moves the '
+            'boxes of class c by c * (image size + 1) (up to ~80x the image size), where fp16 '
+            'keeps no pixel precision (spacing 32 at 50,000; overflow past 65,504), so IoUs '
+            'and boxes would be wrong. Drop --fp16, or export --part detector-head --fp16 '
+            '(raw head maps, post-processing in the app)')
     if getattr(part, 'part', '') == 'detector' and (options.batch != 1 or options.dynamic or
                                                     options.dynamic_batch):
         raise ValueError('the whole detector (NMS in the graph) is exported for one image of '

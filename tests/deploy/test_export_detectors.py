@@ -313,9 +313,10 @@ def _without_test_cfg(text):
      'has no test_cfg'),
     (['--format', 'onnx', '--part', 'detector', '--batch', '2'], RETINANET_M0,
      'one image of one size'),
+    (['--format', 'coreml', '--fp16'], MASK_RCNN_L1, 'CoreML in fp32 only'),
     (['--format', 'onnx', '--part', 'detector'], SEMANTIC_FPN_S0,
      '--part detector needs an MMDet detector'),
-], ids=['no-test-cfg', 'batch-2', 'segmentor'])
+], ids=['no-test-cfg', 'batch-2', 'coreml-fp16', 'segmentor'])
 def test_detector_refusals_exit_2(tmp_path, capsys, args, text, message):
     config = _config(tmp_path, text, 'cfg')
     code = export_tool.main([config, '--out', str(tmp_path / 'x'), '--shape', '128', '128']
