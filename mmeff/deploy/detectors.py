@@ -363,27 +363,41 @@ def _rois(boxes: Tensor) -> Tensor:
 def roi_align_levels(extractor: nn.Module, feats: Sequence[Tensor], rois: Tensor,
                      matrix: bool = False) -> Tensor:
     """MMDet's ``SingleRoIExtractor`` without data-dependent branches: every RoI is pooled at
-    every level it could map to and the level MMDet's rule (``map_roi_levels``) picks is kept.
+    the level MMDet's rule (``map_roi_levels``) picks, without MMDet's per-level selection.
 
-    A RoI is pooled ``num_levels`` times (cheap next to the heads for <= 1000 RoIs); the
-    result equals the extractor's, which pools each RoI at its own level only. ``matrix``:
-    pool with :func:`mmeff.deploy.roi_align.roi_align` (CoreML) instead of torchvision's.
+    torchvision's RoIAlign (ONNX) pools every RoI at every level and keeps the chosen one
+    (cheap next to the heads for <= 1000 RoIs); ``matrix`` (CoreML) uses
+    :func:`mmeff.deploy.roi_align.roi_align_multilevel`, whose weights select the level.
+    Either equals the extractor's result.
     """
-    if matrix:
-        from mmeff.deploy.roi_align import roi_align
-    else:
-        from torchvision.ops import roi_align
     layers = extractor.roi_layers
     feats = feats[:len(layers)]
-    if len(feats) == 1:
+    levels = extractor.map_roi_levels(rois, len(feats)) if len(feats) > 1 else None
+    if matrix:
+        from mmeff.deploy.roi_align import roi_align_multilevel
+        layer = _same_roi_layers(layers)
+        return roi_align_multilevel(feats, rois, levels, tuple(layer.output_size),
+                                    [float(m.spatial_scale) for m in layers],
+                                    int(layer.sampling_ratio), bool(layer.aligned))
+    from torchvision.ops import roi_align
+    if levels is None:
         return _roi_align(roi_align, layers[0], feats[0], rois)
-    levels = extractor.map_roi_levels(rois, len(feats))
     out = None
     for i, (layer, feat) in enumerate(zip(layers, feats)):
         pooled = _roi_align(roi_align, layer, feat, rois)
         chosen = (levels == i).to(pooled.dtype)[:, None, None, None]
         out = pooled * chosen if out is None else out + pooled * chosen
     return out
+
+
+def _same_roi_layers(layers: Sequence[nn.Module]) -> nn.Module:
+    """The one RoIAlign setting of an extractor's levels (MMDet builds them from one
+    ``roi_layer`` config; only the scale differs)."""
+    settings = {(tuple(m.output_size), int(m.sampling_ratio), bool(m.aligned)) for m in layers}
+    if len(settings) != 1:
+        raise ValueError(f'RoI layers with different settings per level {sorted(settings)} '
+                         'are not exported to CoreML; use one roi_layer config')
+    return layers[0]
 
 
 def _roi_align(roi_align, layer: nn.Module, feat: Tensor, rois: Tensor) -> Tensor:

@@ -18,12 +18,14 @@ uses a fixed maximal grid per axis and a mask. Equal to ``mmcv.ops.RoIAlign`` an
 ``torchvision.ops.roi_align`` to float rounding (tests/deploy/test_roi_align.py).
 
 Memory: the intermediate product is (R, out_h, C, W) floats, e.g. 1000 RoIs x 7 x 256 x 80
-(a 320 px input's stride-4 level) = 573 MB; CoreML runs it as one batched matmul.
+(a 320 px input's stride-4 level) = 573 MB; CoreML runs it as one matmul. Over a pyramid
+(:func:`roi_align_multilevel`) it stays that size: the levels share one product.
 """
 import math
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -88,8 +90,54 @@ def roi_align(feat: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_
     Returns:
         (R, C, out_h, out_w).
     """
+    return roi_align_multilevel([feat], rois, None, output_size, [spatial_scale],
+                                sampling_ratio, aligned, grid)
+
+
+def roi_align_multilevel(feats: Sequence[Tensor], rois: Tensor, levels: Optional[Tensor],
+                         output_size: Tuple[int, int], spatial_scales: Sequence[float],
+                         sampling_ratio: int = 0, aligned: bool = True,
+                         grid: Optional[Tuple[int, int]] = None) -> Tensor:
+    """:func:`roi_align` of each RoI at its own pyramid level (``levels``: (R,) ints; None
+    for one level), in one pair of matrix products for all levels.
+
+    The row weights of a RoI are non-zero only on the rows of its level (and image), so the
+    levels' rows are stacked (columns zero-padded to the widest level) and the first product
+    is one (R x out_h, C x W_max) matrix, the size of the largest level's alone; the column
+    weights are those of the RoI's level. Pooling every RoI at every level and selecting
+    would take one such product per level (about twice the memory over an FPN's levels).
+    """
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
-    batch, channels, height, width = feat.shape
+    channels = feats[0].shape[1]
+    width = max(f.shape[-1] for f in feats)
+    row_weights, col_weights, rows = [], None, []
+    for i, (feat, scale) in enumerate(zip(feats, spatial_scales)):
+        wy, wx = _weights(feat.shape, rois, (out_h, out_w), scale, sampling_ratio, aligned,
+                          grid)
+        wx = F.pad(wx, (0, width - wx.shape[-1]))
+        if levels is not None:
+            chosen = (levels == i).to(wy.dtype)[:, None, None]
+            wy, wx = wy * chosen, wx * chosen
+        row_weights.append(wy)
+        col_weights = wx if col_weights is None else col_weights + wx
+        padded = F.pad(feat, (0, width - feat.shape[-1]))
+        rows.append(padded.permute(0, 2, 1, 3).reshape(-1, channels * width))
+    wy, rows = torch.cat(row_weights, -1), torch.cat(rows)
+    # reshapes by -1: after an NMS the RoI count R is a run-time size, whose arithmetic
+    # (R * out_h) the CoreML converter cannot express
+    by_rows = wy.reshape(-1, wy.shape[-1]) @ rows                          # (R*out_h, C*W)
+    by_rows = by_rows.reshape(-1, out_h * channels, width)
+    out = by_rows @ col_weights.transpose(1, 2)                            # (R, out_h*C, out_w)
+    return out.reshape(-1, out_h, channels, out_w).permute(0, 2, 1, 3)
+
+
+def _weights(shape: Sequence[int], rois: Tensor, output_size: Tuple[int, int],
+             spatial_scale: float, sampling_ratio: int, aligned: bool,
+             grid: Optional[Tuple[int, int]]) -> Tuple[Tensor, Tensor]:
+    """A level's (R, out_h, B x H) row weights (the RoI's image's rows only) and
+    (R, out_w, W) column weights, for features of ``shape`` (B, C, H, W)."""
+    out_h, out_w = output_size
+    batch, _, height, width = shape
     offset = 0.5 if aligned else 0.0
     x1, y1, x2, y2 = (rois[:, i] * spatial_scale - offset for i in range(1, 5))
     roi_w, roi_h = x2 - x1, y2 - y1
@@ -108,13 +156,7 @@ def roi_align(feat: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_
                                                             device=rois.device)
         wy = (wy[:, :, None, :] * image[:, None, :, None].to(wy.dtype))
         wy = wy.reshape(-1, out_h, batch * height)
-    rows = feat.permute(0, 2, 1, 3).reshape(batch * height, channels * width)
-    # reshapes by -1: after an NMS the RoI count R is a run-time size, whose arithmetic
-    # (R * out_h) the CoreML converter cannot express
-    by_rows = (wy.reshape(-1, batch * height) @ rows)                      # (R*out_h, C*W)
-    by_rows = by_rows.reshape(-1, out_h * channels, width)
-    out = by_rows @ wx.transpose(1, 2)                                     # (R, out_h*C, out_w)
-    return out.reshape(-1, out_h, channels, out_w).permute(0, 2, 1, 3)
+    return wy, wx
 
 
 def _check_grid(roi_h: Tensor, roi_w: Tensor, out_h: int, out_w: int, grid_h: int,
