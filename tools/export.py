@@ -62,7 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--fp16', action='store_true',
                         help='half precision (CoreML: fp16 compute, what the Neural Engine '
-                             'runs; ONNX/TorchScript: needs CUDA)')
+                             'runs, refused for a whole detector; ONNX/TorchScript: needs '
+                             'CUDA)')
     dyn = parser.add_mutually_exclusive_group()
     dyn.add_argument('--dynamic', action='store_true',
                      help='ONNX with dynamic batch, H and W (refused for models with '
