@@ -457,9 +457,24 @@ def _convert_coreml(job: ExportJob):
                                   + '; '.join(report.notes)) from err
             raise
         route = 'torch.export' if program is not None else 'torch.jit.trace'
-        run = source.module() if program is not None else source
+        run = runnable(source) if program is not None else source
         return mlmodel, route, run, target, to_decompose
     raise RuntimeError('coremltools kept failing on unsupported ops: ' + str(to_decompose))
+
+
+def runnable(program) -> nn.Module:
+    """The module of a torch.export program as coremltools converts it: without the program's
+    run-time assertions on data-dependent sizes, which the ML Program does not have (MIL has
+    no assert op). torch.export asserts that an NMS keeps at least 2 boxes (its size-like
+    symbol is assumed not to be 0 or 1), so the graph would refuse an image with no
+    detection, where the ML Program returns N = 0."""
+    module = program.module()
+    for node in list(module.graph.nodes):
+        if node.op == 'call_function' and node.target is torch.ops.aten._assert_scalar.default:
+            module.graph.erase_node(node)
+    module.graph.eliminate_dead_code()
+    module.recompile()
+    return module
 
 
 def _coreml_outputs(ct, names: List[str], reference: List[torch.Tensor]) -> list:

@@ -82,11 +82,12 @@ def test_nms_padded_equals_filter_then_batched_nms():
 
 def test_nms_graph_converts_to_coreml_with_run_time_sized_outputs():
     """The spec check of a detection graph: NMS inside as non_maximum_suppression, outputs
-    whose first dimension is decided at run time (-1), int32 labels."""
+    whose first dimension is decided at run time (-1), int32 labels; the converted graph, as
+    the export runs it, returns N = 0 for an input without detections."""
     import coremltools as ct
 
     from mmeff.deploy.coreml_check import inspect_mlprogram
-    from mmeff.deploy.export import _coreml_outputs
+    from mmeff.deploy.export import _coreml_outputs, runnable
 
     class Tiny(torch.nn.Module):
         def forward(self, x):
@@ -106,6 +107,11 @@ def test_nms_graph_converts_to_coreml_with_run_time_sized_outputs():
     assert spec.outputs == [('boxes', (-1, 4), 'FLOAT32'), ('scores', (-1,), 'FLOAT32'),
                             ('labels', (-1,), 'INT32')]
     assert spec.op_types.get('non_maximum_suppression') == 1 and not spec.outside_op_set
+    with torch.no_grad():
+        run = runnable(program)
+        assert run(x)[0].shape[0] > 1  # detections
+        nothing = torch.cat([x[..., :2], torch.full_like(x[..., 2:3], -9), x[..., 3:]], -1)
+        assert [tuple(t.shape) for t in run(nothing)] == [(0, 4), (0,), (0,)]
 
 
 def test_roi_align_levels_equals_mmdet_roi_extractor():
