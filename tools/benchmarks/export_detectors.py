@@ -73,6 +73,7 @@ def config_path(name: str, tmp: str) -> str:
 def run_one(name: str, args, tmp: str) -> Iterator[str]:
     """Rows of the table for one config, as they are measured: ONNX (+ framework parity),
     optionally CoreML."""
+    torch.manual_seed(0)  # the default init of convs / linears: the same model every run
     model = sharpen_roi_classifier(randomize_(load_model(config_path(name, tmp)), seed=0),
                                    args.sharpen)
     for fmt in args.formats:
