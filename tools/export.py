@@ -12,6 +12,8 @@ Examples::
         --format onnx --shape 512 512
     # MMDet RetinaNet / Mask R-CNN whole: boxes, scores, labels (+ masks), NMS in the graph
     python tools/export.py configs/retinanet_m4_coco.py ckpt.pth --format onnx --shape 800 1344
+    # ... to CoreML (ML Program: image input, NMS and RoIAlign inside, N detections)
+    python tools/export.py configs/maskrcnn_l1_coco.py ckpt.pth --format coreml --shape 320 320
     # ... or only the raw dense-head maps (NMS on the host)
     python tools/export.py configs/retinanet_m4_coco.py ckpt.pth --format onnx \\
         --part detector-head --shape 800 1344
@@ -25,8 +27,9 @@ Examples::
 
 The model goes down the deploy path first (BN folded, attention biases frozen for --shape,
 no DropPath/Dropout); the exported graph is inspected for leftovers and compared with the
-unfused PyTorch model; a whole detector (ONNX) and a segmentor are also compared with MMDet's /
-MMSeg's own predict on a toy scene (docs/deploy.md). Exit status: 0 when every check passes, 1
+unfused PyTorch model; a whole detector and a segmentor are also compared with MMDet's /
+MMSeg's own predict on a toy scene (ONNX: the file in ONNX Runtime; CoreML: the graph that was
+converted, as CoreML predictions need macOS; docs/deploy.md). Exit status: 0 when every check passes, 1
 when a check fails, 2 for an input error (an unsupported request, a missing or damaged
 checkpoint, a config that does not parse), reported as one message.
 """
@@ -59,7 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--fp16', action='store_true',
                         help='half precision (CoreML: fp16 compute, what the Neural Engine '
-                             'runs; ONNX/TorchScript: needs CUDA)')
+                             'runs, refused for a whole detector; ONNX/TorchScript: needs '
+                             'CUDA)')
     dyn = parser.add_mutually_exclusive_group()
     dyn.add_argument('--dynamic', action='store_true',
                      help='ONNX with dynamic batch, H and W (refused for models with '
@@ -126,8 +130,7 @@ def main(argv=None) -> int:
         part = prepare_part(model, args.part, args.format, args.image_input)
         reference = copy.deepcopy(part).eval() if args.quantize else None  # export fuses part
         # the framework's own predict, taken before the export fuses the model in place
-        pending = framework_reference(model, part, options.input_hw) \
-            if args.format == 'onnx' else None
+        pending = framework_reference(model, part, options.input_hw, fmt=args.format)
         report = export(part, out, options, verbose=args.verbose)
         add_framework_parity(report, pending)
         # an image-input part normalises inside the graph: feed it pixels

@@ -7,7 +7,7 @@ and the input/output names and shapes.
 """
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 #: MIL ops that must not appear after the deploy path (``batch_norm`` beyond the per-channel
 #: affines coremltools itself fuses into that op)
@@ -65,8 +65,11 @@ def _walk_ops(block):
             yield from _walk_ops(inner)
 
 
-def _feature(desc) -> Tuple[str, Tuple[int, ...], str]:
-    """(name, shape, type): an image is (1, channels, H, W) and 'IMAGE_<colour space>'."""
+def _feature(desc, program_types: Optional[Dict[str, object]] = None
+             ) -> Tuple[str, Tuple[int, ...], str]:
+    """(name, shape, type): an image is (1, channels, H, W) and 'IMAGE_<colour space>'; an
+    array whose size is decided at run time (detections) has -1 for that dimension, read
+    from the program's own type of the value (``program_types``)."""
     from coremltools.proto import FeatureTypes_pb2
     if desc.type.WhichOneof('Type') == 'imageType':
         image = desc.type.imageType
@@ -75,7 +78,17 @@ def _feature(desc) -> Tuple[str, Tuple[int, ...], str]:
         return desc.name, (1, channels, int(image.height), int(image.width)), f'IMAGE_{space}'
     arr = desc.type.multiArrayType
     dtype = FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(arr.dataType)
+    tensor = (program_types or {}).get(desc.name)
+    if not arr.shape and tensor is not None and tensor.rank > 0:
+        return desc.name, tuple(int(d.constant.size) if d.WhichOneof('dimension') ==
+                                'constant' else -1 for d in tensor.dimensions), dtype
     return desc.name, tuple(int(s) for s in arr.shape), dtype
+
+
+def _value_types(block) -> Dict[str, object]:
+    """The program's tensor type of every named op output."""
+    return {out.name: out.type.tensorType for op in _walk_ops(block) for out in op.outputs
+            if out.type.WhichOneof('type') == 'tensorType'}
 
 
 def _const_values(op) -> List[float]:
@@ -138,5 +151,5 @@ def inspect_mlprogram(mlmodel, target, affine_layers: int = 0) -> CoreMLStructur
     return CoreMLStructure(
         op_types=dict(types), opset=function.opset, inputs=inputs,
         image_inputs=image_preprocessing(block, inputs),
-        outputs=[_feature(d) for d in spec.description.output],
+        outputs=[_feature(d, _value_types(block)) for d in spec.description.output],
         precisions=dict(dtypes), outside_op_set=outside, forbidden=forbidden)

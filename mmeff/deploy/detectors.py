@@ -9,17 +9,30 @@ equivalents that export:
 * per level, the top ``nms_pre`` (anchor, class) scores are taken *before* the score threshold
   (MMDet thresholds first, then takes the top ``nms_pre`` of what is left: the same set, but
   with a static ``k``);
+* every shape is static up to the NMS (what CoreML's converter needs): candidates that MMDet
+  drops before its NMS (under ``score_thr``, smaller than ``min_bbox_size``) are not removed
+  but made *sentinels* (:func:`nms_padded`): one shared unit box in a group of their own, score
+  -1. Sentinels never suppress a real candidate (their group is moved apart), identical boxes
+  suppress each other, so NMS keeps exactly one of them, last (every real score is >= 0, and
+  one sentinel is always appended): the kept indices minus the last are MMDet's
+  (:func:`nms_padded`); stages after an NMS run on a static padded list (the RoI head on
+  ``rpn.max_per_img`` proposals, the mask head on ``max_per_img`` boxes, padding masked) and
+  only the outputs have the run-time size N;
 * per-class NMS is :func:`batched_nms`: MMCV's coordinate-offset trick (``idxs * (max + 1)``)
-  on :func:`torchvision.ops.nms`, which exports to ONNX ``NonMaxSuppression``;
-* RoI features are computed with :func:`torchvision.ops.roi_align` (ONNX ``RoiAlign``) at every
-  pyramid level and selected by MMDet's level rule; torchvision's ``aligned=True`` is MMCV's
-  ``RoIAlign(aligned=True)`` (the half-pixel shift), with the config's ``sampling_ratio``.
+  on :func:`torchvision.ops.nms`, which exports to ONNX ``NonMaxSuppression`` and converts to
+  CoreML's ``non_maximum_suppression`` (both give the kept indices by score);
+* RoI features are computed at every pyramid level and selected by MMDet's level rule
+  (:func:`roi_align_levels`): with :func:`torchvision.ops.roi_align` for ONNX (``RoiAlign``;
+  torchvision's ``aligned=True`` is MMCV's ``RoIAlign(aligned=True)``, the half-pixel shift),
+  with :func:`mmeff.deploy.roi_align.roi_align` (two matrix products, equal to MMCV's) for
+  CoreML, which has no RoIAlign converter.
 
 Outputs (batch 1; N is dynamic, at most the config's ``test_cfg.max_per_img``; sorted by score):
 
     boxes   (N, 4) float  x1, y1, x2, y2 in input-image pixels (clipped to the image)
     scores  (N,)   float  the class score (sigmoid for RetinaNet, softmax for the RoI head)
-    labels  (N,)   int64  class index, 0-based, as MMDet's ``pred_instances.labels``
+    labels  (N,)   int64  class index, 0-based, as MMDet's ``pred_instances.labels`` (int32
+            in CoreML, which has no 64-bit integers)
     masks   (N, 28, 28) float  Mask R-CNN only: the mask head's sigmoid probabilities for the
             detection's class in its box; paste with :func:`paste_masks` (MMDet's rule:
             bilinear sampling into the box, ``>= rcnn.mask_thr_binary``)
@@ -28,7 +41,7 @@ The graph takes the normalised image (as MMDet's data preprocessor gives it) unl
 exported with an image input (:class:`mmeff.deploy.parts.PixelInputPart`).
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -60,6 +73,49 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     return nms(boxes + offsets[:, None], scores, float(iou_threshold))
 
 
+class Kept(NamedTuple):
+    """What per-group NMS keeps, in two forms (see :func:`nms_padded`)."""
+    #: (limit,) candidate indices, the kept ones first by score, then padding (any index)
+    index: Tensor
+    #: (limit,) bool, which entries of ``index`` are kept candidates
+    real: Tensor
+    #: (N,) 0 .. N-1, N = the number kept (at most ``limit``): ``index[positions]`` are the
+    #: kept indices; N is a run-time size, and nothing computes with it
+    positions: Tensor
+
+    @property
+    def dynamic(self) -> Tensor:
+        """(N,) the kept indices by score."""
+        return self.index[self.positions]
+
+
+def nms_padded(boxes: Tensor, scores: Tensor, groups: Tensor, valid: Tensor,
+               num_groups: int, iou_threshold: float, limit: int) -> Kept:
+    """The ``valid`` candidates that per-group NMS keeps, by score, the ``limit`` best:
+    MMDet's filter-then-:func:`batched_nms` with static shapes around the NMS.
+
+    Invalid candidates become sentinels (module doc): a unit box in group ``num_groups`` with
+    score -1, plus one appended sentinel; NMS keeps one sentinel, last. The kept list padded
+    to ``limit`` (static: later stages such as the RoI head run on it) and the positions of
+    the real ones (for the N-sized outputs): CoreML's converter has no op for arithmetic on a
+    run-time size (``min(limit, N)`` in a reshape), so no later shape may depend on N.
+    Needs ``scores >= 0`` for the valid candidates (sigmoid / softmax scores).
+    """
+    num = boxes.shape[0]
+    unit = boxes.new_tensor([0.0, 0.0, 1.0, 1.0])
+    boxes = torch.cat([torch.where(valid[:, None], boxes, unit), unit[None]])
+    scores = torch.cat([torch.where(valid, scores, -torch.ones_like(scores)),
+                        scores.new_full((1,), -1.0)])
+    groups = torch.cat([torch.where(valid, groups, torch.full_like(groups, num_groups)),
+                        groups.new_full((1,), num_groups)])
+    keep = batched_nms(boxes, scores, groups, iou_threshold)
+    index = torch.cat([keep, keep.new_full((limit,), num)])[:limit]
+    real = scores[index] >= 0
+    kept = keep.narrow(0, 0, keep.shape[0] - 1)[:limit]  # the sentinel is last: cut off
+    positions = torch.cumsum(torch.ones_like(kept), 0) - 1
+    return Kept(index.clamp(max=num - 1), real, positions)
+
+
 def _cfg_value(cfg, key: str, what: str):
     value = cfg.get(key) if cfg is not None else None
     if value is None:
@@ -80,12 +136,14 @@ def _nms_iou(cfg, what: str) -> float:
 def _size_filter(boxes: Tensor, min_size: float) -> Tensor:
     """MMDet's ``min_bbox_size`` rule: keep boxes wider and taller than ``min_size``."""
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    return (w > min_size) & (h > min_size)
+    return torch.logical_and(w > min_size, h > min_size)  # CoreML has no aten.__and__
 
 
 class WholeDetectorPart(ExportPart):
     """Base of the whole-detector parts: the test_cfg values, the image size, shared steps."""
     part = 'detector'
+    #: MIL ops the converted ML Program must hold (the export's structural check)
+    coreml_ops: Dict[str, int] = {'non_maximum_suppression': 1}
 
     def __init__(self, detector: nn.Module):
         super().__init__()
@@ -100,12 +158,9 @@ class WholeDetectorPart(ExportPart):
         return compare_detections(reference, got, self.score_thr,
                                   max_per_img=self.max_per_img)
 
-    def decoded(self) -> ExportPart:
-        """The CoreML form: boxes and per-class scores before NMS (see module doc)."""
-        raise ValueError(
-            f'{type(self.detector).__name__}: a two-stage detector needs NMS between its RPN '
-            'and its RoI head, and the CoreML export puts no NMS in an ML Program; export it to '
-            'CoreML with --part detector-neck (the RoI stage on the host), or to ONNX whole')
+    def for_coreml(self) -> 'WholeDetectorPart':
+        """The CoreML form of this part (the same outputs; ops CoreML's converter has)."""
+        return self
 
     @staticmethod
     def _check_batch(image: Tensor) -> None:
@@ -147,66 +202,25 @@ class RetinaNetPart(WholeDetectorPart):
         head = self.detector.bbox_head
         cls_scores, bbox_preds = head(self.detector.extract_feat(image))[:2]
         priors = self._priors(head, cls_scores)
+        num_classes = head.cls_out_channels
         boxes, scores, labels = [], [], []
         for cls_score, bbox_pred, prior in zip(cls_scores, bbox_preds, priors):
-            num_classes = head.cls_out_channels
             flat = cls_score[0].permute(1, 2, 0).reshape(-1).sigmoid()
             deltas = bbox_pred[0].permute(1, 2, 0).reshape(-1, head.bbox_coder.encode_size)
             k = flat.shape[0] if self.nms_pre <= 0 else min(self.nms_pre, flat.shape[0])
             top, index = flat.topk(k)
-            keep = top > self.score_thr
-            top, index = top[keep], index[keep]
             anchor = torch.div(index, num_classes, rounding_mode='floor')
             boxes.append(head.bbox_coder.decode(prior[anchor], deltas[anchor],
                                                 max_shape=tuple(image.shape[-2:])))
             scores.append(top)
             labels.append(index - anchor * num_classes)
         boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+        valid = scores > self.score_thr
         if self.min_bbox_size >= 0:
-            valid = _size_filter(boxes, self.min_bbox_size)
-            boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
-        keep = batched_nms(boxes, scores, labels, self.iou)[:self.max_per_img]
+            valid = torch.logical_and(valid, _size_filter(boxes, self.min_bbox_size))
+        keep = nms_padded(boxes, scores, labels, valid, num_classes, self.iou,
+                          self.max_per_img).dynamic
         return boxes[keep], scores[keep], labels[keep]
-
-    def decoded(self) -> ExportPart:
-        return DecodedRetinaNetPart(self)
-
-
-class DecodedRetinaNetPart(ExportPart):
-    """RetinaNet for CoreML: a static-shape graph of every anchor's decoded box and class
-    scores; score threshold, ``nms_pre`` and NMS run after the model (Vision / the app, or a
-    CoreML ``NonMaximumSuppression`` model in a pipeline; not built here).
-
-    Every anchor is an output (no top-k inside): a top-k of near-equal scores picks different
-    anchors at its boundary for rounding-level differences, which a check of the file cannot
-    tell from an error. Outputs, K = the anchors of all levels (level, then y, x, anchor, as
-    MMDet flattens them)::
-
-        boxes   (K, 4) x1, y1, x2, y2 in input pixels, decoded with the config's bbox coder
-        scores  (K, num_classes) sigmoid scores; then per level the test_cfg.nms_pre best
-                (anchor, class) pairs above test_cfg.score_thr, per-class NMS at
-                test_cfg.nms.iou_threshold, the test_cfg.max_per_img best
-    """
-    part = 'detector-decoded'
-
-    def __init__(self, whole: RetinaNetPart):
-        super().__init__()
-        self.detector = whole.detector
-
-    def output_names(self, num_outputs: int) -> List[str]:
-        return ['boxes', 'scores']
-
-    def forward(self, image: Tensor) -> Outputs:
-        WholeDetectorPart._check_batch(image)
-        head = self.detector.bbox_head
-        cls_scores, bbox_preds = head(self.detector.extract_feat(image))[:2]
-        priors = torch.cat(WholeDetectorPart._priors(head, cls_scores))
-        scores = torch.cat([c[0].permute(1, 2, 0).reshape(-1, head.cls_out_channels)
-                            for c in cls_scores]).sigmoid()
-        deltas = torch.cat([b[0].permute(1, 2, 0).reshape(-1, head.bbox_coder.encode_size)
-                            for b in bbox_preds])
-        boxes = head.bbox_coder.decode(priors, deltas, max_shape=tuple(image.shape[-2:]))
-        return boxes, scores
 
 
 class MaskRCNNPart(WholeDetectorPart):
@@ -248,6 +262,14 @@ class MaskRCNNPart(WholeDetectorPart):
         self.iou = _nms_iou(rcnn_cfg, f'{name}.roi_head')
         self.max_per_img = int(_cfg_value(rcnn_cfg, 'max_per_img', f'{name}.roi_head'))
         self.mask_thr = float(rcnn_cfg.get('mask_thr_binary', 0.5))
+        #: RoIAlign as matrix products (:mod:`mmeff.deploy.roi_align`), what CoreML converts
+        self.matrix_roi_align = False
+        self.coreml_ops = {'non_maximum_suppression': 2}  # the RPN's, the RoI head's
+
+    def for_coreml(self) -> 'MaskRCNNPart':
+        """This part with the matrix-product RoIAlign (coremltools has no RoIAlign)."""
+        self.matrix_roi_align = True
+        return self
 
     def _extractors(self) -> List[nn.Module]:
         roi_head = self.detector.roi_head
@@ -258,23 +280,30 @@ class MaskRCNNPart(WholeDetectorPart):
         self._check_batch(image)
         feats = self.detector.extract_feat(image)
         hw = tuple(image.shape[-2:])
-        proposals = self._proposals(feats, hw)
-        boxes, scores, labels = self._detections(feats, proposals, hw)
+        proposals, real = self._proposals(feats, hw)
+        boxes, scores, labels, kept = self._detections(feats, proposals, real, hw)
+        pick = kept.positions
         roi_head = self.detector.roi_head
         if not roi_head.with_mask:
-            return boxes, scores, labels
-        rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)
-        mask_feats = roi_align_levels(roi_head.mask_roi_extractor, feats, rois)
+            return boxes[pick], scores[pick], labels[pick]
+        # the mask head runs on the padded max_per_img boxes (static), the outputs are N
+        rois = _rois(boxes)
+        mask_feats = roi_align_levels(roi_head.mask_roi_extractor, feats, rois,
+                                      self.matrix_roi_align)
         mask_preds = roi_head.mask_head(mask_feats)
         if not roi_head.mask_head.class_agnostic:
-            mask_preds = mask_preds[torch.arange(boxes.shape[0]), labels]
+            # the detection's class by a one-hot sum (CoreML's converter casts the class
+            # indices to float, which its gather_along_axis refuses)
+            classes = torch.arange(mask_preds.shape[1], device=labels.device)
+            one_hot = (labels[:, None] == classes).to(mask_preds.dtype)[:, :, None, None]
+            mask_preds = (mask_preds * one_hot).sum(1)
         else:
             mask_preds = mask_preds[:, 0]
-        return boxes, scores, labels, mask_preds.sigmoid()
+        return boxes[pick], scores[pick], labels[pick], mask_preds.sigmoid()[pick]
 
-    def _proposals(self, feats: Sequence[Tensor], hw: Tuple[int, int]) -> Tensor:
+    def _proposals(self, feats: Sequence[Tensor], hw: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
         """RPNHead.predict_by_feat: per level top ``nms_pre``, decode, size filter, NMS per
-        level, the best ``max_per_img``."""
+        level, the best ``max_per_img``: (max_per_img, 4) boxes padded, which are real."""
         rpn = self.detector.rpn_head
         cls_scores, bbox_preds = rpn(feats)
         priors = self._priors(rpn, cls_scores)
@@ -291,54 +320,84 @@ class MaskRCNNPart(WholeDetectorPart):
             scores.append(score)
             levels.append(torch.full_like(score, level, dtype=torch.long))
         boxes, scores, levels = torch.cat(boxes), torch.cat(scores), torch.cat(levels)
-        if self.rpn_min_size >= 0:
-            valid = _size_filter(boxes, self.rpn_min_size)
-            boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
-        keep = batched_nms(boxes, scores, levels, self.rpn_iou)[:self.rpn_max]
-        return boxes[keep]
+        valid = _size_filter(boxes, self.rpn_min_size) if self.rpn_min_size >= 0 else \
+            torch.ones_like(scores, dtype=torch.bool)
+        kept = nms_padded(boxes, scores, levels, valid, len(cls_scores), self.rpn_iou,
+                          self.rpn_max)
+        return boxes[kept.index], kept.real
 
-    def _detections(self, feats: Sequence[Tensor], proposals: Tensor,
-                    hw: Tuple[int, int]) -> Tuple[Tensor, Tensor, Tensor]:
-        """BBoxHead.predict_by_feat + multiclass_nms."""
+    def _detections(self, feats: Sequence[Tensor], proposals: Tensor, real: Tensor,
+                    hw: Tuple[int, int]) -> Tuple[Tensor, Tensor, Tensor, Kept]:
+        """BBoxHead.predict_by_feat + multiclass_nms on the ``real`` proposals: boxes, scores,
+        labels padded to max_per_img and what NMS kept."""
         roi_head = self.detector.roi_head
         head = roi_head.bbox_head
-        rois = torch.cat([proposals.new_zeros(proposals.shape[0], 1), proposals], dim=1)
-        cls_score, bbox_pred = head(roi_align_levels(roi_head.bbox_roi_extractor, feats, rois))
+        rois = _rois(proposals)
+        cls_score, bbox_pred = head(roi_align_levels(roi_head.bbox_roi_extractor, feats, rois,
+                                                     self.matrix_roi_align))
         scores = F.softmax(cls_score, dim=-1)
         num_classes = 1 if head.reg_class_agnostic else head.num_classes
-        boxes = head.bbox_coder.decode(proposals.repeat_interleave(num_classes, dim=0),
+        boxes = head.bbox_coder.decode(proposals[:, None].expand(-1, num_classes, 4)
+                                       .reshape(-1, 4),
                                        bbox_pred.reshape(-1, head.bbox_coder.encode_size),
                                        max_shape=hw)
-        boxes = boxes.reshape(proposals.shape[0], num_classes, 4)
+        boxes = boxes.reshape(-1, num_classes, 4)
         scores = scores[:, :-1]  # the last column is the background
         boxes = boxes.expand(-1, scores.shape[1], 4).reshape(-1, 4)
-        labels = torch.arange(scores.shape[1]).expand(scores.shape[0], -1).reshape(-1)
+        labels = (torch.zeros_like(scores, dtype=torch.long) +
+                  torch.arange(scores.shape[1], device=scores.device)).reshape(-1)
+        valid = torch.logical_and(scores > self.score_thr, real[:, None]).reshape(-1)
         scores = scores.reshape(-1)
-        valid = scores > self.score_thr
-        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
-        keep = batched_nms(boxes, scores, labels, self.iou)[:self.max_per_img]
-        return boxes[keep], scores[keep], labels[keep]
+        kept = nms_padded(boxes, scores, labels, valid, head.num_classes, self.iou,
+                          self.max_per_img)
+        return boxes[kept.index], scores[kept.index], labels[kept.index], kept
 
 
-def roi_align_levels(extractor: nn.Module, feats: Sequence[Tensor], rois: Tensor) -> Tensor:
+def _rois(boxes: Tensor) -> Tensor:
+    """(N, 5) RoIs of image 0. Built without the symbolic N (``zeros_like`` of a column, no
+    ``new_zeros(N, 1)``): after an NMS, N is a run-time size, and the CoreML converter has no
+    op for arithmetic on such sizes (``sym_min``, ``sym_mul``)."""
+    return torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
+
+
+def roi_align_levels(extractor: nn.Module, feats: Sequence[Tensor], rois: Tensor,
+                     matrix: bool = False) -> Tensor:
     """MMDet's ``SingleRoIExtractor`` without data-dependent branches: every RoI is pooled at
-    every level it could map to and the level MMDet's rule (``map_roi_levels``) picks is kept.
+    the level MMDet's rule (``map_roi_levels``) picks, without MMDet's per-level selection.
 
-    A RoI is pooled ``num_levels`` times (cheap next to the heads for <= 1000 RoIs); the
-    result equals the extractor's, which pools each RoI at its own level only.
+    torchvision's RoIAlign (ONNX) pools every RoI at every level and keeps the chosen one
+    (cheap next to the heads for <= 1000 RoIs); ``matrix`` (CoreML) uses
+    :func:`mmeff.deploy.roi_align.roi_align_multilevel`, whose weights select the level.
+    Either equals the extractor's result.
     """
-    from torchvision.ops import roi_align
     layers = extractor.roi_layers
     feats = feats[:len(layers)]
-    if len(feats) == 1:
+    levels = extractor.map_roi_levels(rois, len(feats)) if len(feats) > 1 else None
+    if matrix:
+        from mmeff.deploy.roi_align import roi_align_multilevel
+        layer = _same_roi_layers(layers)
+        return roi_align_multilevel(feats, rois, levels, tuple(layer.output_size),
+                                    [float(m.spatial_scale) for m in layers],
+                                    int(layer.sampling_ratio), bool(layer.aligned))
+    from torchvision.ops import roi_align
+    if levels is None:
         return _roi_align(roi_align, layers[0], feats[0], rois)
-    levels = extractor.map_roi_levels(rois, len(feats))
     out = None
     for i, (layer, feat) in enumerate(zip(layers, feats)):
         pooled = _roi_align(roi_align, layer, feat, rois)
         chosen = (levels == i).to(pooled.dtype)[:, None, None, None]
         out = pooled * chosen if out is None else out + pooled * chosen
     return out
+
+
+def _same_roi_layers(layers: Sequence[nn.Module]) -> nn.Module:
+    """The one RoIAlign setting of an extractor's levels (MMDet builds them from one
+    ``roi_layer`` config; only the scale differs)."""
+    settings = {(tuple(m.output_size), int(m.sampling_ratio), bool(m.aligned)) for m in layers}
+    if len(settings) != 1:
+        raise ValueError(f'RoI layers with different settings per level {sorted(settings)} '
+                         'are not exported to CoreML; use one roi_layer config')
+    return layers[0]
 
 
 def _roi_align(roi_align, layer: nn.Module, feat: Tensor, rois: Tensor) -> Tensor:

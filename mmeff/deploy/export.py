@@ -21,17 +21,20 @@ instead. Models without attention biases get dynamic H/W and are verified at a s
 import contextlib
 import copy
 import dataclasses
+import functools
 import io
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
-from mmeff.deploy.deploy_path import (ChannelAffine, all_finite, attention_biases, deploy,
-                          deploy_violations, nan_bias_tables, traced_op_kinds)
+from mmeff.deploy.deploy_path import (ChannelAffine, StableGroupNorm, all_finite,
+                                      attention_biases, deploy, deploy_violations,
+                                      nan_bias_tables, traced_op_kinds)
 from mmeff.deploy.parity import TOLERANCE, Parity, compare, example_input, output_list
 from mmeff.deploy.parts import ExportPart
 
@@ -113,6 +116,9 @@ class ExportReport:
     compressed: List[object] = field(default_factory=list)
     #: 'tensor' (normalised NCHW) or 'image' (pixels; normalisation inside the graph)
     input_kind: str = 'tensor'
+    #: CoreML: the graph coremltools converted, as a function of the part's input (an
+    #: array; pixels for an image input) -> output arrays; what the framework parity runs
+    converted: Optional[Callable[[np.ndarray], List[np.ndarray]]] = None
 
     @property
     def ok(self) -> bool:
@@ -207,6 +213,13 @@ def check_options(options: ExportOptions, part: nn.Module) -> None:
             '(ONNX Runtime and PyTorch lack CPU kernels for much of an fp16 graph, so a CPU '
             f'parity check is not meaningful). Export fp32 here, or use --format coreml --fp16 '
             'for the iPhone')
+    if getattr(part, 'part', '') == 'detector' and options.fmt == 'coreml' and options.fp16:
+        raise ValueError(
+            'a whole detector is exported to CoreML in fp32 only: its per-class NMS moves the '
+            'boxes of class c by c * (image size + 1) (up to ~80x the image size), where fp16 '
+            'keeps no pixel precision (spacing 32 at 50,000; overflow past 65,504), so IoUs '
+            'and boxes would be wrong. Drop --fp16, or export --part detector-head --fp16 '
+            '(raw head maps, post-processing in the app)')
     if getattr(part, 'part', '') == 'detector' and (options.batch != 1 or options.dynamic or
                                                     options.dynamic_batch):
         raise ValueError('the whole detector (NMS in the graph) is exported for one image of '
@@ -428,7 +441,7 @@ def _convert_coreml(job: ExportJob):
             with _quiet_tracer(), progress:
                 mlmodel = ct.convert(
                     source, inputs=[_coreml_input(ct, module, x)],
-                    outputs=[ct.TensorType(name=n) for n in names], convert_to='mlprogram',
+                    outputs=_coreml_outputs(ct, names, job.ref_out), convert_to='mlprogram',
                     minimum_deployment_target=target, compute_precision=precision)
         except NotImplementedError as err:
             found = re.search(r'Unsupported fx node \S+, kind ([\w.:]+)', str(err))
@@ -444,9 +457,33 @@ def _convert_coreml(job: ExportJob):
                                   + '; '.join(report.notes)) from err
             raise
         route = 'torch.export' if program is not None else 'torch.jit.trace'
-        run = source.module() if program is not None else source
+        run = runnable(source) if program is not None else source
         return mlmodel, route, run, target, to_decompose
     raise RuntimeError('coremltools kept failing on unsupported ops: ' + str(to_decompose))
+
+
+def runnable(program) -> nn.Module:
+    """The module of a torch.export program as coremltools converts it: without the program's
+    run-time assertions on data-dependent sizes, which the ML Program does not have (MIL has
+    no assert op). torch.export asserts that an NMS keeps at least 2 boxes (its size-like
+    symbol is assumed not to be 0 or 1), so the graph would refuse an image with no
+    detection, where the ML Program returns N = 0."""
+    module = program.module()
+    for node in list(module.graph.nodes):
+        if node.op == 'call_function' and node.target is torch.ops.aten._assert_scalar.default:
+            module.graph.erase_node(node)
+    module.graph.eliminate_dead_code()
+    module.recompile()
+    return module
+
+
+def _coreml_outputs(ct, names: List[str], reference: List[torch.Tensor]) -> list:
+    """Named outputs; integer ones (detection labels) as int32, CoreML's integer type (left
+    to itself the converter declares them float)."""
+    import numpy as np
+    return [ct.TensorType(name=n, dtype=np.int32) if not (t.is_floating_point() or
+                                                          t.is_complex()) else
+            ct.TensorType(name=n) for n, t in zip(names, reference)]
 
 
 def _coreml_input(ct, module: nn.Module, x: torch.Tensor):
@@ -470,6 +507,13 @@ def _coreml_graph(job: ExportJob) -> ExportJob:
     return dataclasses.replace(job, module=scaled, x=scaled.prescale(job.x))
 
 
+def _run_converted(run, prescale, feed: np.ndarray) -> List[np.ndarray]:
+    """The converted graph on the part's input (through the ImageType's scale / bias)."""
+    x = torch.from_numpy(np.ascontiguousarray(feed)).float()
+    with torch.no_grad():
+        return [t.numpy() for t in output_list(run(x if prescale is None else prescale(x)))]
+
+
 def _export_coreml(job: ExportJob) -> None:
     from mmeff.deploy.coreml_check import inspect_mlprogram
 
@@ -478,13 +522,19 @@ def _export_coreml(job: ExportJob) -> None:
     mlmodel, route, run, target, _ = _convert_coreml(job)
     with torch.no_grad():
         got = output_list(run(job.x))
+    report.converted = functools.partial(_run_converted, run, getattr(job.module, 'prescale',
+                                                                      None))
     report.extra_parity[f'{route} graph given to coremltools vs eager PyTorch'] = \
-        compare(job.ref_out, got, job.names)
+        _compare(job.module, job.ref_out, got, job.names)
     if os.path.isdir(path):
         import shutil
         shutil.rmtree(path)
     mlmodel.save(path)
-    affines = sum(isinstance(m, ChannelAffine) for m in job.module.modules())
+    # per-channel affines coremltools fuses into its batch_norm op: BNs with nothing to fold
+    # into, and the weight / bias of a GroupNorm (a dense EfficientFormer's output norms)
+    affines = sum(isinstance(m, ChannelAffine) or (isinstance(m, StableGroupNorm) and
+                                                   m.weight is not None)
+                  for m in job.module.modules())
     structure = inspect_mlprogram(mlmodel, target, affine_layers=affines)
     report.coreml = structure
     report.graph_ops = {}
@@ -492,3 +542,7 @@ def _export_coreml(job: ExportJob) -> None:
                         f'covered by the {route} graph that was converted')
     if structure.forbidden:
         report.violations.extend(structure.forbidden)
+    required = getattr(getattr(job.module, 'inner', job.module), 'coreml_ops', {})
+    report.violations.extend(
+        f'{n} x {op} expected in the ML Program, {structure.op_types.get(op, 0)} found'
+        for op, n in required.items() if structure.op_types.get(op, 0) != n)

@@ -3,7 +3,8 @@
 The export's built-in checks compare the file with the same part run eagerly (the part's own
 post-processing included). This module closes the loop: a toy scene
 (:func:`mmeff.datasets.toy_data.toy_image`) goes through the unfused model's ``predict`` (the
-code a user's test script runs) and through the exported file in ONNX Runtime, and the
+code a user's test script runs) and through the exported file in ONNX Runtime (CoreML: the
+torch.export graph that coremltools converted, as CoreML itself runs on macOS only), and the
 predictions are compared — detections as matched sets (:class:`DetectionParity`), semantic
 segmentation as the share of pixels whose argmax label agrees plus the logits' relative error.
 """
@@ -23,6 +24,8 @@ from mmeff.deploy.parts import data_normalisation
 #: semantic segmentation: argmax labels agree on at least this share of pixels, logits within
 #: this relative error (max |diff| / max |ref|), exported file vs MMSeg's predict
 SEG_TOLERANCE = dict(label_agreement=0.999, logits_rel=1e-4)
+#: what runs the exported model in the framework comparison, per format
+RUNNERS = {'onnx': 'ONNX Runtime', 'coreml': 'the graph converted to CoreML (torch.export)'}
 
 
 @dataclass
@@ -85,22 +88,23 @@ class FrameworkReference:
 
 
 def framework_reference(model: nn.Module, part: nn.Module, hw: Tuple[int, int],
-                        seed: int = 0) -> Optional[FrameworkReference]:
+                        seed: int = 0, fmt: str = 'onnx') -> Optional[FrameworkReference]:
     """MMDet's / MMSeg's predict of the *unfused* ``model`` on a toy scene of size ``hw``,
-    for an export ``part`` that has one to compare with (whole detector, segmentor); None
-    otherwise. Call it before :func:`~mmeff.deploy.export.export`."""
+    for an export ``part`` that has one to compare with (whole detector, segmentor) to
+    ``fmt`` ('onnx' or 'coreml'); None otherwise. Call it before
+    :func:`~mmeff.deploy.export.export`."""
     kind = getattr(part, 'part', '')
-    if kind not in ('detector', 'segmentor'):
+    if kind not in ('detector', 'segmentor') or fmt not in RUNNERS:
         return None
     pixels, normalised = toy_inputs(model, 'coco' if kind == 'detector' else 'ade', hw, seed)
     feed = (pixels if hasattr(part, 'image_type_args') else normalised).numpy()
     if kind == 'segmentor':
-        return FrameworkReference('ONNX Runtime vs MMSeg predict (toy ADE scene)', kind, feed,
+        return FrameworkReference(f'{RUNNERS[fmt]} vs MMSeg predict (toy ADE scene)', kind, feed,
                                   [mmseg_logits(model, normalised)], tuple(hw))
     rcnn = getattr(getattr(model, 'roi_head', None), 'test_cfg', None)
     cfg = rcnn if rcnn is not None else model.bbox_head.test_cfg
     return FrameworkReference(
-        'ONNX Runtime vs MMDet predict (toy COCO scene)', kind, feed,
+        f'{RUNNERS[fmt]} vs MMDet predict (toy COCO scene)', kind, feed,
         mmdet_predictions(model, normalised), tuple(hw),
         score_thr=float(cfg.get('score_thr', 0.0)),
         mask_thr=float(cfg.get('mask_thr_binary', 0.5)),
@@ -108,11 +112,15 @@ def framework_reference(model: nn.Module, part: nn.Module, hw: Tuple[int, int],
 
 
 def add_framework_parity(report: ExportReport, pending: Optional[FrameworkReference]) -> None:
-    """Run the exported ONNX file on the reference's input and add the comparison with the
-    framework's predictions to ``report`` (nothing for other formats or parts)."""
-    if pending is None or report.fmt != 'onnx':
+    """Run the exported ONNX file (CoreML: the converted graph, ``report.converted``) on the
+    reference's input and add the comparison with the framework's predictions to ``report``
+    (nothing for other formats or parts)."""
+    if pending is None or report.fmt not in RUNNERS:
         return
-    got = run_ort(ort_session(report.path, threads=1), pending.feed)
+    if report.fmt == 'onnx':
+        got = run_ort(ort_session(report.path, threads=1), pending.feed)
+    else:
+        got = report.converted(pending.feed)
     if pending.part == 'detector':
         parity = compare_detections(pending.reference, got, pending.score_thr,
                                     masks_hw=pending.hw, mask_thr=pending.mask_thr,

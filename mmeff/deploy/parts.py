@@ -295,6 +295,8 @@ class ScaledImagePart(ExportPart):
         self.register_buffer('residual', residual)
         self.uniform = bool(torch.allclose(residual, torch.ones_like(residual)))
         self._pixel_part = [pixel_part]  # a list: not registered as a child module
+        if hasattr(self.inner, 'compare_outputs'):  # detection lists: matched-set parity
+            self.compare_outputs = self.inner.compare_outputs
 
     def prescale(self, pixels: torch.Tensor) -> torch.Tensor:
         """What CoreML's ImageType hands the graph for ``pixels``."""
@@ -324,12 +326,12 @@ def data_normalisation(model: nn.Module) -> Optional[Tuple[List[float], List[flo
 
 def prepare_part(model: nn.Module, part: str = 'auto', fmt: str = 'onnx',
                  image_input: Optional[bool] = None) -> ExportPart:
-    """:func:`make_part` for a format: CoreML gets the detector's decoded boxes and scores
-    (its NMS runs after the model), and an image input by default when the config's data
-    preprocessor says how to normalise (``image_input=None``); ``True`` insists on it."""
+    """:func:`make_part` for a format: CoreML gets the detector's CoreML form (the same
+    outputs, RoIAlign as matrix products) and an image input by default when the config's
+    data preprocessor says how to normalise (``image_input=None``); ``True`` insists on it."""
     exported = make_part(model, part)
     if fmt == 'coreml' and exported.part == 'detector':
-        exported = exported.decoded()
+        exported = exported.for_coreml()
     if image_input is False or (image_input is None and fmt != 'coreml'):
         return exported
     norm = data_normalisation(model)

@@ -8,7 +8,8 @@ sharpened RoI classifier (``sharpen_roi_classifier``: a random one scores every 
 score_thr). The input is a toy scene (``mmeff.datasets.toy_data.toy_image``).
 
     python tools/benchmarks/export_detectors.py                  # every family, 320x320
-    python tools/benchmarks/export_detectors.py --coreml --shape 256 256
+    python tools/benchmarks/export_detectors.py --formats onnx coreml --shape 256 256
+    python tools/benchmarks/export_detectors.py maskrcnn_l1_coco --formats coreml
 
 RetinaNet exists as a project config for EfficientViT only; for EfficientFormer (L1) and
 EfficientFormerV2 (S0) the script uses MMDet's RetinaNet with the backbone swapped in (FPN on
@@ -50,8 +51,9 @@ def parse_args(argv=None):
     parser.add_argument('configs', nargs='*', default=None,
                         help=f'config names under configs/ (default: {" ".join(DEFAULT)})')
     parser.add_argument('--shape', nargs=2, type=int, default=(320, 320), metavar=('H', 'W'))
-    parser.add_argument('--coreml', action='store_true',
-                        help='also convert to CoreML (image input; detectors: decoded boxes)')
+    parser.add_argument('--formats', nargs='+', choices=('onnx', 'coreml'), default=['onnx'],
+                        help='onnx and / or coreml (image input; detectors whole, NMS '
+                             'inside; the row adds the op count and the file size)')
     parser.add_argument('--sharpen', type=float, default=4.0,
                         help='factor on the RoI classifier weights (two-stage detectors)')
     parser.add_argument('--threads', type=int, default=1)
@@ -71,30 +73,42 @@ def config_path(name: str, tmp: str) -> str:
 def run_one(name: str, args, tmp: str) -> Iterator[str]:
     """Rows of the table for one config, as they are measured: ONNX (+ framework parity),
     optionally CoreML."""
+    torch.manual_seed(0)  # the default init of convs / linears: the same model every run
     model = sharpen_roi_classifier(randomize_(load_model(config_path(name, tmp)), seed=0),
                                    args.sharpen)
-    formats = ('onnx', 'coreml') if args.coreml else ('onnx',)
-    for fmt in formats:
+    for fmt in args.formats:
         try:
             detector = copy.deepcopy(model)
             part = prepare_part(detector, 'auto', fmt)
-        except ValueError as err:  # a two-stage detector to CoreML
+        except ValueError as err:  # a part that cannot be exported whole
             yield f'{name:20s} {fmt:6s} refused: {err}'
             continue
-        pending = framework_reference(detector, part, tuple(args.shape)) \
-            if fmt == 'onnx' else None
-        start = time.time()
+        pending = framework_reference(detector, part, tuple(args.shape), fmt=fmt)
+        start, cpu = time.time(), time.process_time()
         report = export(part, os.path.join(tmp, f'{name}_{fmt}'),
                         ExportOptions(fmt=fmt, input_hw=tuple(args.shape)))
-        seconds = time.time() - start
+        seconds, cpu = time.time() - start, time.process_time() - cpu
         parities = [f'eager vs file: {_figures(report.runtime_parity or report.fused_parity)}']
         add_framework_parity(report, pending)
         if pending is not None:
             parities.append(f'{pending.label}: {_figures(report.extra_parity[pending.label])}')
         outputs = ', '.join(f'{n} {list(s)}' for n, s in zip(report.output_names,
                                                             report.output_shapes))
-        yield (f'{name:20s} {fmt:6s} {report.part:16s} {seconds:6.1f} s  '
+        if report.coreml is not None:
+            parities.append(_spec_facts(report))
+        yield (f'{name:20s} {fmt:6s} {report.part:16s} {seconds:6.1f} s ({cpu:.1f} s CPU)  '
                f'{"PASS" if report.ok else "FAIL"}  {outputs}\n    ' + '\n    '.join(parities))
+
+
+def _spec_facts(report) -> str:
+    """A CoreML file's size, op count (consts apart), NMS ops and output declarations."""
+    ops = report.coreml.op_types
+    size = sum(os.path.getsize(os.path.join(root, f))
+               for root, _, files in os.walk(report.path) for f in files)
+    outputs = ', '.join(f'{n} {list(s)} {t}' for n, s, t in report.coreml.outputs)
+    return (f'ML Program: {size / 2 ** 20:.1f} MiB, {sum(ops.values())} ops '
+            f"({sum(ops.values()) - ops.get('const', 0)} non-const), "
+            f"non_maximum_suppression x{ops.get('non_maximum_suppression', 0)}; {outputs}")
 
 
 def _figures(parity) -> str:
