@@ -14,10 +14,11 @@ from mmeff.models.layers.graph_mode import is_graph_export
 
 
 def _channels_last_view(x: torch.Tensor) -> bool:
-    """A channels-last 4-D map in eager mode (graphs record the plain op: a runtime lays
-    out memory itself, and the permutes would be exported as Transposes)."""
+    """A channels-last 4-D map in eager mode (graphs and compilers record the plain op: a
+    runtime lays out memory itself, and the permutes would be exported as Transposes)."""
     return x.dim() == 4 and not x.is_contiguous() and \
-        x.is_contiguous(memory_format=torch.channels_last) and not is_graph_export()
+        x.is_contiguous(memory_format=torch.channels_last) and not is_graph_export() and \
+        not torch.compiler.is_compiling()
 
 
 class GELU2d(nn.GELU):
