@@ -53,6 +53,26 @@ def test_compile_for_cpu_rejects_a_package_path_that_is_not_pt2(tmp_path):
                         package_path=str(tmp_path / 'model.so'))
 
 
+def test_package_is_exported_and_compiled_frozen_in_graph_forms(monkeypatch, tmp_path):
+    """Inductor freezes only a graph compiled with autograd off: compiled outside no_grad, the
+    package ran EfficientViT-M4 1.2x slower (docs/deploy_speed.md). AOTInductor itself is
+    faked here (the real compile is the slow test below)."""
+    seen = {}
+
+    def fake_compile(program, package_path, inductor_configs):
+        seen.update(grad=torch.is_grad_enabled(), graph_forms=use_graph_forms(),
+                    configs=inductor_configs, graph=str(program.graph))
+        return package_path
+    monkeypatch.setattr(torch._inductor, 'aoti_compile_and_package', fake_compile)
+    monkeypatch.setattr(torch._inductor, 'aoti_load_package', lambda path: (lambda x: x))
+    path = str(tmp_path / 'm.pt2')
+    compiled = compile_for_cpu(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1)), (1, 3, 8, 8),
+                               package_path=path)
+    assert (seen['grad'], seen['graph_forms'], seen['configs']) == (False, True,
+                                                                    {'freezing': True})
+    assert 'conv' in seen['graph'] and compiled.package_path == path
+
+
 @pytest.mark.slow
 def test_compiled_model_matches_eager_and_its_package_loads_alone(tmp_path):
     torch.manual_seed(0)
