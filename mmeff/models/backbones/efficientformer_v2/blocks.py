@@ -109,10 +109,12 @@ class GELU2d(nn.GELU):
 
     PyTorch's CPU kernel is markedly slower (1.4x and more) on a channels_last NCHW view than
     on the same memory seen as a contiguous NHWC tensor, so channels_last input is run as NHWC.
+    Not under :func:`~mmeff.models.layers.is_compiling_for_cpu`: there the permutes would keep
+    TorchInductor from fusing the GELU into the preceding oneDNN convolution.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and not x.is_contiguous() and \
+        if x.dim() == 4 and not x.is_contiguous() and not is_compiling_for_cpu() and \
                 x.is_contiguous(memory_format=torch.channels_last):
             return F.gelu(x.permute(0, 2, 3, 1), approximate=self.approximate).permute(0, 3, 1, 2)
         return F.gelu(x, approximate=self.approximate)
