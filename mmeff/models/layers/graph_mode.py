@@ -32,12 +32,12 @@ def use_graph_forms() -> bool:
 
 
 def is_compiling_for_cpu() -> bool:
-    """True inside :func:`graph_forms` but not while exporting: the model is being compiled
-    (or run compiled) by :func:`mmeff.deploy.compile_for_cpu`. What a block checks whose
-    fastest form under TorchInductor differs from its export form (EfficientFormerV2's
-    bilinear 2x upsampling: Inductor's lowering of ``interpolate`` ran V2-S0's two calls in
-    4.5 ms of a 21 ms forward; written out as slices and weighted sums the compiled forward
-    took 15.1 instead of 18.9 ms. ONNX Runtime runs ``Resize`` well, so exports keep it)."""
+    """True inside :func:`graph_forms` but not while exporting: the model is being traced for
+    :func:`mmeff.deploy.compile_for_cpu`. What a block checks whose fastest form under
+    TorchInductor differs from both its eager and its export form (docs/deploy_speed.md,
+    "PyTorch on CPU"): EfficientFormerV2's 2x bilinear upsampling written out (Inductor's
+    lowering of ``interpolate`` took 4.5 ms of V2-S0's 21 ms forward) and its GELU without
+    NHWC permutes, EfficientViT's q depth-wise conv as a conv instead of gathered matrices."""
     return _GRAPH_FORMS and not is_graph_export()
 
 
