@@ -10,10 +10,10 @@ model (:func:`mmeff.deploy.deploy`), with the choices that each measured faster 
   1.40x against 1.66x);
 * traced inside :func:`~mmeff.models.layers.graph_forms`: EfficientFormer's MB4D blocks in
   their graph form (NCHW 1x1 convolutions, which Inductor hands to oneDNN with the following
-  GELU fused in, instead of the channels-last linears it hands to MKL, slow on AMD CPUs) and
-  EfficientFormerV2's 2x upsampling written out
-  (:func:`~mmeff.models.layers.is_compiling_for_cpu`); EfficientViT's attention keeps its
-  token form;
+  GELU fused in, instead of the channels-last linears it hands to MKL, slow on AMD CPUs), and
+  the forms that check :func:`~mmeff.models.layers.is_compiling_for_cpu`: EfficientFormerV2's
+  2x upsampling written out and its GELU without NHWC permutes, EfficientViT's q depth-wise
+  conv as a conv on the token view (its attention keeps the token form);
 * Inductor's freezing: parameters become constants of the package, so conv weights are
   prepacked for oneDNN once and constant folding happens at compile time;
 * a channels-last model and input, the layout oneDNN's convolutions run in without reorders.
