@@ -8,9 +8,9 @@ Backends (:func:`prepare`)::
                    run on inside; context for reference implementations)
     fused          mmeff's deploy path (:func:`mmeff.deploy.deploy`: BN folded, attention
                    biases frozen for the input shape); mmeff models only
-    compile        mmeff models: :func:`mmeff.deploy.compile_for_cpu` (torch.compile of the fused
-                   model's graph forms, channels-last, Inductor freezing); reference models:
-                   torch.compile of the model as built
+    compile        mmeff models: :func:`mmeff.deploy.compile_for_cpu` (AOTInductor package of
+                   the fused model's graph forms, channels-last, Inductor freezing); reference
+                   models: torch.compile of the model as built
     onnxruntime    the fused model (the model as built for reference models) exported to ONNX
                    (opset 17) and run by ONNX Runtime's CPU provider
     cuda-fp16      the fused model in half precision on the GPU
@@ -215,7 +215,7 @@ def prepare(backend: str, model: nn.Module, x: torch.Tensor, threads: int = 1,
         if not (shutil.which('g++') or shutil.which('c++')):
             raise Skip('torch.compile needs a C++ compiler for CPU code generation')
         start = time.perf_counter()
-        if ours:  # mmeff's CPU path (docs/deploy_speed.md); it compiles on its first call
+        if ours:  # mmeff's CPU path (docs/deploy_speed.md); it compiles here, for x.shape
             compiled = compile_for_cpu(_Holder(model), tuple(x.shape))
         else:
             compiled = torch.compile(model)

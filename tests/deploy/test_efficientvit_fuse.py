@@ -48,6 +48,21 @@ def test_fused_equals_unfused(m4_pair, hw):
         assert max_rel(a, b) < 1e-5
 
 
+def test_compile_form_equals_unfused(m4_pair):
+    """compile_for_cpu's form of the attention (the q depth-wise conv as a conv on the token
+    view, not the gathered matrices) computes the same function, here run eagerly."""
+    from mmeff.models.layers import graph_forms
+    model, fused = m4_pair
+    x = torch.randn(2, 3, 225, 161)
+    with torch.no_grad(), graph_forms():
+        out = fused(x)
+    with torch.no_grad():
+        ref = model(x)
+    for a, b in zip(out, ref):
+        assert a.shape == b.shape
+        assert max_rel(a, b) < 1e-5
+
+
 def test_fused_classifier_with_distillation_equals_unfused():
     torch.manual_seed(0)
     model = randomize_(efficientvit_classifier('m1', num_classes=10, distillation=True)).eval()

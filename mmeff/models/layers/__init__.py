@@ -4,7 +4,8 @@ from mmeff.models.layers.attention_bias import AttentionBias2d, relative_offset_
 from mmeff.models.layers.conv_norm import (BNLinear, ChannelAffine, ConvBN, LinearBN,
                                            conv1x1_to_linear, folded, fuse_bn_linear,
                                            fuse_conv_bn, fuse_linear_bn, scaled_output)
-from mmeff.models.layers.graph_mode import graph_forms, is_graph_export, use_graph_forms
+from mmeff.models.layers.graph_mode import (graph_forms, is_compiling_for_cpu, is_graph_export,
+                                            use_graph_forms)
 from mmeff.models.layers.memory_format import contiguous_nchw, to_memory_format
 from mmeff.models.layers.pointwise import PointwiseConv2d
 from mmeff.models.layers.scale_and_drop import (DropPath, LayerScale, drop_path_or_identity,
@@ -17,8 +18,8 @@ __all__ = [
     'GELU2d', 'PointwiseConv2d', 'AttentionBias2d', 'relative_offset_index',
     'resize_offset_table', 'BNLinear',
     'ChannelAffine', 'ConvBN', 'LinearBN', 'conv1x1_to_linear', 'folded', 'fuse_bn_linear',
-    'fuse_conv_bn', 'fuse_linear_bn', 'scaled_output', 'graph_forms', 'is_graph_export',
-    'use_graph_forms', 'contiguous_nchw', 'to_memory_format',
+    'fuse_conv_bn', 'fuse_linear_bn', 'scaled_output', 'graph_forms', 'is_compiling_for_cpu',
+    'is_graph_export', 'use_graph_forms', 'contiguous_nchw', 'to_memory_format',
     'DropPath', 'LayerScale',
     'drop_path_or_identity', 'drop_path_rates', 'is_drop_path', 'DEFAULT_BUDGET_MB', 'TensorCache',
     'cache_budget_bytes', 'cached_bytes', 'caching_allowed', 'clear_all_caches', 'set_cache_budget'

@@ -31,6 +31,17 @@ def use_graph_forms() -> bool:
     return _GRAPH_FORMS or is_graph_export()
 
 
+def is_compiling_for_cpu() -> bool:
+    """True inside :func:`graph_forms` but not while exporting: the model is being traced for
+    :func:`mmeff.deploy.compile_for_cpu`. What a block checks whose fastest form under
+    TorchInductor differs from both its eager and its export form (docs/deploy_speed.md,
+    "PyTorch on CPU"): EfficientFormerV2's 2x bilinear upsampling written out (Inductor's
+    lowering of ``interpolate`` took 4.5 ms of V2-S0's 21 ms forward), EfficientViT's q
+    depth-wise conv as a conv instead of gathered matrices. (``GELU2d`` drops its NHWC permutes
+    under any compiler or export, ``torch.compiler.is_compiling()``.)"""
+    return _GRAPH_FORMS and not is_graph_export()
+
+
 @contextlib.contextmanager
 def graph_forms() -> Iterator[None]:
     """Make :func:`use_graph_forms` true inside the block (restored after, nesting allowed).

@@ -343,3 +343,20 @@ def test_options_without_layer_scale_other_channels_and_non_square_img_size():
         assert out.shape == (1, 176, 8, 10)
         fused = model.switch_to_deploy()
         assert rel_err(fused(x)[0], out) < 1e-5
+
+
+@pytest.mark.parametrize('hw', [(4, 4), (7, 5), (1, 3)])
+def test_written_out_upsampling_equals_interpolate(hw):
+    """compile_for_cpu's form of the stride attention's 2x bilinear upsampling (slices and
+    weighted sums, fast under TorchInductor) is F.interpolate's, edges and odd crops too."""
+    from mmeff.models.backbones.efficientformer_v2.blocks import upsample2x_to
+    from mmeff.models.layers import graph_forms, is_compiling_for_cpu
+    x = torch.randn(2, 3, *hw).contiguous(memory_format=torch.channels_last)
+    size = (2 * hw[0] - 1, 2 * hw[1])
+    expected = torch.nn.functional.interpolate(x, scale_factor=2.0, mode='bilinear',
+                                               align_corners=False)[..., :size[0], :size[1]]
+    assert not is_compiling_for_cpu()
+    with graph_forms():
+        assert is_compiling_for_cpu()
+        got = upsample2x_to(x, size)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
