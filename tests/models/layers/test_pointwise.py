@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _rel(a, b):
-    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+    return float((a.detach() - b.detach()).norm() / b.detach().norm().clamp_min(1e-12))
 
 
 def _pair(cin, cout, bias=True):
