@@ -11,11 +11,16 @@ the gradient at the boundary restores the format everything behind it was comput
 import torch
 
 
+def is_channels_last_map(x: torch.Tensor) -> bool:
+    """A 4-D tensor laid out channels-last (NHWC strides) and not also contiguous NCHW (as a
+    1x1 map or a single channel would be): the one test of the layout every CPU fast path and
+    format boundary decides by."""
+    return x.dim() == 4 and not x.is_contiguous() and \
+        x.is_contiguous(memory_format=torch.channels_last)
+
+
 def _format_of(x: torch.Tensor) -> torch.memory_format:
-    if x.dim() == 4 and not x.is_contiguous() and \
-            x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
+    return torch.channels_last if is_channels_last_map(x) else torch.contiguous_format
 
 
 class _FormatBoundary(torch.autograd.Function):
@@ -49,4 +54,4 @@ def contiguous_nchw(x: torch.Tensor) -> torch.Tensor:
     return to_memory_format(x, torch.contiguous_format)
 
 
-__all__ = ['contiguous_nchw', 'to_memory_format']
+__all__ = ['contiguous_nchw', 'is_channels_last_map', 'to_memory_format']

@@ -25,6 +25,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from mmeff.models.layers.graph_mode import is_graph_export
+from mmeff.models.layers.memory_format import is_channels_last_map
 
 
 def _autocast_on() -> bool:
@@ -40,8 +41,7 @@ def pointwise_fast_path_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether :class:`PointwiseConv2d` computes ``x`` by this module's kernels (see module
     docstring) rather than by ``nn.Conv2d``."""
     return (x.device.type == 'cpu' and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.dim() == 4 and x.shape[0] * x.shape[2] * x.shape[3] > MIN_ONEDNN_PIXELS
-            and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+            and is_channels_last_map(x) and x.shape[0] * x.shape[2] * x.shape[3] > MIN_ONEDNN_PIXELS
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
             and not _autocast_on() and not is_graph_export()
             and not torch.compiler.is_compiling())

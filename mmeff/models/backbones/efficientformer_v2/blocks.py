@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmeff.models.layers import (AttentionBias2d, ConvBN, GELU2d, LayerScale, contiguous_nchw,
-                                 drop_path_or_identity, folded, is_compiling_for_cpu,
-                                 is_graph_export, scaled_output)
+                                 drop_path_or_identity, folded, is_channels_last_map,
+                                 is_compiling_for_cpu, is_graph_export, scaled_output)
 
 Size2d = Tuple[int, int]
 
@@ -54,7 +54,7 @@ def _heads_first(x: torch.Tensor, heads: int) -> torch.Tensor:
 def _tokens_to_map(x: torch.Tensor, hw: Size2d, like: torch.Tensor) -> torch.Tensor:
     """(B, heads, N, d) -> (B, heads*d, H, W) in the memory format of ``like``."""
     b, heads, _, d = x.shape
-    if like.is_contiguous() or not like.is_contiguous(memory_format=torch.channels_last):
+    if not is_channels_last_map(like):
         return x.transpose(-2, -1).reshape(b, heads * d, hw[0], hw[1])
     return x.transpose(1, 2).reshape(b, hw[0], hw[1], heads * d).permute(0, 3, 1, 2)
 

@@ -22,7 +22,8 @@ from torch import nn
 
 from mmeff.models.layers import (AttentionBias2d, ConvBN, TensorCache, caching_allowed,
                                  conv1x1_to_linear, drop_path_or_identity, folded, fuse_conv_bn,
-                                 is_compiling_for_cpu, is_graph_export, to_memory_format)
+                                 is_channels_last_map, is_compiling_for_cpu, is_graph_export,
+                                 to_memory_format)
 
 Size2d = Tuple[int, int]
 
@@ -262,9 +263,7 @@ class LocalWindowAttention(nn.Module):
         their inputs: the head splits and window views of a channels-last map would otherwise
         send NCHW gradients into channels-last BatchNorms (6-60x slower backward on CPU; see
         :mod:`mmeff.models.layers.memory_format`)."""
-        source = windows.is_contiguous(memory_format=torch.channels_last) and \
-            not windows.is_contiguous()
-        if not (self.training and source and torch.is_grad_enabled()):
+        if not (self.training and is_channels_last_map(windows) and torch.is_grad_enabled()):
             return self.attn(windows)
         out = self.attn(to_memory_format(windows, torch.contiguous_format))
         return to_memory_format(out, torch.channels_last)
