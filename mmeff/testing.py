@@ -20,6 +20,27 @@ TRAINED_LAYER_SCALE = (0.05, 0.3)
 FULL_LAYER_SCALE = (0.5, 1.5)
 
 
+def max_rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """``max|got - ref| / max|ref|``: the scale-free error :mod:`mmeff.deploy.parity` reports.
+
+    For outputs (fusion, export, checkpoint conversion): one wrong element shows, and outputs
+    near zero do not blow it up the way an elementwise relative error would.
+    """
+    got, ref = got.detach(), ref.detach()
+    return float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+
+
+def norm_rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """``||got - ref|| / ||ref||`` (Frobenius norms).
+
+    For gradients and downsampled maps, whose elements span orders of magnitude: a reordered
+    summation moves single small elements by more than ``max_rel_err`` tolerates although the
+    tensor as a whole agrees to fp32 rounding.
+    """
+    got, ref = got.detach(), ref.detach()
+    return float((got - ref).norm() / ref.norm().clamp_min(1e-12))
+
+
 @torch.no_grad()
 def randomize_(model: nn.Module, seed: int = 0,
                layer_scale: Tuple[float, float] = TRAINED_LAYER_SCALE) -> nn.Module:

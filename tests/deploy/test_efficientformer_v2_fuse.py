@@ -15,13 +15,9 @@ from mmeff.models.backbones.efficientformer_v2.blocks import (Attention2d, Atten
                                                               LocalGlobalQuery)
 from mmeff.models.classifiers import efficientformer_v2_classifier
 from mmeff.models.layers import AttentionBias2d, ConvBN, DropPath, LayerScale
-from mmeff.testing import FULL_LAYER_SCALE, randomize_
+from mmeff.testing import FULL_LAYER_SCALE, max_rel_err, randomize_
 
 DENSE_SIZES = [(224, 224), (512, 512), (800, 1216), (1333, 800), (512, 680), (225, 337)]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def assert_fully_fused(model: nn.Module) -> None:
@@ -44,7 +40,7 @@ def test_fused_classifier_matches(arch):
         expected = model(x)
         fused = fuse(copy.deepcopy(model))
         assert_fully_fused(fused)
-        assert rel_err(fused(x), expected) < 1e-5
+        assert max_rel_err(fused(x), expected) < 1e-5
         assert isinstance(fused.head[-1], nn.Linear)  # norm + both heads are one Linear
 
 
@@ -62,7 +58,7 @@ def test_fused_backbone_matches_at_dense_sizes(s0_pair, size):
     with torch.no_grad():
         for got, expected in zip(fused(x), model(x)):
             assert got.shape == expected.shape
-            assert rel_err(got, expected) < 1e-5
+            assert max_rel_err(got, expected) < 1e-5
 
 
 def test_fused_structure(s0_pair):
@@ -93,9 +89,9 @@ def test_switch_to_deploy_with_frozen_biases_and_trace():
         deployed = copy.deepcopy(model).switch_to_deploy(input_shape=(1, 3, 97, 131))
         biases = [m for m in deployed.modules() if isinstance(m, AttentionBias2d)]
         assert len(biases) == 5 and all(b.frozen is not None for b in biases)
-        assert all(rel_err(a, b) < 1e-5 for a, b in zip(deployed(x), expected))
+        assert all(max_rel_err(a, b) < 1e-5 for a, b in zip(deployed(x), expected))
         traced = torch.jit.trace(deployed, x, check_trace=False)  # no Python bias work left
-        assert all(rel_err(a, b) < 1e-5 for a, b in zip(traced(x), expected))
+        assert all(max_rel_err(a, b) < 1e-5 for a, b in zip(traced(x), expected))
         # another size still works: the frozen constant is only used for its own grid
         y = torch.randn(1, 3, 96, 64)
-        assert all(rel_err(a, b) < 1e-5 for a, b in zip(deployed(y), model(y)))
+        assert all(max_rel_err(a, b) < 1e-5 for a, b in zip(deployed(y), model(y)))

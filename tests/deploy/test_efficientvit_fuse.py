@@ -13,11 +13,7 @@ from mmeff.models.backbones.efficientvit.blocks import (CascadedGroupAttentionDe
                                                         ResidualDWConv, dw_conv_matrix_index)
 from mmeff.models.classifiers import efficientvit_classifier
 from mmeff.models.layers import AttentionBias2d, BNLinear, ConvBN
-from mmeff.testing import exported_onnx, randomize_
-
-
-def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
+from mmeff.testing import exported_onnx, max_rel_err, randomize_
 
 
 @pytest.fixture(scope='module')
@@ -45,7 +41,7 @@ def test_fused_equals_unfused(m4_pair, hw):
         ref, out = model(x), fused(x)
     for a, b in zip(out, ref):
         assert a.shape == b.shape and a.is_contiguous()  # NCHW out, whatever ran inside
-        assert max_rel(a, b) < 1e-5
+        assert max_rel_err(a, b) < 1e-5
 
 
 def test_compile_form_equals_unfused(m4_pair):
@@ -60,7 +56,7 @@ def test_compile_form_equals_unfused(m4_pair):
         ref = model(x)
     for a, b in zip(out, ref):
         assert a.shape == b.shape
-        assert max_rel(a, b) < 1e-5
+        assert max_rel_err(a, b) < 1e-5
 
 
 def test_fused_classifier_with_distillation_equals_unfused():
@@ -70,7 +66,7 @@ def test_fused_classifier_with_distillation_equals_unfused():
     assert not any(isinstance(m, nn.BatchNorm1d) for m in fused.modules())
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
-        assert max_rel(fused(x), model(x)) < 1e-5
+        assert max_rel_err(fused(x), model(x)) < 1e-5
 
 
 def test_frozen_biases_are_constants_and_other_grids_still_work():
@@ -84,7 +80,7 @@ def test_frozen_biases_are_constants_and_other_grids_still_work():
         x = torch.randn(1, 3, *hw)
         with torch.no_grad():
             for a, b in zip(fused(x), model(x)):
-                assert max_rel(a, b) < 1e-5, hw
+                assert max_rel_err(a, b) < 1e-5, hw
 
 
 def test_residual_dwconv_fuses_identity_into_the_centre_tap():
@@ -120,12 +116,12 @@ def test_deploy_caches_follow_weight_updates_and_dtype_moves(m4_pair):
         changed = attn(window)
         attn.dws[0].weight.div_(2.0)
         torch.testing.assert_close(attn(window), before)
-        assert max_rel(changed, before) > 1e-3
+        assert max_rel_err(changed, before) > 1e-3
         x = torch.randn(1, 3, 224, 224, dtype=torch.float64)
         double = copy.deepcopy(fused).double()
         reference = copy.deepcopy(model).double()
         # a stale float32 cache would fail here; the folded weights carry float32 rounding
-        assert max_rel(double(x)[-1], reference(x)[-1]) < 1e-6
+        assert max_rel_err(double(x)[-1], reference(x)[-1]) < 1e-6
 
 
 def test_deploy_forms_never_modify_their_source():
@@ -165,5 +161,5 @@ def test_attention_exports_as_nchw_convs():
     with torch.no_grad():
         expected = attn(x)
         assert isinstance(deployed.qkvs[0], nn.Linear)
-        assert max_rel(deployed(x), expected) < 1e-5
-    assert max_rel(torch.from_numpy(got), expected) < 1e-5
+        assert max_rel_err(deployed(x), expected) < 1e-5
+    assert max_rel_err(torch.from_numpy(got), expected) < 1e-5

@@ -22,6 +22,7 @@ from torch import nn
 
 from mmeff.benchmark.timer import cpu_name, round_robin
 from mmeff.models.layers import pointwise
+from mmeff.testing import norm_rel_err
 
 #: EfficientFormer-L1's MLP convs at 2x512x512 (one per stage, both directions) and
 #: EfficientViT-M4's FFN convs at 2x448x448 (stages 2-3, small maps)
@@ -41,10 +42,6 @@ def parse_shape(text: str) -> Shape:
         raise argparse.ArgumentTypeError(
             f'a shape is four positive integers "batch,in,size,out", got {text!r}')
     return tuple(int(p) for p in parts)  # type: ignore[return-value]
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
 class _Forced:
@@ -83,7 +80,7 @@ def one_shape(shape: Shape, runs: int) -> List[str]:
 
     fns = [step(ref), _Forced(step(fast), FORCE_ONEDNN)]
     want = fns[0]()
-    err = max(_rel(g, w) for g, w in zip(fns[1](), want))  # also the warm-up
+    err = max(norm_rel_err(g, w) for g, w in zip(fns[1](), want))  # also the warm-up
     t_aten, t_onednn = (t.median_ms for t in round_robin(fns, runs, 'cpu'))
     picks_onednn = batch * size * size > pointwise.MIN_ONEDNN_PIXELS
     return [','.join(map(str, shape)), str(batch * size * size), f'{t_aten:.2f}' +

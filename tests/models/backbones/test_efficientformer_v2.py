@@ -20,14 +20,10 @@ from mmeff.models.classifiers import efficientformer_v2_classifier
 from mmeff.models.heads import EfficientFormerV2ClsHead
 from mmeff.models.layers import AttentionBias2d, DropPath
 from mmeff.registry import MODELS
-from mmeff.testing import FULL_LAYER_SCALE, randomize_
+from mmeff.testing import FULL_LAYER_SCALE, max_rel_err, randomize_
 
 OFFICIAL_PARAMS = {'s0': 3_600_256, 's1': 6_185_560, 's2': 12_710_112, 'l': 26_322_288}
 DENSE_SIZES = [(224, 224), (512, 512), (800, 1216), (1333, 800), (512, 680), (225, 337)]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def timm_model(arch: str) -> nn.Module:
@@ -136,14 +132,14 @@ def test_logits_match_timm_with_transferred_weights(arch):
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         expected, got = ref(x), model(x)
-        assert rel_err(got, expected) < 1e-5
+        assert max_rel_err(got, expected) < 1e-5
         # the comparison is sensitive: swapping dy and dx in the offset tables (a plausible
         # indexing bug) moves the logits by 5e-4 to 1e-3, 50x the tolerance
         for m in model.modules():
             if isinstance(m, AttentionBias2d):
                 h, (rh, rw) = m.num_heads, m.table_size
                 m.table.copy_(m.table.reshape(h, rh, rw).transpose(1, 2).reshape(h, -1).clone())
-        assert rel_err(model(x), expected) > 1e-4
+        assert max_rel_err(model(x), expected) > 1e-4
 
 
 def test_bias_is_exact_at_224_and_resized_per_grid():
@@ -306,8 +302,8 @@ def test_with_cp_same_outputs_and_gradients(monkeypatch):
         if model is plain:
             ref_outs = [o.detach() for o in outs]
             assert not calls
-    assert all(rel_err(o.detach(), r) < 1e-6 for o, r in zip(outs, ref_outs))
-    assert all(rel_err(grads[1][n], g) < 1e-5 for n, g in grads[0].items() if g.abs().max() > 0)
+    assert all(max_rel_err(o.detach(), r) < 1e-6 for o, r in zip(outs, ref_outs))
+    assert all(max_rel_err(grads[1][n], g) < 1e-5 for n, g in grads[0].items() if g.abs().max() > 0)
     # every block and the attention downsampling ran checkpointed
     assert calls.count('EfficientFormerV2Block') == 14 and calls.count('Downsample') == 3
 
@@ -342,7 +338,7 @@ def test_options_without_layer_scale_other_channels_and_non_square_img_size():
         (out,) = model(x)
         assert out.shape == (1, 176, 8, 10)
         fused = model.switch_to_deploy()
-        assert rel_err(fused(x)[0], out) < 1e-5
+        assert max_rel_err(fused(x)[0], out) < 1e-5
 
 
 @pytest.mark.parametrize('hw', [(4, 4), (7, 5), (1, 3)])

@@ -11,7 +11,7 @@ import torch
 from mmeff.models.layers.attention_bias import gather_offsets, relative_offset_index
 from mmeff.registry import MODELS
 from mmeff.models.layers import DropPath
-from mmeff.testing import FULL_LAYER_SCALE, randomize_
+from mmeff.testing import FULL_LAYER_SCALE, norm_rel_err, randomize_
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -39,10 +39,6 @@ def _step(model, x, project):
     return [o.detach() for o in outs], grads
 
 
-def _rel(a, b):
-    return float((a - b).norm() / b.norm().clamp_min(1e-12))
-
-
 @pytest.mark.parametrize('family', sorted(SMALL))
 def test_channels_last_training_equals_nchw(family, project, grads_ok):
     fast = randomize_(MODELS.build(SMALL[family])).train()
@@ -58,7 +54,7 @@ def test_channels_last_training_equals_nchw(family, project, grads_ok):
     assert layouts == [True]  # the fast path was taken ...
     for out, ref in zip(outs, ref_outs):
         assert out.is_contiguous() and out.shape == ref.shape  # ... and hands out NCHW maps
-        assert _rel(out, ref) < 1e-4
+        assert norm_rel_err(out, ref) < 1e-4
     assert grads.keys() == ref_grads.keys()
     # a conv bias before a training-mode BN has a zero gradient by mathematics (rounding noise
     # in both layouts): errors are measured against the largest gradient of the model
@@ -66,7 +62,7 @@ def test_channels_last_training_equals_nchw(family, project, grads_ok):
     for name, ref in ref_grads.items():
         err = float((grads[name] - ref).norm())
         assert err < 1e-4 * float(ref.norm()) + 1e-5 * scale, (name, err, float(ref.norm()))
-    assert _rel(grads['input'], ref_grads['input']) < 1e-4
+    assert norm_rel_err(grads['input'], ref_grads['input']) < 1e-4
     grads_ok((n, p) for n, p in fast.named_parameters())
     fast.eval()
     layouts.clear()
@@ -118,7 +114,7 @@ def test_layer_scales_folded_in_training_equal_separate_multiplies(family, drop_
     torch.manual_seed(1)
     ref_outs, ref_grads = _step(plain, x, project)
     for out, ref in zip(outs, ref_outs):
-        assert _rel(out, ref) < 1e-5
+        assert norm_rel_err(out, ref) < 1e-5
     # as above: conv biases before a training-mode BN have rounding-noise gradients
     scale = max(float(g.abs().max()) for g in ref_grads.values())
     for name, ref in ref_grads.items():

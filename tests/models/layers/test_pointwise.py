@@ -12,12 +12,9 @@ from torch import nn
 from mmeff.models.layers import ConvBN, PointwiseConv2d
 from mmeff.models.layers import pointwise
 from mmeff.models.layers.conv_norm import scaled_batch_norm
+from mmeff.testing import norm_rel_err
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-
-def _rel(a, b):
-    return float((a.detach() - b.detach()).norm() / b.detach().norm().clamp_min(1e-12))
 
 
 def _pair(cin, cout, bias=True):
@@ -55,13 +52,13 @@ def test_fast_path_equals_aten_conv(bias, input_grad):
     ref_out, ref_grads = _run(ref, x, grad)
     assert type(out.grad_fn).__name__ == '_ChannelsLastPointwiseBackward'  # the path was taken
     assert out.is_contiguous(memory_format=torch.channels_last)
-    assert _rel(out, ref_out) < 1e-6
+    assert norm_rel_err(out, ref_out) < 1e-6
     assert len(grads) == len(ref_grads)
     for got, want in zip(grads, ref_grads):
         if want is None:
             assert got is None
         else:
-            assert got.shape == want.shape and _rel(got, want) < 1e-6
+            assert got.shape == want.shape and norm_rel_err(got, want) < 1e-6
             assert got.dim() != 4 or got.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -123,10 +120,10 @@ def test_scaled_batch_norm_equals_bn_times_scale(training, momentum):
         ref = ref_bn(xb) * ref_scale[:, None, None]
         out.backward(grad)
         ref.backward(grad)
-        assert _rel(out, ref) < 1e-6
+        assert norm_rel_err(out, ref) < 1e-6
     for got, want in [(xa.grad, xb.grad), (scale.grad, ref_scale.grad),
                       (bn.weight.grad, ref_bn.weight.grad), (bn.bias.grad, ref_bn.bias.grad)]:
-        assert _rel(got, want) < 1e-5
+        assert norm_rel_err(got, want) < 1e-5
     for name, buf in ref_bn.named_buffers():
         assert torch.allclose(dict(bn.named_buffers())[name], buf, rtol=1e-6, atol=1e-7), name
     assert isinstance(bn.weight, nn.Parameter)  # the module's own parameters are left in place
