@@ -67,15 +67,18 @@ class ResidualFFN(nn.Module):
         return x + self.drop_path(self.pw2(self.act(self.pw1(x))))
 
 
-def conv_bn_rows(layer: ConvBN, rows: torch.Tensor) -> torch.Tensor:
-    """``layer`` (a 1x1 :class:`ConvBN`) on the ``(M, C)`` pixel rows of a map: one GEMM and
-    the layer's own BatchNorm on an ``(M, C', 1, 1)`` view, whose per-channel statistics over
-    the M rows are those of the map's batch and pixels (running statistics, SyncBN and
-    ``norm_eval`` unchanged). Why: on the small window batches of the attention a 1x1 conv
-    costs a GEMM per window image in aten's NCHW path, and the rows need no layout copies."""
+def conv_bn_rows(layer: ConvBN, rows: torch.Tensor, bhw: Tuple[int, int, int]) -> torch.Tensor:
+    """``layer`` (a 1x1 :class:`ConvBN`) on the ``(B*H*W, C)`` pixel rows of a ``bhw`` map:
+    one GEMM, then the layer's own BatchNorm on the result viewed as a channels-last map (the
+    statistics of the map itself; running statistics, SyncBN and ``norm_eval`` unchanged),
+    returned as rows again. Why: on the small window batches of the attention aten runs a 1x1
+    conv as one GEMM per window image, and the rows need no layout copies; the map view keeps
+    the BN on its channels-last kernel (an ``(M, C, 1, 1)`` view takes a per-element loop,
+    ~10x slower)."""
     conv = layer.conv
     out = F.linear(rows, conv.weight.flatten(1), conv.bias)
-    return layer.bn(out[:, :, None, None]).flatten(1)
+    out = layer.bn(out.view(*bhw, -1).permute(0, 3, 1, 2))
+    return out.permute(0, 2, 3, 1).reshape(rows.shape[0], -1)
 
 
 class CascadedGroupAttention(nn.Module):
@@ -134,7 +137,7 @@ class CascadedGroupAttention(nn.Module):
         for i, (qkv, dw) in enumerate(zip(self.qkvs, self.dws)):
             if i > 0:
                 feat = feat + splits[i]
-            q, k, v = conv_bn_rows(qkv, feat).split((kd, kd, vd), dim=1)
+            q, k, v = conv_bn_rows(qkv, feat, (B, H, W)).split((kd, kd, vd), dim=1)
             q = q.reshape(B, H, W, kd).permute(0, 3, 1, 2)
             q = dw(q.contiguous(memory_format=torch.channels_last))
             attn = torch.baddbmm(bias[i], q.permute(0, 2, 3, 1).reshape(B, N, kd),
@@ -142,7 +145,7 @@ class CascadedGroupAttention(nn.Module):
                                  alpha=self.scale).softmax(dim=-1)
             feat = torch.bmm(attn, v.reshape(B, N, vd)).view(B * N, vd)
             outs.append(feat)
-        out = conv_bn_rows(self.proj, self.act(torch.cat(outs, dim=1)))
+        out = conv_bn_rows(self.proj, self.act(torch.cat(outs, dim=1)), (B, H, W))
         return out.view(B, H, W, C).permute(0, 3, 1, 2)
 
     @torch.no_grad()
