@@ -128,7 +128,7 @@ class CascadedGroupAttention(nn.Module):
         """``(B, C, H, W)`` windows in, the same shape out as a channels-last map."""
         B, C, H, W = x.shape
         N = H * W
-        bias = self.attention_bias((H, W))
+        bias = self.attention_bias((H, W)).unbind(0)  # one backward node for all heads
         rows = x.permute(0, 2, 3, 1).reshape(B * N, C)  # free for channels-last windows
         splits = rows.split(self.val_dim, dim=1)
         kd, vd = self.key_dim, self.val_dim
