@@ -11,7 +11,7 @@ from mmeff.models.backbones import EfficientViT
 from mmeff.models.backbones.efficientvit.blocks import (CascadedGroupAttention,
                                                         LocalWindowAttention)
 from mmeff.registry import MODELS
-from mmeff.testing import randomize_
+from mmeff.testing import nchw_cascaded_attention, randomize_
 
 
 def conv_out(n: int, times: int) -> int:
@@ -180,25 +180,6 @@ def test_map_smaller_than_window_is_one_window_of_its_own_size():
     torch.testing.assert_close(out, ref[..., :12])
 
 
-def _nchw_cascaded_attention(attn, x):
-    """The official per-head NCHW formulation (paper Eq. 3) with ``attn``'s own modules: each
-    head's 1x1 ConvBN and q depth-wise ConvBN on its NCHW window map, ``q^T k * scale + bias``."""
-    B, _, H, W = x.shape
-    kd, vd = attn.key_dim, attn.val_dim
-    bias = attn.attention_bias((H, W))
-    splits, outs = x.chunk(attn.num_heads, dim=1), []
-    feat = splits[0]
-    for i, (qkv, dw) in enumerate(zip(attn.qkvs, attn.dws)):
-        if i > 0:
-            feat = feat + splits[i]
-        q, k, v = qkv(feat).split((kd, kd, vd), dim=1)
-        q = dw(q)
-        scores = (q.flatten(2).transpose(1, 2) @ k.flatten(2)) * attn.scale + bias[i]
-        feat = (v.flatten(2) @ scores.softmax(dim=-1).transpose(1, 2)).view(B, vd, H, W)
-        outs.append(feat)
-    return attn.proj(torch.relu(torch.cat(outs, dim=1)))
-
-
 @pytest.mark.parametrize('hw', [(7, 7), (4, 6)])
 @pytest.mark.parametrize('channels_last', [True, False])
 def test_attention_on_pixel_rows_trains_like_the_nchw_formulation(hw, channels_last, project):
@@ -212,7 +193,7 @@ def test_attention_on_pixel_rows_trains_like_the_nchw_formulation(hw, channels_l
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     results = []
-    for model, forward in ((fast, fast), (ref, lambda t: _nchw_cascaded_attention(ref, t))):
+    for model, forward in ((fast, fast), (ref, lambda t: nchw_cascaded_attention(ref, t))):
         inp = x.clone().requires_grad_()
         out = forward(inp)
         project([out]).backward()
