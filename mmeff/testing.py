@@ -129,6 +129,27 @@ def efficientvit_official_layout(timm_state_dict: Dict[str, torch.Tensor]
     return out
 
 
+def nchw_cascaded_attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """EfficientViT's cascaded group attention in the official per-head NCHW formulation
+    (paper Eq. 3), with the modules of an mmeff ``CascadedGroupAttention``: each head's 1x1
+    ConvBN and q depth-wise ConvBN on its NCHW window map, ``q^T k * scale + bias``. The
+    reference that the attention's row form is tested and benchmarked against."""
+    B, _, H, W = x.shape
+    kd, vd = attn.key_dim, attn.val_dim
+    bias = attn.attention_bias((H, W))
+    splits, outs = x.chunk(attn.num_heads, dim=1), []
+    feat = splits[0]
+    for i, (qkv, dw) in enumerate(zip(attn.qkvs, attn.dws)):
+        if i > 0:
+            feat = feat + splits[i]
+        q, k, v = qkv(feat).split((kd, kd, vd), dim=1)
+        q = dw(q)
+        scores = (q.flatten(2).transpose(1, 2) @ k.flatten(2)) * attn.scale + bias[i]
+        feat = (v.flatten(2) @ scores.softmax(dim=-1).transpose(1, 2)).view(B, vd, H, W)
+        outs.append(feat)
+    return attn.proj(torch.relu(torch.cat(outs, dim=1)))
+
+
 def exported_onnx(module: nn.Module, x: torch.Tensor):
     """(ONNX op histogram, ONNX Runtime outputs) of ``module`` exported at ``x`` (opset 17,
     the benchmark's export), for tests of what a deploy form looks like as a graph."""

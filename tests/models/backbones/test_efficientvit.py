@@ -1,14 +1,17 @@
 """EfficientViT backbone: arch handling, output shapes at many sizes, window attention,
 bias-table sizes, frozen_stages / norm_eval / with_cp (MMDet ResNet semantics)."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mmeff.models.backbones import EfficientViT
-from mmeff.models.backbones.efficientvit.blocks import LocalWindowAttention
+from mmeff.models.backbones.efficientvit.blocks import (CascadedGroupAttention,
+                                                        LocalWindowAttention)
 from mmeff.registry import MODELS
-from mmeff.testing import randomize_
+from mmeff.testing import nchw_cascaded_attention, randomize_
 
 
 def conv_out(n: int, times: int) -> int:
@@ -175,6 +178,36 @@ def test_map_smaller_than_window_is_one_window_of_its_own_size():
         padded = F.pad(x, (0, 2))
         ref = torch.cat([lwa.attn(padded[..., :7]), lwa.attn(padded[..., 7:])], dim=-1)
     torch.testing.assert_close(out, ref[..., :12])
+
+
+@pytest.mark.parametrize('hw', [(7, 7), (4, 6)])
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_attention_on_pixel_rows_trains_like_the_nchw_formulation(hw, channels_last, project):
+    """The attention's row form (1x1 ConvBNs as GEMMs on pixel rows, BN on channels-last
+    views, q's depth-wise conv on a channels-last map) is the official NCHW function in
+    training: output, input and every parameter gradient, and every BN's running statistics
+    (float64, so any wrong row/pixel order or BN grouping shows far above rounding)."""
+    fast = randomize_(CascadedGroupAttention(24, 4, 3, (7, 7), (5, 3, 3))).double().train()
+    ref = copy.deepcopy(fast)
+    x = torch.randn(6, 24, *hw, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    results = []
+    for model, forward in ((fast, fast), (ref, lambda t: nchw_cascaded_attention(ref, t))):
+        inp = x.clone().requires_grad_()
+        out = forward(inp)
+        project([out]).backward()
+        grads = {name: p.grad for name, p in model.named_parameters()}
+        results.append((out.detach(), inp.grad, grads))
+    (out, gx, grads), (ref_out, ref_gx, ref_grads) = results
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gx, ref_gx, rtol=1e-10, atol=1e-10)
+    assert grads.keys() == ref_grads.keys() and len(grads) == 3 * 3 + 3 * 3 + 3 + 1
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-9, atol=1e-10, msg=name)
+    ref_buffers = dict(ref.named_buffers())
+    for name, buf in fast.named_buffers():
+        torch.testing.assert_close(buf, ref_buffers[name], rtol=1e-10, atol=1e-12, msg=name)
 
 
 # ------------------------------------------------------ frozen_stages / norm_eval / with_cp

@@ -137,9 +137,10 @@ def _layout(t):
 @pytest.mark.parametrize('family', sorted(SMALL))
 def test_training_backward_keeps_each_batchnorm_in_one_memory_format(family, project):
     """Every BatchNorm's gradient arrives in the memory format of its input. CPU BatchNorm and
-    element-wise backward kernels are 6-60x slower on mixed formats; the backbone outputs, V2's
-    head splits and EfficientViT's window attention are boundaries whose gradients go back in
-    the forward format (:func:`mmeff.models.layers.to_memory_format`)."""
+    element-wise backward kernels are 6-60x slower on mixed formats; the backbone outputs and
+    V2's head splits are boundaries whose gradients go back in the forward format
+    (:func:`mmeff.models.layers.to_memory_format`), EfficientViT's window attention keeps its
+    BatchNorms on channels-last views of pixel rows."""
     model = randomize_(MODELS.build(SMALL[family])).train()
     seen = {}
     for name, module in model.named_modules():

@@ -22,8 +22,7 @@ from torch import nn
 
 from mmeff.models.layers import (AttentionBias2d, ConvBN, TensorCache, caching_allowed,
                                  conv1x1_to_linear, drop_path_or_identity, folded, fuse_conv_bn,
-                                 is_channels_last_map, is_compiling_for_cpu, is_graph_export,
-                                 to_memory_format)
+                                 is_compiling_for_cpu, is_graph_export)
 
 Size2d = Tuple[int, int]
 
@@ -68,6 +67,20 @@ class ResidualFFN(nn.Module):
         return x + self.drop_path(self.pw2(self.act(self.pw1(x))))
 
 
+def conv_bn_rows(layer: ConvBN, rows: torch.Tensor, bhw: Tuple[int, int, int]) -> torch.Tensor:
+    """``layer`` (a 1x1 :class:`ConvBN`) on the ``(B*H*W, C)`` pixel rows of a ``bhw`` map:
+    one GEMM, then the layer's own BatchNorm on the result viewed as a channels-last map (the
+    statistics of the map itself; running statistics, SyncBN and ``norm_eval`` unchanged),
+    returned as rows again. Why: on the small window batches of the attention aten runs a 1x1
+    conv as one GEMM per window image, and the rows need no layout copies; the map view keeps
+    the BN on its channels-last kernel (an ``(M, C, 1, 1)`` view takes a per-element loop,
+    ~10x slower)."""
+    conv = layer.conv
+    out = F.linear(rows, conv.weight.flatten(1), conv.bias)
+    out = layer.bn(out.view(*bhw, -1).permute(0, 3, 1, 2))
+    return out.permute(0, 2, 3, 1).reshape(rows.shape[0], -1)
+
+
 class CascadedGroupAttention(nn.Module):
     """Cascaded group attention on one window batch ``(B, C, h, w)``.
 
@@ -75,8 +88,19 @@ class CascadedGroupAttention(nn.Module):
     another by construction. Scores are ``(q k^T) * key_dim^-0.5 + bias``; the bias comes from
     :class:`AttentionBias2d` for the window that actually occurs (exact on the pretraining
     window, offset-table resize otherwise). ``torch.baddbmm`` adds the bias and scales in one
-    op and ``bmm(v, attn^T)`` writes the result straight back in channel-first layout, so the
-    per-head work is 6 tensor ops (timm's reference needs ~15).
+    op.
+
+    The heads work on the ``(B*h*w, C)`` pixel rows of the windows (a free view of a
+    channels-last map, the layout :class:`LocalWindowAttention` partitions into), the layout
+    of :class:`CascadedGroupAttentionDeploy` too: the 1x1 ConvBNs are GEMMs on rows
+    (:func:`conv_bn_rows`), only q goes through a channels-last map for its depth-wise conv,
+    and every gradient comes back in the layout of its forward tensor. The same function as
+    the official NCHW formulation (test_efficientvit.py checks outputs, gradients and running
+    statistics in training), whose 1x1 convs aten runs as one GEMM per window image and whose
+    NCHW depth-wise backward on 7x7 windows is ~2x slower: forward + backward on the window
+    batches of a 2x512x512 input, 1 thread, 1.4-1.55x faster than that formulation on the
+    stride-16 maps of M0 / M4, 1.2x on the stride-64 ones
+    (``tools/benchmarks/efficientvit_attention_train.py``).
 
     Args:
         dim: channels C (divisible by num_heads; value dim per head is C / num_heads).
@@ -104,23 +128,28 @@ class CascadedGroupAttention(nn.Module):
         self.attention_bias = AttentionBias2d(num_heads, table_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
-        bias = self.attention_bias((H, W))
-        splits = x.chunk(self.num_heads, dim=1)
+        """``(B, C, H, W)`` windows in, the same shape out as a channels-last map."""
+        B, C, H, W = x.shape
+        N = H * W
+        bias = self.attention_bias((H, W)).unbind(0)  # one backward node for all heads
+        rows = x.permute(0, 2, 3, 1).reshape(B * N, C)  # free for channels-last windows
+        splits = rows.split(self.val_dim, dim=1)
         kd, vd = self.key_dim, self.val_dim
         outs: List[torch.Tensor] = []
         feat = splits[0]
         for i, (qkv, dw) in enumerate(zip(self.qkvs, self.dws)):
             if i > 0:
                 feat = feat + splits[i]
-            q, k, v = qkv(feat).split((kd, kd, vd), dim=1)
-            # the transposed operand's gradient is channels-last shaped: back to q's NCHW
-            q = to_memory_format(dw(q), torch.contiguous_format)
-            attn = torch.baddbmm(bias[i], q.flatten(2).transpose(1, 2), k.flatten(2),
+            q, k, v = conv_bn_rows(qkv, feat, (B, H, W)).split((kd, kd, vd), dim=1)
+            q = q.reshape(B, H, W, kd).permute(0, 3, 1, 2)
+            q = dw(q.contiguous(memory_format=torch.channels_last))
+            attn = torch.baddbmm(bias[i], q.permute(0, 2, 3, 1).reshape(B, N, kd),
+                                 k.reshape(B, N, kd).transpose(1, 2),
                                  alpha=self.scale).softmax(dim=-1)
-            feat = torch.bmm(v.flatten(2), attn.transpose(1, 2)).view(B, vd, H, W)
+            feat = torch.bmm(attn, v.reshape(B, N, vd)).view(B * N, vd)
             outs.append(feat)
-        return self.proj(self.act(torch.cat(outs, dim=1)))
+        out = conv_bn_rows(self.proj, self.act(torch.cat(outs, dim=1)), (B, H, W))
+        return out.view(B, H, W, C).permute(0, 3, 1, 2)
 
     @torch.no_grad()
     def fuse(self) -> 'CascadedGroupAttentionDeploy':
@@ -257,30 +286,20 @@ class LocalWindowAttention(nn.Module):
         self.window_size = window_size
         self.attn = CascadedGroupAttention(dim, key_dim, num_heads, table_size, kernels)
 
-    def _attend(self, windows: torch.Tensor) -> torch.Tensor:
-        """The attention on (B * windows, C, wh, ww). Training runs it in NCHW, as the official
-        code does, between memory-format boundaries whose gradients go back in the format of
-        their inputs: the head splits and window views of a channels-last map would otherwise
-        send NCHW gradients into channels-last BatchNorms (6-60x slower backward on CPU; see
-        :mod:`mmeff.models.layers.memory_format`)."""
-        if not (self.training and is_channels_last_map(windows) and torch.is_grad_enabled()):
-            return self.attn(windows)
-        out = self.attn(to_memory_format(windows, torch.contiguous_format))
-        return to_memory_format(out, torch.channels_last)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         wh, ww = min(self.window_size, H), min(self.window_size, W)
         if (wh, ww) == (H, W):
-            return self._attend(x)
-        # partition through an NHWC view: free for channels-last maps (the deploy path)
+            return self.attn(x)
+        # partition through an NHWC view into windows whose pixel rows the attention works on:
+        # free for channels-last maps (the training layout and the deploy path)
         x = x.permute(0, 2, 3, 1)
         pad_b, pad_r = (-H) % wh, (-W) % ww
         if pad_b or pad_r:
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         nh, nw = (H + pad_b) // wh, (W + pad_r) // ww
         x = x.reshape(B, nh, wh, nw, ww, C).transpose(2, 3).reshape(B * nh * nw, wh, ww, C)
-        x = self._attend(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        x = self.attn(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         x = x.reshape(B, nh, nw, wh, ww, C).transpose(2, 3).reshape(B, nh * wh, nw * ww, C)
         if pad_b or pad_r:
             x = x[:, :H, :W].contiguous()
