@@ -26,14 +26,10 @@ import torch
 from mmeff.benchmark.timer import cpu_name, round_robin
 from mmeff.models.backbones.efficientvit.arch import EFFICIENTVIT_ARCHS
 from mmeff.models.backbones.efficientvit.blocks import CascadedGroupAttention
-from mmeff.testing import nchw_cascaded_attention, randomize_
+from mmeff.testing import nchw_cascaded_attention, norm_rel_err, randomize_
 
 WINDOW = 7
 BATCH = 2
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
 def _step(attn: CascadedGroupAttention, forward, windows: torch.Tensor, grad_seed: int):
@@ -66,7 +62,7 @@ def one_stage(variant: str, stage: int, size: int, runs: int) -> List[str]:
     fns = [_step(rows_form, rows_form, windows.contiguous(memory_format=torch.channels_last), 1),
            _step(nchw_form, lambda x: nchw_cascaded_attention(nchw_form, x), windows, 1)]
     got, want = fns[0](), fns[1]()  # also the warm-up
-    err = max(_rel(g, w) for g, w in zip(got, want))
+    err = max(norm_rel_err(g, w) for g, w in zip(got, want))
     t_rows, t_nchw = (t.median_ms for t in round_robin(fns, runs, 'cpu'))
     return [variant, f'{side}x{side}', f'{count}x{dim}x{win}x{win}', str(heads),
             f'{t_nchw:.2f}', f'{t_rows:.2f}', f'{t_nchw / t_rows:.2f}x', f'{err:.1e}']
