@@ -269,7 +269,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, hw: Size2d) -> torch.Tensor:
         q, k, v = self.split_heads(x)
-        attn = (q @ k.transpose(-2, -1)) * self.scale + self.attention_bias(hw)
+        # the scale on the (B, heads, N, d) queries, not on the (B, heads, N, N) logits: one
+        # pass fewer over the logits forward and backward
+        attn = (q * self.scale) @ k.transpose(-2, -1) + self.attention_bias(hw)
         out = attn.softmax(dim=-1) @ v
         return self.proj(out.transpose(1, 2).flatten(2))
 
