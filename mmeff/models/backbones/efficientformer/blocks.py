@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.nn.modules.utils import _pair
 
 from mmeff.models.layers import (AttentionBias2d, ConvBN, GELU2d, LayerScale,
                                  conv1x1_to_linear, drop_path_or_identity, folded, is_graph_export,
@@ -132,10 +133,6 @@ class _PoolLerp(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_gamma = (grad * diff).sum((0, 2, 3)).reshape(gamma.shape)
         return grad_x, grad_gamma, None
-
-
-def _pair(value) -> Tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def pool_lerp(x: torch.Tensor, pool: nn.AvgPool2d, gamma: torch.Tensor) -> torch.Tensor:
