@@ -8,7 +8,8 @@ case (batch 2, 1x1 MLP / FFN / attention convolutions on channels-last maps;
 :attr:`MobileBackbone.train_channels_last`). :class:`PointwiseConv2d` computes the same
 three products on faster kernels: the output and the input gradient as oneDNN 1x1
 convolutions (the gradient one with the transposed weight), the weight gradient as one GEMM
-over every pixel of the batch (NHWC views, no copy), the bias gradient as a column sum.
+over every pixel of the batch (NHWC views, no copy), the bias gradient as a column sum
+(or as the exact zeros it is when a batch-statistics BatchNorm follows: ``bias_grad_is_zero``).
 Forward + backward, 1 thread, AMD EPYC (Zen 4): 1.06-1.25x on EfficientFormer-L1's MLP shapes
 at 2x512x512; on maps of 512 pixels and fewer (EfficientViT's late stages) oneDNN's per-call
 cost makes it 0.95-1.0x, so those stay with aten (``python tools/benchmarks/pointwise_conv.py``).
