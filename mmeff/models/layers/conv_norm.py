@@ -108,8 +108,19 @@ class ConvBN(nn.Sequential):
     def forward(self, x: torch.Tensor, out_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``bn(conv(x))``, times ``out_scale`` per channel if given (see
         :func:`scaled_batch_norm`: how a block folds its layer scale into the BN in training)."""
-        x = self.conv(x)
+        if isinstance(self.conv, PointwiseConv2d):
+            x = self.conv(x, bias_grad_is_zero=self.normalizes_with_batch_statistics())
+        else:
+            x = self.conv(x)
         return self.bn(x) if out_scale is None else scaled_batch_norm(self.bn, x, out_scale)
+
+    def normalizes_with_batch_statistics(self) -> bool:
+        """Whether ``bn`` normalises by the statistics of the batch it sees (train mode or no
+        running statistics), so that the output does not depend on the conv's bias and the
+        bias's gradient is exactly zero. Plain ``BatchNorm2d`` only: SyncBatchNorm's
+        statistics span every process, where only the sum over processes is zero."""
+        bn = self.bn
+        return type(bn) is nn.BatchNorm2d and (bn.training or bn.running_mean is None)
 
     def fuse(self) -> nn.Conv2d:
         return fuse_conv_bn(self.conv, self.bn)

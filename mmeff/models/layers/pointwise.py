@@ -8,7 +8,8 @@ case (batch 2, 1x1 MLP / FFN / attention convolutions on channels-last maps;
 :attr:`MobileBackbone.train_channels_last`). :class:`PointwiseConv2d` computes the same
 three products on faster kernels: the output and the input gradient as oneDNN 1x1
 convolutions (the gradient one with the transposed weight), the weight gradient as one GEMM
-over every pixel of the batch (NHWC views, no copy), the bias gradient as a column sum.
+over every pixel of the batch (NHWC views, no copy), the bias gradient as a column sum
+(or as the exact zeros it is when a batch-statistics BatchNorm follows: ``bias_grad_is_zero``).
 Forward + backward, 1 thread, AMD EPYC (Zen 4): 1.06-1.25x on EfficientFormer-L1's MLP shapes
 at 2x512x512; on maps of 512 pixels and fewer (EfficientViT's late stages) oneDNN's per-call
 cost makes it 0.95-1.0x, so those stay with aten (``python tools/benchmarks/pointwise_conv.py``).
@@ -62,10 +63,11 @@ class _ChannelsLastPointwise(torch.autograd.Function):
     over every pixel of the batch."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor,
-                bias: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                bias_grad_is_zero: bool = False) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
+        ctx.bias_grad_is_zero = bias_grad_is_zero
         return _conv1x1(x, weight, bias)
 
     @staticmethod
@@ -81,8 +83,8 @@ class _ChannelsLastPointwise(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_w = (rows.t() @ _nhwc_rows(x)).reshape(weight.shape)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = rows.sum(0)
-        return grad_x, grad_w, grad_b
+            grad_b = grad.new_zeros(grad.shape[1]) if ctx.bias_grad_is_zero else rows.sum(0)
+        return grad_x, grad_w, grad_b, None
 
 
 class PointwiseConv2d(nn.Conv2d):
@@ -92,11 +94,15 @@ class PointwiseConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
         super().__init__(in_channels, out_channels, 1, bias=bias)
 
-    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor,
-                      bias: Optional[torch.Tensor]) -> torch.Tensor:
-        if pointwise_fast_path_applies(x, weight):
-            return _ChannelsLastPointwise.apply(x, weight, bias)
-        return super()._conv_forward(x, weight, bias)
+    def forward(self, x: torch.Tensor, bias_grad_is_zero: bool = False) -> torch.Tensor:
+        """``conv2d(x)``. ``bias_grad_is_zero``: the caller guarantees that the loss does not
+        depend on the bias (the output feeds only a BatchNorm that normalises with the batch's
+        own statistics, which subtracts any per-channel constant), so the fast path returns
+        the bias gradient as the exact zeros it is instead of summing the output gradient over
+        every pixel (a full pass over the map, whose result is rounding noise)."""
+        if pointwise_fast_path_applies(x, self.weight):
+            return _ChannelsLastPointwise.apply(x, self.weight, self.bias, bias_grad_is_zero)
+        return self._conv_forward(x, self.weight, self.bias)
 
 
 def is_pointwise(kernel_size: int, stride: int, padding: int, groups: int) -> bool:

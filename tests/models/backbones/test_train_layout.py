@@ -173,3 +173,28 @@ def test_memory_format_boundary_returns_gradient_in_the_forward_format():
     assert y.grad.is_contiguous() and torch.equal(y.grad, torch.ones(2, 3, 4, 5))
     with torch.no_grad():
         assert contiguous_nchw(x).grad_fn is None
+
+
+def test_pool_mixer_training_backward_equals_autograd_of_lerp():
+    """MB4D's ``lerp(x, pool(x), ls1)`` has its own backward (:class:`_PoolLerp`: one lerp
+    into the pooling's gradient, ``pool(x) - x`` kept from the forward); the output is the
+    same lerp, and both gradients must be autograd's, in float64 and on channels-last maps."""
+    from mmeff.models.backbones.efficientformer.blocks import _PoolLerp, pool_lerp
+    pool = torch.nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 6, generator=gen, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    gamma = torch.randn(3, 1, 1, generator=gen, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, g: _PoolLerp.apply(a, g, pool), (x, gamma))
+    out = pool_lerp(x.float(), pool, gamma.float())
+    assert type(out.grad_fn).__name__ == '_PoolLerpBackward'
+    upstream = torch.randn(out.shape, generator=gen).contiguous(memory_format=torch.channels_last)
+    xf, gf = x.detach().float().requires_grad_(), gamma.detach().float().requires_grad_()
+    fast = pool_lerp(xf, pool, gf)
+    grads = torch.autograd.grad(fast, (xf, gf), upstream)
+    ref = torch.lerp(xf, pool(xf), gf)
+    ref_grads = torch.autograd.grad(ref, (xf, gf), upstream)
+    assert torch.equal(fast, ref)
+    assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    for got, want in zip(grads, ref_grads):
+        assert _rel(got, want) < 1e-6

@@ -135,3 +135,45 @@ def test_scaled_batch_norm_without_affine_multiplies():
     scale = torch.tensor([1.0, 2.0, -0.5])
     ref = copy.deepcopy(bn)(x) * scale[:, None, None]
     assert torch.allclose(scaled_batch_norm(bn, x, scale), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval', 'no_running_stats', 'sync'])
+def test_convbn_bias_gradient_zero_only_where_batch_statistics_cancel_it(mode):
+    """A 1x1 ConvBN in training hands back the conv bias's gradient as exact zeros (its
+    batch-statistics BN subtracts the bias); in eval mode, and before a SyncBatchNorm (zero
+    only summed over processes), the bias gradient is the summed output gradient as in aten.
+    Every other gradient equals the plain nn.Conv2d + BN."""
+    torch.manual_seed(0)
+    fast = ConvBN(12, 20, 1, bias=True)
+    if mode == 'no_running_stats':
+        fast.bn = nn.BatchNorm2d(20, track_running_stats=False)
+    if mode == 'sync':
+        fast.bn = nn.SyncBatchNorm(20)  # without a process group: batch statistics, unsynced
+    with torch.no_grad():
+        fast.conv.bias.normal_()
+        fast.bn.weight.uniform_(0.5, 1.5)
+    fast.train(mode != 'eval')
+    ref = copy.deepcopy(fast)
+    conv = nn.Conv2d(12, 20, 1)
+    conv.load_state_dict(ref.conv.state_dict())
+    ref.conv = conv
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 12, 24, 28, generator=gen).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, 20, 24, 28, generator=gen)
+    assert pointwise.pointwise_fast_path_applies(x, fast.conv.weight)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, ref_out = fast(xa), ref(xb)
+    out.backward(grad)
+    ref_out.backward(grad)
+    assert type(fast.conv(x).grad_fn).__name__ == '_ChannelsLastPointwiseBackward'
+    assert _rel(out, ref_out) < 1e-5 and _rel(xa.grad, xb.grad) < 1e-5
+    assert _rel(fast.conv.weight.grad, ref.conv.weight.grad) < 1e-5
+    bias_grad, ref_bias_grad = fast.conv.bias.grad, ref.conv.bias.grad
+    if mode in ('train', 'no_running_stats'):
+        assert torch.equal(bias_grad, torch.zeros(20))
+        # aten's sum is rounding noise of the same zero
+        assert float(ref_bias_grad.abs().max()) < 1e-4 * float(ref.conv.weight.grad.abs().max())
+    elif mode == 'sync':  # summed as in aten: rounding noise here, a real sum per process
+        assert not torch.equal(bias_grad, torch.zeros(20))
+    else:
+        assert float(bias_grad.abs().max()) > 1.0 and _rel(bias_grad, ref_bias_grad) < 1e-5

@@ -17,6 +17,8 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.nn.modules.utils import _pair
 
 from mmeff.models.layers import (AttentionBias2d, ConvBN, GELU2d, LayerScale,
                                  conv1x1_to_linear, drop_path_or_identity, folded, is_graph_export,
@@ -95,6 +97,52 @@ class PoolMixer(nn.Module):
         return self.pool(x) - x
 
 
+class _PoolLerp(torch.autograd.Function):
+    """``lerp(x, pool(x), gamma)`` = ``x + gamma * (pool(x) - x)`` (MB4D's scaled token mixer)
+    with a backward of fewer passes over the map than autograd's.
+
+    Autograd differentiates lerp term by term: ``grad * (1 - gamma)``, ``grad * gamma`` into
+    the pooling's backward, ``end - x`` recomputed for gamma's gradient, and the two gradients
+    of ``x`` summed; six full-size results. Here the forward keeps ``pool(x) - x`` (in place
+    in the pooled map, saved instead of ``x`` and ``pool(x)``), and since average pooling is
+    linear per channel, ``grad_x = grad + gamma * (pool'(grad) - grad)`` =
+    ``lerp(grad, pool'(grad), gamma)`` is one lerp written into the pooling's gradient: two
+    full-size results (``pool'(grad)`` and ``grad * diff`` for gamma's sum). The output is
+    the same lerp as in eval."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, gamma: torch.Tensor, pool: nn.AvgPool2d) -> torch.Tensor:
+        pooled = pool(x)
+        out = torch.lerp(x, pooled, gamma)
+        ctx.save_for_backward(pooled.sub_(x), gamma)
+        ctx.pool = (pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode,
+                    pool.count_include_pad, pool.divisor_override)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        diff, gamma = ctx.saved_tensors
+        grad_x = grad_gamma = None
+        if ctx.needs_input_grad[0]:
+            kernel, stride, padding, ceil_mode, include_pad, divisor = ctx.pool
+            grad_x = torch.ops.aten.avg_pool2d_backward(
+                grad, diff, _pair(kernel), _pair(stride), _pair(padding), ceil_mode,
+                include_pad, divisor)
+            torch.lerp(grad, grad_x, gamma, out=grad_x)
+        if ctx.needs_input_grad[1]:
+            grad_gamma = (grad * diff).sum((0, 2, 3)).reshape(gamma.shape)
+        return grad_x, grad_gamma, None
+
+
+def pool_lerp(x: torch.Tensor, pool: nn.AvgPool2d, gamma: torch.Tensor) -> torch.Tensor:
+    """``torch.lerp(x, pool(x), gamma)`` (``gamma`` of shape (C, 1, 1)); with gradients, by
+    :class:`_PoolLerp` (same output, cheaper backward)."""
+    if torch.is_grad_enabled() and (x.requires_grad or gamma.requires_grad):
+        return _PoolLerp.apply(x, gamma, pool)
+    return torch.lerp(x, pool(x), gamma)
+
+
 class ConvMlp(nn.Module):
     """1x1 Conv-BN, GELU, 1x1 Conv-BN (the MB4D MLP, Eq. 4)."""
 
@@ -126,7 +174,7 @@ class MB4D(nn.Module):
             x = x + self.drop_path(self.ls1(self.token_mixer(x)))
             return x + self.drop_path(self.ls2(self.mlp(x)))
         if isinstance(self.drop_path, nn.Identity):
-            x = torch.lerp(x, self.token_mixer.pool(x), self.ls1.gamma.to(x.dtype)[:, None, None])
+            x = pool_lerp(x, self.token_mixer.pool, self.ls1.gamma.to(x.dtype)[:, None, None])
         else:  # the per-sample mask sits between the scale and the sum
             x = x + self.drop_path(self.ls1(self.token_mixer(x)))
         return x + self.drop_path(self.mlp(x, out_scale=self.ls2.gamma))
@@ -218,7 +266,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, hw: Size2d) -> torch.Tensor:
         q, k, v = self.split_heads(x)
-        attn = (q @ k.transpose(-2, -1)) * self.scale + self.attention_bias(hw)
+        # the scale on the (B, heads, N, d) queries, not on the (B, heads, N, N) logits: one
+        # pass fewer over the logits forward and backward
+        attn = (q * self.scale) @ k.transpose(-2, -1) + self.attention_bias(hw)
         out = attn.softmax(dim=-1) @ v
         return self.proj(out.transpose(1, 2).flatten(2))
 
