@@ -197,4 +197,4 @@ def test_pool_mixer_training_backward_equals_autograd_of_lerp():
     assert torch.equal(fast, ref)
     assert grads[0].is_contiguous(memory_format=torch.channels_last)
     for got, want in zip(grads, ref_grads):
-        assert _rel(got, want) < 1e-6
+        assert norm_rel_err(got, want) < 1e-6
