@@ -102,7 +102,11 @@ def compile_for_cpu(model: nn.Module, input_shape: Sequence[int],
         raise ValueError(f'package_path must be a .pt2 file path (AOTInductor packages), got '
                          f'{package_path!r}')
     deployed = deploy(model, shape).to(memory_format=torch.channels_last)
-    use_cpu_compile_forms(deployed)
+    configs = {'freezing': True}
+    if use_cpu_compile_forms(deployed):
+        # EfficientViT's linears: autotuned, oneDNN (ReLU fused) or Inductor's C++ GEMM
+        # beat the MKL linears it packs otherwise (M0 1.34 -> 1.17x ORT, M4 1.26 -> 1.18x)
+        configs['max_autotune'] = True
     example = torch.zeros(shape).contiguous(memory_format=torch.channels_last)
     workdir = None
     if package_path is None:
@@ -113,6 +117,6 @@ def compile_for_cpu(model: nn.Module, input_shape: Sequence[int],
     with torch.no_grad(), graph_forms():
         program = torch.export.export(deployed, (example,))
         package_path = torch._inductor.aoti_compile_and_package(
-            program, package_path=str(package_path), inductor_configs={'freezing': True})
+            program, package_path=str(package_path), inductor_configs=configs)
     runner = torch._inductor.aoti_load_package(package_path)
     return CompiledForCPU(runner, shape, package_path, workdir)
