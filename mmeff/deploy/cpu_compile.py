@@ -104,9 +104,11 @@ def compile_for_cpu(model: nn.Module, input_shape: Sequence[int],
     deployed = deploy(model, shape).to(memory_format=torch.channels_last)
     configs = {'freezing': True}
     if use_cpu_compile_forms(deployed):
-        # EfficientViT's linears: autotuned, oneDNN (ReLU fused) or Inductor's C++ GEMM
-        # beat the MKL linears it packs otherwise (M0 1.34 -> 1.17x ORT, M4 1.26 -> 1.18x)
-        configs['max_autotune'] = True
+        # EfficientViT's many small kernels (docs/deploy_speed.md, "PyTorch on CPU"): its
+        # linears autotuned (oneDNN with the ReLU fused, or Inductor's C++ GEMM, beat the MKL
+        # linears packed otherwise: M0 1.34 -> 1.17x ORT, M4 1.26 -> 1.18x), and the
+        # package's small intermediate buffers on the stack (M0 1.20 -> 1.15x)
+        configs.update({'max_autotune': True, 'aot_inductor.allow_stack_allocation': True})
     example = torch.zeros(shape).contiguous(memory_format=torch.channels_last)
     workdir = None
     if package_path is None:
