@@ -14,8 +14,9 @@ model (:func:`mmeff.deploy.deploy`), with the choices that each measured faster 
   the forms that check :func:`~mmeff.models.layers.is_compiling_for_cpu`: EfficientFormerV2's
   2x upsampling written out and its GELU without NHWC permutes, EfficientViT's q depth-wise
   conv as a conv on the token view (its attention keeps the token form), and EfficientViT's
-  depth-wise and 1x1 convolutions on small maps as shifted sums and linears
-  (:mod:`mmeff.deploy.cpu_forms`: oneDNN's per-call cost exceeds their arithmetic there);
+  depth-wise and 1x1 convolutions on small maps as generated loops and linears
+  (:mod:`mmeff.deploy.cpu_forms`: oneDNN's per-call cost exceeds their arithmetic there),
+  compiled with GEMM autotuning and stack-allocated buffers;
 * Inductor's freezing: parameters become constants of the package, so conv weights are
   prepacked for oneDNN once and constant folding happens at compile time;
 * a channels-last model and input, the layout oneDNN's convolutions run in without reorders.
@@ -81,8 +82,8 @@ def compile_for_cpu(model: nn.Module, input_shape: Sequence[int],
     The model is changed in place as by :func:`~mmeff.deploy.deploy` (BN folded, attention
     biases frozen for the shape; it fuses the children of ``model``, so wrap a bare block in a
     container to have it replaced; EfficientViT's depth-wise and 1x1 convs become the
-    modules of :func:`~mmeff.deploy.cpu_forms.use_cpu_compile_forms`, the same function), exported with ``torch.export`` and compiled by
-    AOTInductor with freezing into a package (a ``.pt2`` file) that is loaded and returned.
+    modules of :func:`~mmeff.deploy.cpu_forms.use_cpu_compile_forms`, the same function),
+    exported with ``torch.export`` and compiled by AOTInductor with freezing into a package (a ``.pt2`` file) that is loaded and returned.
     Its weights are constants of the package: later changes to the model are not seen. The
     compiled code is for this input shape only and for ``torch.get_num_threads()`` threads at
     the time of the call; compilation takes 20 s to minutes per variant on a couple of cores.

@@ -2,23 +2,24 @@
 
 On the 224x224 model's 4x4-14x14 maps a oneDNN convolution called from the AOTInductor
 package costs tens of microseconds of fixed overhead per call, more than its arithmetic
-(docs/deploy_speed.md, "PyTorch on CPU"; torch.profiler of the compiled M0 / M4, 1 thread:
-a 16-channel 7x7 depth-wise conv on a 4x4 map ~115 us, a 1x1 conv 64 -> 256 on a 1x1 map
-~45 us). EfficientViT runs ~90 such convolutions per image, so under compilation, on maps of
-at most :data:`SMALL_MAP` positions:
+(docs/deploy_speed.md, "EfficientViT's small kernels"; torch.profiler of the compiled M0 /
+M4, 1 thread: a 16-channel 7x7 depth-wise conv on a 4x4 map ~115 us, a 1x1 conv 64 -> 256 on
+a 1x1 map ~45 us). EfficientViT runs ~90 such convolutions per image, so under compilation,
+on maps of at most :data:`SMALL_MAP` positions:
 
-* every depth-wise convolution is written as a sum of shifted, per-channel-scaled slices of
-  the zero-padded input, which Inductor generates as one fused loop (together with the
+* every depth-wise convolution is written as pointwise arithmetic on the zero-padded input
+  (:func:`depthwise_as_shifted_sums`), which Inductor generates as a fused loop (with the
   adds around it) instead of calling oneDNN;
 * every 1x1 convolution is ``F.linear`` on the NHWC view of the channels-last map (no copy),
-  which Inductor packs for MKL's linear, whose fixed cost is a fraction of oneDNN's.
+  a GEMM whose fixed cost is a fraction of oneDNN's convolution (``compile_for_cpu`` has
+  Inductor autotune these GEMMs).
 
-Measured with both (scratch A/B, 1 thread, batch 1, 224x224, process CPU time, round-robin
-against ONNX Runtime in one process): M0 1.52 -> 1.19x ORT, M4 1.50 -> 1.35x. Outside
-:func:`~mmeff.models.layers.is_compiling_for_cpu` (eager, training, ONNX / CoreML /
-TorchScript export) the swapped modules are the plain ``nn.Conv2d`` they replace: same
-parameters, state-dict keys and function. Larger maps (dense inputs) keep oneDNN, which has
-not been measured slower there.
+Scratch A/Bs (1 thread, batch 1, 224x224, process CPU time, round-robin against ONNX Runtime
+in one process): M0 1.52 -> 1.19x ORT, M4 1.50 -> 1.35x with both forms; 1.15x and 1.20x
+with the autotuning as well. Outside :func:`~mmeff.models.layers.is_compiling_for_cpu`
+(eager, training, ONNX / CoreML / TorchScript export) the swapped modules are the plain
+``nn.Conv2d`` they replace: same parameters, state-dict keys and function. Larger maps (dense
+inputs) keep oneDNN, which has not been measured slower there.
 """
 from typing import List, Optional, Tuple
 

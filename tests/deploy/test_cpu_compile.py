@@ -83,7 +83,8 @@ def test_package_is_exported_and_compiled_frozen_in_graph_forms(fake_aoti, tmp_p
 def test_efficientvit_is_traced_in_its_cpu_forms_with_autotuned_gemms(fake_aoti):
     """On the small maps of a 224x224 (here 64x64) input only the stem's four dense convs
     stay convolutions (depth-wise: shifted sums, 1x1: linears; mmeff.deploy.cpu_forms), and
-    Inductor autotunes the linears and stack-allocates small buffers (docs/deploy_speed.md, "PyTorch on CPU")."""
+    Inductor autotunes the linears and stack-allocates small buffers (docs/deploy_speed.md,
+    "EfficientViT's small kernels")."""
     compile_for_cpu(torch.nn.Sequential(EfficientViT('m0')), (1, 3, 64, 64))
     assert fake_aoti['configs'] == {'freezing': True, 'max_autotune': True,
                                     'aot_inductor.allow_stack_allocation': True}
