@@ -83,10 +83,12 @@ def compile_for_cpu(model: nn.Module, input_shape: Sequence[int],
     biases frozen for the shape; it fuses the children of ``model``, so wrap a bare block in a
     container to have it replaced; EfficientViT's depth-wise and 1x1 convs become the
     modules of :func:`~mmeff.deploy.cpu_forms.use_cpu_compile_forms`, the same function),
-    exported with ``torch.export`` and compiled by AOTInductor with freezing into a package (a ``.pt2`` file) that is loaded and returned.
-    Its weights are constants of the package: later changes to the model are not seen. The
-    compiled code is for this input shape only and for ``torch.get_num_threads()`` threads at
-    the time of the call; compilation takes 20 s to minutes per variant on a couple of cores.
+    exported with ``torch.export`` and compiled by AOTInductor with freezing into a package
+    (a ``.pt2`` file) that is loaded and returned. Its weights are constants of the package:
+    later changes to the model are not seen. The compiled code is for this input shape only
+    and for ``torch.get_num_threads()`` threads at the time of the call; compilation takes
+    15 s to a few minutes per variant on a couple of cores (EfficientViT's, autotuned, 1-2.5
+    minutes).
 
     Args:
         model: the model (eval mode is set by the deploy path).
