@@ -13,7 +13,10 @@ model (:func:`mmeff.deploy.deploy`), with the choices that each measured faster 
   GELU fused in, instead of the channels-last linears it hands to MKL, slow on AMD CPUs), and
   the forms that check :func:`~mmeff.models.layers.is_compiling_for_cpu`: EfficientFormerV2's
   2x upsampling written out and its GELU without NHWC permutes, EfficientViT's q depth-wise
-  conv as a conv on the token view (its attention keeps the token form);
+  conv as a conv on the token view (its attention keeps the token form), and EfficientViT's
+  depth-wise and 1x1 convolutions on small maps as generated loops and linears
+  (:mod:`mmeff.deploy.cpu_forms`: oneDNN's per-call cost exceeds their arithmetic there),
+  compiled with GEMM autotuning and stack-allocated buffers;
 * Inductor's freezing: parameters become constants of the package, so conv weights are
   prepacked for oneDNN once and constant folding happens at compile time;
 * a channels-last model and input, the layout oneDNN's convolutions run in without reorders.
@@ -25,6 +28,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from mmeff.deploy.cpu_forms import use_cpu_compile_forms
 from mmeff.deploy.deploy_path import deploy
 from mmeff.models.layers.graph_mode import graph_forms
 
@@ -77,11 +81,14 @@ def compile_for_cpu(model: nn.Module, input_shape: Sequence[int],
 
     The model is changed in place as by :func:`~mmeff.deploy.deploy` (BN folded, attention
     biases frozen for the shape; it fuses the children of ``model``, so wrap a bare block in a
-    container to have it replaced), exported with ``torch.export`` and compiled by
-    AOTInductor with freezing into a package (a ``.pt2`` file) that is loaded and returned.
-    Its weights are constants of the package: later changes to the model are not seen. The
-    compiled code is for this input shape only and for ``torch.get_num_threads()`` threads at
-    the time of the call; compilation takes 20 s to minutes per variant on a couple of cores.
+    container to have it replaced; EfficientViT's depth-wise and 1x1 convs become the
+    modules of :func:`~mmeff.deploy.cpu_forms.use_cpu_compile_forms`, the same function),
+    exported with ``torch.export`` and compiled by AOTInductor with freezing into a package
+    (a ``.pt2`` file) that is loaded and returned. Its weights are constants of the package:
+    later changes to the model are not seen. The compiled code is for this input shape only
+    and for ``torch.get_num_threads()`` threads at the time of the call; compilation takes
+    15 s to a few minutes per variant on a couple of cores (EfficientViT's, autotuned, 1-2.5
+    minutes).
 
     Args:
         model: the model (eval mode is set by the deploy path).
@@ -98,6 +105,13 @@ def compile_for_cpu(model: nn.Module, input_shape: Sequence[int],
         raise ValueError(f'package_path must be a .pt2 file path (AOTInductor packages), got '
                          f'{package_path!r}')
     deployed = deploy(model, shape).to(memory_format=torch.channels_last)
+    configs = {'freezing': True}
+    if use_cpu_compile_forms(deployed):
+        # EfficientViT's many small kernels (docs/deploy_speed.md, "PyTorch on CPU"): its
+        # linears autotuned (oneDNN with the ReLU fused, or Inductor's C++ GEMM, beat the MKL
+        # linears packed otherwise: M0 1.34 -> 1.17x ORT, M4 1.26 -> 1.18x), and the
+        # package's small intermediate buffers on the stack (M0 1.20 -> 1.15x)
+        configs.update({'max_autotune': True, 'aot_inductor.allow_stack_allocation': True})
     example = torch.zeros(shape).contiguous(memory_format=torch.channels_last)
     workdir = None
     if package_path is None:
@@ -108,6 +122,6 @@ def compile_for_cpu(model: nn.Module, input_shape: Sequence[int],
     with torch.no_grad(), graph_forms():
         program = torch.export.export(deployed, (example,))
         package_path = torch._inductor.aoti_compile_and_package(
-            program, package_path=str(package_path), inductor_configs={'freezing': True})
+            program, package_path=str(package_path), inductor_configs=configs)
     runner = torch._inductor.aoti_load_package(package_path)
     return CompiledForCPU(runner, shape, package_path, workdir)

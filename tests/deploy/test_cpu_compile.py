@@ -6,7 +6,7 @@ import torch
 from torch._inductor import aoti_load_package
 
 from mmeff.deploy import CompiledForCPU, compile_for_cpu
-from mmeff.models.backbones import EfficientFormer
+from mmeff.models.backbones import EfficientFormer, EfficientViT
 from mmeff.models.layers import graph_forms, is_graph_export, use_graph_forms
 from mmeff.testing import FULL_LAYER_SCALE, max_rel_err, randomize_
 
@@ -53,10 +53,9 @@ def test_compile_for_cpu_rejects_a_package_path_that_is_not_pt2(tmp_path):
                         package_path=str(tmp_path / 'model.so'))
 
 
-def test_package_is_exported_and_compiled_frozen_in_graph_forms(monkeypatch, tmp_path):
-    """Inductor freezes only a graph compiled with autograd off: compiled outside no_grad, the
-    package ran EfficientViT-M4 1.2x slower (docs/deploy_speed.md). AOTInductor itself is
-    faked here (the real compile is the slow test below)."""
+@pytest.fixture
+def fake_aoti(monkeypatch):
+    """AOTInductor faked: what compile_for_cpu hands it is recorded in the returned dict."""
     seen = {}
 
     def fake_compile(program, package_path, inductor_configs):
@@ -65,12 +64,32 @@ def test_package_is_exported_and_compiled_frozen_in_graph_forms(monkeypatch, tmp
         return package_path
     monkeypatch.setattr(torch._inductor, 'aoti_compile_and_package', fake_compile)
     monkeypatch.setattr(torch._inductor, 'aoti_load_package', lambda path: (lambda x: x))
+    return seen
+
+
+def test_package_is_exported_and_compiled_frozen_in_graph_forms(fake_aoti, tmp_path):
+    """Inductor freezes only a graph compiled with autograd off: compiled outside no_grad, the
+    package ran EfficientViT-M4 1.2x slower (docs/deploy_speed.md). AOTInductor itself is
+    faked here (the real compile is the slow test below)."""
+    seen = fake_aoti
     path = str(tmp_path / 'm.pt2')
     compiled = compile_for_cpu(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1)), (1, 3, 8, 8),
                                package_path=path)
     assert (seen['grad'], seen['graph_forms'], seen['configs']) == (False, True,
                                                                     {'freezing': True})
     assert 'conv' in seen['graph'] and compiled.package_path == path
+
+
+def test_efficientvit_is_traced_in_its_cpu_forms_with_autotuned_gemms(fake_aoti):
+    """On the small maps of a 224x224 (here 64x64) input only the stem's four dense convs
+    stay convolutions (depth-wise: shifted sums, 1x1: linears; mmeff.deploy.cpu_forms), and
+    Inductor autotunes the linears and stack-allocates small buffers (docs/deploy_speed.md,
+    "EfficientViT's small kernels")."""
+    compile_for_cpu(torch.nn.Sequential(EfficientViT('m0')), (1, 3, 64, 64))
+    assert fake_aoti['configs'] == {'freezing': True, 'max_autotune': True,
+                                    'aot_inductor.allow_stack_allocation': True}
+    assert fake_aoti['graph'].count('aten.conv2d') == 4
+    assert 'aten.linear' in fake_aoti['graph']
 
 
 @pytest.mark.slow
