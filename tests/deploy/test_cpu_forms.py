@@ -12,11 +12,7 @@ from mmeff.deploy.cpu_forms import (SMALL_MAP, LinearPointwiseConv, ShiftedSumDe
                                     depthwise_as_shifted_sums, use_cpu_compile_forms)
 from mmeff.models.backbones import EfficientFormer, EfficientViT
 from mmeff.models.layers import graph_forms
-from mmeff.testing import randomize_
-
-
-def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
+from mmeff.testing import max_rel_err, randomize_
 
 
 @pytest.mark.parametrize('hw,kernel,stride', [
@@ -31,7 +27,7 @@ def test_shifted_sums_equal_the_depthwise_conv(hw, kernel, stride):
     expected = F.conv2d(x, weight, bias, stride, pad, groups=6)
     got = depthwise_as_shifted_sums(x, weight, bias, (stride, stride), (pad, pad))
     assert got.shape == expected.shape
-    assert max_rel(got, expected) < 1e-6
+    assert max_rel_err(got, expected) < 1e-6
 
 
 def _graph_ops(module: nn.Module, x: torch.Tensor) -> str:
@@ -75,7 +71,7 @@ def test_compile_forms_compute_the_deployed_efficientvit():
         with graph_forms():
             got = deployed(x)
     for g, e in zip(got, expected):
-        assert g.shape == e.shape and max_rel(g, e) < 1e-5
+        assert g.shape == e.shape and max_rel_err(g, e) < 1e-5
 
 
 def test_other_families_keep_their_convolutions():
