@@ -480,7 +480,6 @@ def runnable(program) -> nn.Module:
 def _coreml_outputs(ct, names: List[str], reference: List[torch.Tensor]) -> list:
     """Named outputs; integer ones (detection labels) as int32, CoreML's integer type (left
     to itself the converter declares them float)."""
-    import numpy as np
     return [ct.TensorType(name=n, dtype=np.int32) if not (t.is_floating_point() or
                                                           t.is_complex()) else
             ct.TensorType(name=n) for n, t in zip(names, reference)]

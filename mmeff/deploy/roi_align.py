@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmeff.models.layers.graph_mode import is_recording_graph
+
 
 def max_grid(size: int, out_size: int) -> int:
     """The largest adaptive sampling grid a RoI inside a ``size``-long feature axis can need
@@ -162,8 +164,7 @@ def _weights(shape: Sequence[int], rois: Tensor, output_size: Tuple[int, int],
 def _check_grid(roi_h: Tensor, roi_w: Tensor, out_h: int, out_w: int, grid_h: int,
                 grid_w: int) -> None:
     """In eager mode: refuse a RoI whose adaptive grid exceeds the static one."""
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or roi_h.numel() == 0 or \
-            _is_fake(roi_h):
+    if is_recording_graph() or roi_h.numel() == 0 or _is_fake(roi_h):
         return
     need_h = int(torch.ceil(roi_h / out_h).max())
     need_w = int(torch.ceil(roi_w / out_w).max())

@@ -7,7 +7,7 @@ from mmeff.models.layers.conv_norm import (BNLinear, ChannelAffine, ConvBN, Line
 from mmeff.models.layers.graph_mode import (graph_forms, is_compiling_for_cpu, is_graph_export,
                                             use_graph_forms)
 from mmeff.models.layers.memory_format import (contiguous_nchw, is_channels_last_map,
-                                               to_memory_format)
+                                               nhwc_rows, to_memory_format)
 from mmeff.models.layers.pointwise import PointwiseConv2d
 from mmeff.models.layers.scale_and_drop import (DropPath, LayerScale, drop_path_or_identity,
                                                 drop_path_rates, is_drop_path)
@@ -21,7 +21,7 @@ __all__ = [
     'ChannelAffine', 'ConvBN', 'LinearBN', 'conv1x1_to_linear', 'folded', 'fuse_bn_linear',
     'fuse_conv_bn', 'fuse_linear_bn', 'scaled_output', 'graph_forms', 'is_compiling_for_cpu',
     'is_graph_export', 'use_graph_forms', 'contiguous_nchw', 'is_channels_last_map',
-    'to_memory_format',
+    'nhwc_rows', 'to_memory_format',
     'DropPath', 'LayerScale',
     'drop_path_or_identity', 'drop_path_rates', 'is_drop_path', 'DEFAULT_BUDGET_MB', 'TensorCache',
     'cache_budget_bytes', 'cached_bytes', 'caching_allowed', 'clear_all_caches', 'set_cache_budget'

@@ -10,15 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmeff.models.layers.graph_mode import is_graph_export
+from mmeff.models.layers.graph_mode import is_recording_graph
 from mmeff.models.layers.memory_format import is_channels_last_map
 
 
 def _channels_last_view(x: torch.Tensor) -> bool:
     """A channels-last 4-D map in eager mode (graphs and compilers record the plain op: a
     runtime lays out memory itself, and the permutes would be exported as Transposes)."""
-    return is_channels_last_map(x) and not is_graph_export() and \
-        not torch.compiler.is_compiling()
+    return is_channels_last_map(x) and not is_recording_graph()
 
 
 class GELU2d(nn.GELU):

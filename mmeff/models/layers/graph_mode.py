@@ -24,6 +24,14 @@ def is_graph_export() -> bool:
     return torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
+def is_recording_graph() -> bool:
+    """True while any graph is recorded: tracing, scripting (:func:`is_graph_export`) or a
+    compiler's capture (``torch.compile``, ``torch.export``). What eager-only code checks: CPU
+    fast paths written as autograd functions or layout tricks, caches whose tensors a graph
+    would bake in as constants, data-dependent checks that fake tensors cannot run."""
+    return is_graph_export() or torch.compiler.is_compiling()
+
+
 def use_graph_forms() -> bool:
     """True while exporting (:func:`is_graph_export`) and inside :func:`graph_forms`: what a
     block checks whose graph form is also the faster one under TorchInductor (EfficientFormer's

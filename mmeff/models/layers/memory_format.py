@@ -19,6 +19,12 @@ def is_channels_last_map(x: torch.Tensor) -> bool:
         x.is_contiguous(memory_format=torch.channels_last)
 
 
+def nhwc_rows(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> its (N*H*W, C) pixel rows: a view of a channels-last map (a copy of
+    any other), the matrix a 1x1 convolution is a GEMM on."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
 def _format_of(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if is_channels_last_map(x) else torch.contiguous_format
 
@@ -54,4 +60,4 @@ def contiguous_nchw(x: torch.Tensor) -> torch.Tensor:
     return to_memory_format(x, torch.contiguous_format)
 
 
-__all__ = ['contiguous_nchw', 'is_channels_last_map', 'to_memory_format']
+__all__ = ['contiguous_nchw', 'is_channels_last_map', 'nhwc_rows', 'to_memory_format']

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from mmeff.models.layers.graph_mode import is_graph_export
-from mmeff.models.layers.memory_format import is_channels_last_map
+from mmeff.models.layers.graph_mode import is_recording_graph
+from mmeff.models.layers.memory_format import is_channels_last_map, nhwc_rows
 
 
 def _autocast_on() -> bool:
@@ -44,17 +44,11 @@ def pointwise_fast_path_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (x.device.type == 'cpu' and x.dtype == torch.float32 and weight.dtype == torch.float32
             and is_channels_last_map(x) and x.shape[0] * x.shape[2] * x.shape[3] > MIN_ONEDNN_PIXELS
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and not _autocast_on() and not is_graph_export()
-            and not torch.compiler.is_compiling())
+            and not _autocast_on() and not is_recording_graph())
 
 
 def _conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     return torch.mkldnn_convolution(x, weight, bias, (0, 0), (1, 1), (1, 1), 1)
-
-
-def _nhwc_rows(t: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) channels-last -> its (N*H*W, C) rows, a view."""
-    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
 
 
 class _ChannelsLastPointwise(torch.autograd.Function):
@@ -76,12 +70,12 @@ class _ChannelsLastPointwise(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad = grad.contiguous(memory_format=torch.channels_last)
         matrix = weight.reshape(weight.shape[0], -1)
-        rows = _nhwc_rows(grad)
+        rows = nhwc_rows(grad)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = _conv1x1(grad, matrix.t().contiguous()[:, :, None, None], None)
         if ctx.needs_input_grad[1]:
-            grad_w = (rows.t() @ _nhwc_rows(x)).reshape(weight.shape)
+            grad_w = (rows.t() @ nhwc_rows(x)).reshape(weight.shape)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.new_zeros(grad.shape[1]) if ctx.bias_grad_is_zero else rows.sum(0)
         return grad_x, grad_w, grad_b, None

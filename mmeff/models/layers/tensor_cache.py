@@ -29,6 +29,8 @@ from typing import Any, Callable, Dict, Hashable, Optional, Set, Tuple
 
 import torch
 
+from mmeff.models.layers.graph_mode import is_recording_graph
+
 #: default budget of all cached tensors of a process, in MiB (see the module docstring)
 DEFAULT_BUDGET_MB = 128.0
 ENV_VAR = 'MMEFF_CACHE_MB'
@@ -147,8 +149,7 @@ def clear_all_caches() -> None:
 def caching_allowed() -> bool:
     """False while tracing, scripting or compiling: a cached tensor would be baked into the
     graph as a constant of the size seen (or, for torch.export, does not exist)."""
-    return not (torch.jit.is_tracing() or torch.jit.is_scripting()
-                or torch.compiler.is_compiling())
+    return not is_recording_graph()
 
 
 class TensorCache:

@@ -22,7 +22,7 @@ from torch import nn
 
 from mmeff.models.layers import (AttentionBias2d, ConvBN, TensorCache, caching_allowed,
                                  conv1x1_to_linear, drop_path_or_identity, folded, fuse_conv_bn,
-                                 is_compiling_for_cpu, is_graph_export)
+                                 is_compiling_for_cpu, is_graph_export, nhwc_rows)
 
 Size2d = Tuple[int, int]
 
@@ -77,8 +77,7 @@ def conv_bn_rows(layer: ConvBN, rows: torch.Tensor, bhw: Tuple[int, int, int]) -
     ~10x slower)."""
     conv = layer.conv
     out = F.linear(rows, conv.weight.flatten(1), conv.bias)
-    out = layer.bn(out.view(*bhw, -1).permute(0, 3, 1, 2))
-    return out.permute(0, 2, 3, 1).reshape(rows.shape[0], -1)
+    return nhwc_rows(layer.bn(out.view(*bhw, -1).permute(0, 3, 1, 2)))
 
 
 class CascadedGroupAttention(nn.Module):
@@ -132,7 +131,7 @@ class CascadedGroupAttention(nn.Module):
         B, C, H, W = x.shape
         N = H * W
         bias = self.attention_bias((H, W)).unbind(0)  # one backward node for all heads
-        rows = x.permute(0, 2, 3, 1).reshape(B * N, C)  # free for channels-last windows
+        rows = nhwc_rows(x)  # free for channels-last windows
         splits = rows.split(self.val_dim, dim=1)
         kd, vd = self.key_dim, self.val_dim
         outs: List[torch.Tensor] = []
