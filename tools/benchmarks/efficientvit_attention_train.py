@@ -24,7 +24,7 @@ from typing import List, Sequence
 import torch
 
 from mmeff.benchmark.timer import cpu_name, round_robin
-from mmeff.models.backbones.efficientvit.arch import EFFICIENTVIT_ARCHS
+from mmeff.models.backbones.efficientvit.arch import EFFICIENTVIT_ARCHS, validate_arch
 from mmeff.models.backbones.efficientvit.blocks import CascadedGroupAttention
 from mmeff.testing import nchw_cascaded_attention, norm_rel_err, randomize_
 
@@ -50,12 +50,12 @@ def _step(attn: CascadedGroupAttention, forward, windows: torch.Tensor, grad_see
 
 
 def one_stage(variant: str, stage: int, size: int, runs: int) -> List[str]:
-    arch = EFFICIENTVIT_ARCHS[variant]
+    arch = validate_arch(EFFICIENTVIT_ARCHS[variant])
     dim, heads = arch['embed_dims'][stage], arch['num_heads'][stage]
     side = math.ceil(size / 2 ** (4 + stage))
     win = min(WINDOW, side)
     count = BATCH * math.ceil(side / win) ** 2
-    rows_form = randomize_(CascadedGroupAttention(dim, arch.get('key_dim', 16), heads,
+    rows_form = randomize_(CascadedGroupAttention(dim, arch['key_dim'], heads,
                                                   (WINDOW, WINDOW), arch['kernels'])).train()
     nchw_form = copy.deepcopy(rows_form)
     windows = torch.randn(count, dim, win, win, generator=torch.Generator().manual_seed(0))
